@@ -1,0 +1,185 @@
+// Config: the whole YAML file as plain values, checked once at start (and on SIGHUP).
+// Loading never throws to its caller: every problem becomes a ConfigError naming the file, the
+// line, the key and the reason, and all of them are reported together.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sidecar {
+
+struct ConfigError {
+  std::string file;
+  int line = 0; // 1-based; 0 when the problem has no single line (e.g. a missing file)
+  std::string key;
+  std::string reason;
+  // "config/sidecar.yaml:14: limits.max_message_bytes: must be 1 KiB..16 MiB, got \"2x\""
+  std::string to_string() const;
+};
+
+struct HostPort {
+  std::string host; // numeric IPv4/IPv6 or "localhost"
+  uint16_t port = 0;
+};
+
+struct RedisConfig {
+  std::string url = "redis://127.0.0.1:6379/0";
+  // Parsed from url: either tcp (host, port) or a unix socket path.
+  std::string host = "127.0.0.1";
+  uint16_t port = 6379;
+  std::string unix_path;
+  std::string username;
+  std::string password;
+  int db = 0;
+  uint32_t connect_timeout_ms = 2000;
+  uint32_t reconnect_initial_ms = 100; // first retry delay; doubles each failure
+  uint32_t reconnect_max_ms = 5000;    // cap of the backoff; jitter is +-20 %
+};
+
+// A route's path template has exactly one "{org}" segment, e.g. "/api/ws/sync/{org}".
+struct Route {
+  std::string path;                   // as written
+  std::string channel = "org:{org}"; // room channel template
+  std::string prefix;                 // path before "{org}"
+  std::string suffix;                 // path after "{org}" (often empty)
+};
+
+struct ChannelsConfig {
+  std::string user = "org:{org}:user:{user}"; // per-user channel, joined when authenticated
+  std::string broadcast = "sidecar:broadcast"; // every session joins it; "" disables
+};
+
+struct WebSocketConfig {
+  uint32_t heartbeat_ms = 25000;        // server ping interval
+  uint32_t pong_timeout_ms = 10000;     // no frame at all within this after a ping: close
+  uint32_t handshake_timeout_ms = 10000;
+  uint32_t idle_timeout_ms = 0;         // 0: off; else close when no client data frame for this long
+  uint32_t close_timeout_ms = 3000;     // wait for the peer's close frame before dropping TCP
+};
+
+struct LimitsConfig {
+  uint64_t max_message_bytes = 65536;    // inbound message; larger: close 1009
+  uint32_t max_connections = 100000;     // total; over: 503
+  uint32_t max_connections_per_org = 0;  // 0: unlimited; over: 429
+  uint32_t max_connections_per_user = 0; // 0: unlimited; over: 429
+  uint32_t max_connections_per_ip = 0;   // 0: unlimited; over: 429
+  uint32_t handshakes_per_ip_per_s = 0;  // 0: unlimited; over: 429
+  double inbound_rate = 10;              // messages per second per connection
+  double inbound_burst = 20;
+  uint32_t inbound_violations_before_close = 10; // RATE_LIMITED errors before close 1008
+  uint64_t max_outbound_bytes = 4 * 1024 * 1024; // per-session queued bytes; over: slow consumer
+  uint16_t slow_consumer_close_code = 1008;      // 1008 or 1013
+  uint32_t max_header_bytes = 16384;             // request head; over: 431
+  uint32_t max_json_depth = 32;
+};
+
+struct LogConfig {
+  enum class Level { debug, info, warn, error };
+  enum class Format { text, json };
+  Level level = Level::info;
+  Format format = Format::text;
+  uint32_t summary_interval_s = 60; // once-a-minute summary line at info; 0: off
+};
+
+struct JwtConfig {
+  std::vector<std::string> algorithms = {"HS256"};
+  std::string secret;          // HS*; SIDECAR_JWT_SECRET overrides
+  std::string secret_env;      // name of an env var holding the secret
+  std::string public_key_file; // PEM, RS*/ES*
+  std::string jwks_file;       // JSON Web Key Set, selected by "kid"
+  std::string issuer;          // checked when not empty
+  std::string audience;        // checked when not empty
+  uint32_t leeway_s = 30;
+  uint32_t max_token_bytes = 8192;
+};
+
+struct AuthConfig {
+  enum class Mode { none, jwt };
+  enum class Expiry { close, keep };
+  Mode mode = Mode::none;
+  JwtConfig jwt;
+  std::vector<std::string> org_claim = {"org"}; // first present claim wins
+  std::string user_claim = "sub";
+  std::vector<std::string> token_sources = {"query", "header", "subprotocol", "cookie"};
+  std::string query_param = "token";
+  std::string cookie_name = "token";
+  Expiry on_expiry = Expiry::close; // close with 4001, or keep the session
+  uint32_t expiry_warning_s = 30;   // {"type":"token_expiring"} this long before exp
+};
+
+struct OriginsConfig {
+  std::vector<std::string> allowed; // empty: any origin
+  bool allow_missing = true;        // requests without Origin (non-browser clients)
+};
+
+struct InboundConfig {
+  std::string stream;    // e.g. "inbound:{org}"; empty: client messages get an error reply
+  uint32_t maxlen = 10000; // XADD MAXLEN ~ N
+};
+
+struct AdminConfig {
+  std::string listen; // empty: endpoints on the main listener
+  std::string token;  // bearer token for /metrics and /api/websocket/status; SIDECAR_ADMIN_TOKEN
+  std::optional<HostPort> listen_addr;
+};
+
+struct ShutdownConfig {
+  uint32_t drain_timeout_ms = 10000;
+  uint32_t reconnect_after_ms = 1000; // hint sent in server_shutdown
+  uint32_t reconnect_jitter_ms = 4000; // each client gets reconnect_after_ms + random(0..jitter)
+};
+
+struct Config {
+  std::string file; // where it was loaded from
+  std::string listen = "127.0.0.1:8080";
+  HostPort listen_addr{"127.0.0.1", 8080};
+  RedisConfig redis;
+  std::vector<Route> routes = {Route{"/ws/{org}", "org:{org}", "/ws/", ""}};
+  ChannelsConfig channels;
+  WebSocketConfig websocket;
+  LimitsConfig limits;
+  LogConfig log;
+  AuthConfig auth;
+  OriginsConfig origins;
+  InboundConfig inbound;
+  AdminConfig admin;
+  ShutdownConfig shutdown;
+  // Line of each key as it appeared in the file ("listen" -> 1), so that errors found later
+  // (a port in use at bind time) can still point at the line.
+  std::map<std::string, int> key_lines;
+};
+
+struct ConfigResult {
+  Config config;
+  std::vector<ConfigError> errors; // empty: config is valid
+  bool ok() const { return errors.empty(); }
+};
+
+// Reads the environment; tests pass their own.
+using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
+EnvLookup process_env();
+
+// Parses and checks a YAML document. `file` only names it in errors.
+ConfigResult parse_config(const std::string& yaml_text, const std::string& file,
+                          const EnvLookup& env);
+ConfigResult load_config_file(const std::string& path, const EnvLookup& env);
+
+// Parses "host:port" ("[::1]:8080" for IPv6); false with a reason on error.
+bool parse_host_port(const std::string& text, HostPort& out, std::string& reason);
+// Parses redis://[user:pass@]host[:port][/db] and unix:///path[?db=N]; fills the url fields.
+bool parse_redis_url(const std::string& url, RedisConfig& out, std::string& reason);
+// Splits a route template at its single "{org}"; false with a reason otherwise.
+bool parse_route_template(const std::string& path, Route& out, std::string& reason);
+
+// Org ids are 1..128 of [A-Za-z0-9._:-].
+bool is_valid_org(std::string_view org);
+// Matches a request path against a route; on success stores the org.
+bool match_route(const Route& route, std::string_view path, std::string& org);
+// Substitutes {org} and {user} in a channel template.
+std::string expand_channel(const std::string& tmpl, std::string_view org, std::string_view user);
+
+} // namespace sidecar
