@@ -28,6 +28,8 @@ CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebI
 }
 cmake --build "$build" -j2 --target fuzz
 
+# Artifacts from an earlier run would make this run's failure report ambiguous.
+rm -rf "$logs" "$artifacts"
 mkdir -p "$logs" "$artifacts"
 failed=()
 ran=0
@@ -54,7 +56,7 @@ for bin in "$build"/test/fuzz/fuzz_*; do
   echo "   exit=$status executions=${execs:-?} ${cov} corpus=$(find "$work" -type f | wc -l) log=$log"
   if ((status != 0)); then
     failed+=("$name")
-    grep -E 'ERROR|SUMMARY|fuzz_[a-z]+:|Test unit written' "$log" | head -n 20 >&2 || true
+    grep -E 'ERROR|SUMMARY|fuzz_[a-z0-9]+:|Test unit written' "$log" | head -n 20 >&2 || true
   fi
 done
 
