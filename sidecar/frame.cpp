@@ -164,7 +164,7 @@ bool is_valid_received_close_code(uint16_t code) {
   if (code >= 1000 && code <= 1003)
     return true;
   // 1012..1014 are not in RFC 6455 but IANA registered them (service restart, try again later,
-  // bad gateway) and browsers send them.
+  // bad gateway), and proxies and servers that send them must not be treated as broken.
   if (code >= 1007 && code <= 1014)
     return true;
   return code >= 3000 && code <= 4999;
