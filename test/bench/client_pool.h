@@ -1,0 +1,96 @@
+// The load generator's client side: many non-blocking WebSocket clients on one epoll loop, their
+// handshakes, frame parsing, delivery accounting, and optional connect/disconnect churn.
+// Single-threaded: only the thread that calls poll() touches a ClientPool.
+#pragma once
+
+#include "accounting.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sidecar::bench {
+
+struct ClientPoolOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;
+  std::string path_template = "/ws/{room}"; // "{room}" is replaced by "r<index>"
+  uint32_t connections = 100;
+  uint32_t rooms = 10;
+  uint32_t max_in_flight = 512; // concurrent handshakes, so the server's backlog never overflows
+  bool bind_sources = true;     // spread source addresses over 127.0.0.2..127.0.0.9
+};
+
+struct ClientCounters {
+  uint64_t opened = 0;         // handshakes answered with 101
+  uint64_t connect_errors = 0; // connect or handshake failures (retried up to 3 times)
+  uint64_t server_closed = 0;  // steady clients that the server closed or dropped
+  uint64_t foreign = 0;        // frames that were not bench payloads (welcome, pong, ...)
+  uint64_t misrouted = 0;      // bench payloads for a room this client is not in
+  uint64_t pings = 0;
+  uint64_t churn_done = 0; // churn clients that connected, upgraded and closed cleanly
+  uint64_t churn_failed = 0;
+};
+
+class ClientPool {
+public:
+  explicit ClientPool(ClientPoolOptions options);
+  ~ClientPool();
+  ClientPool(const ClientPool &) = delete;
+  ClientPool &operator=(const ClientPool &) = delete;
+
+  bool init(std::string &error);
+  // Runs the loop for at most timeout_ms, starting connects while fewer than max_in_flight
+  // handshakes are pending, and churn clients at the configured rate.
+  void poll(int timeout_ms);
+  bool all_open() const { return open_ == options_.connections; }
+  uint32_t open_count() const { return open_; }
+  bool connect_failed() const { return gave_up_ > 0; }
+
+  // Churn: short-lived clients opened and closed at `per_second`, 0 to stop. They join rooms
+  // like the others, but nothing they receive is accounted.
+  void set_churn(double per_second);
+
+  // Totals for all steady clients given how many messages each room has been sent.
+  DeliveryTotals totals(const std::vector<uint64_t> &published_per_room) const;
+  LatencyHistogram &latency() { return latency_; }
+  const ClientCounters &counters() const { return counters_; }
+  uint32_t rooms() const { return options_.rooms; }
+  uint32_t room_of(uint32_t client) const { return client % options_.rooms; }
+  void close_all();
+
+private:
+  struct Conn;
+  void start_connect(uint32_t index);
+  void on_event(uint32_t index, uint32_t events);
+  void on_writable(Conn &c, uint32_t index);
+  void on_readable(Conn &c, uint32_t index);
+  size_t parse_frames(Conn &c, uint32_t index, char *data, size_t len, uint64_t now_ns);
+  void on_payload(Conn &c, const char *p, size_t n, uint64_t now_ns);
+  void fail(Conn &c, uint32_t index, bool server_side);
+  void finish_churn(Conn &c, uint32_t index, bool ok);
+  void send_masked(Conn &c, uint8_t opcode, const char *payload, size_t n);
+  void churn_tick(uint64_t now_ns);
+
+  ClientPoolOptions options_;
+  int epoll_fd_ = -1;
+  std::vector<Conn> conns_; // steady clients first, then churn slots
+  std::vector<uint32_t> free_churn_;
+  uint32_t next_to_connect_ = 0;
+  uint32_t in_flight_ = 0;
+  uint32_t open_ = 0;
+  uint32_t gave_up_ = 0;
+  std::vector<uint32_t> retry_;
+  uint32_t source_ = 0;
+  double churn_rate_ = 0;
+  uint64_t churn_start_ns_ = 0;
+  uint64_t churn_started_ = 0;
+  LatencyHistogram latency_;
+  ClientCounters counters_;
+  std::vector<char> read_buf_;
+  std::vector<std::string> requests_; // the upgrade request of each room, built once
+};
+
+uint64_t monotonic_ns();
+
+} // namespace sidecar::bench

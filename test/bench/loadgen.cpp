@@ -1,0 +1,430 @@
+// bench_loadgen: opens N WebSocket clients over R rooms, waits until every room is subscribed,
+// then drives a paced publisher through a list of phases (a fixed rate, an optional churn phase,
+// then a rising search) and reports delivery rate, loss, order, latency and the server's RSS and
+// CPU. Prints a human table and, last, one JSON line.
+#include "client_pool.h"
+#include "publisher.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using namespace sidecar::bench;
+
+namespace {
+
+struct Args {
+  std::string url = "ws://127.0.0.1:8080/ws/{room}";
+  std::string publish = "redis://127.0.0.1:6379";
+  std::string label = "server";
+  uint32_t connections = 1000;
+  uint32_t rooms = 10;
+  size_t payload_bytes = 200;
+  double fixed_rate = 0; // deliveries/s for the "fixed" phase; 0 skips it
+  double fixed_seconds = 5;
+  double churn = 0;          // connects+disconnects/s during the "churn" phase; 0 skips it
+  std::vector<double> rates; // search steps, deliveries/s
+  double step_seconds = 3;
+  double connect_timeout = 60;
+  double loss_limit = 0.001;
+  double p99_limit_ms = 50;
+  int server_pid = 0;
+  uint32_t max_in_flight = 512;
+  bool bind_sources = true;
+};
+
+struct ServerStats {
+  long rss_kb = -1;
+  double cpu_s = -1;
+};
+
+ServerStats read_server(int pid) {
+  ServerStats s;
+  if (pid <= 0) {
+    return s;
+  }
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.starts_with("VmRSS:")) {
+      s.rss_kb = std::strtol(line.c_str() + 6, nullptr, 10);
+    }
+  }
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+  if (auto p = all.rfind(')'); p != std::string::npos) {
+    std::istringstream rest(all.substr(p + 2));
+    std::string field;
+    unsigned long long utime = 0;
+    unsigned long long stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+      if (i == 14) {
+        utime = std::strtoull(field.c_str(), nullptr, 10);
+      } else if (i == 15) {
+        stime = std::strtoull(field.c_str(), nullptr, 10);
+      }
+    }
+    s.cpu_s = static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  }
+  return s;
+}
+
+bool parse_hostport(std::string_view rest, std::string &host, uint16_t &port, std::string &path) {
+  const size_t slash = rest.find('/');
+  const std::string_view hp = rest.substr(0, slash);
+  path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+  const size_t colon = hp.rfind(':');
+  if (colon == std::string_view::npos) {
+    return false;
+  }
+  host = std::string(hp.substr(0, colon));
+  port = static_cast<uint16_t>(std::atoi(std::string(hp.substr(colon + 1)).c_str()));
+  if (host == "localhost") {
+    host = "127.0.0.1";
+  }
+  // The bench only ever targets loopback.
+  return port != 0 && host.starts_with("127.");
+}
+
+std::vector<double> parse_list(const char *s) {
+  std::vector<double> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');) {
+    if (!item.empty()) {
+      out.push_back(std::atof(item.c_str()));
+    }
+  }
+  return out;
+}
+
+void usage() {
+  std::fprintf(stderr, "usage: bench_loadgen --url ws://127.0.0.1:PORT/ws/{room} "
+                       "[--publish redis://127.0.0.1:PORT | http://127.0.0.1:PORT/pub/{room}]\n"
+                       "  [--connections N] [--rooms R] [--payload-bytes B] [--label NAME]\n"
+                       "  [--fixed-rate DELIVERIES_PER_S] [--fixed-seconds S] [--churn PER_S]\n"
+                       "  [--rates D1,D2,...] [--step-seconds S] [--server-pid PID]\n"
+                       "  [--loss-limit FRACTION] [--p99-limit-ms MS] [--connect-timeout S]\n"
+                       "  [--max-in-flight N] [--no-bind-sources]\n");
+}
+
+bool parse_args(int argc, char **argv, Args &a) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    if (k == "--no-bind-sources") {
+      a.bind_sources = false;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      return false;
+    }
+    const char *v = argv[++i];
+    if (k == "--url")
+      a.url = v;
+    else if (k == "--publish")
+      a.publish = v;
+    else if (k == "--label")
+      a.label = v;
+    else if (k == "--connections")
+      a.connections = static_cast<uint32_t>(std::atol(v));
+    else if (k == "--rooms")
+      a.rooms = static_cast<uint32_t>(std::atol(v));
+    else if (k == "--payload-bytes")
+      a.payload_bytes = static_cast<size_t>(std::atol(v));
+    else if (k == "--fixed-rate")
+      a.fixed_rate = std::atof(v);
+    else if (k == "--fixed-seconds")
+      a.fixed_seconds = std::atof(v);
+    else if (k == "--churn")
+      a.churn = std::atof(v);
+    else if (k == "--rates")
+      a.rates = parse_list(v);
+    else if (k == "--step-seconds")
+      a.step_seconds = std::atof(v);
+    else if (k == "--server-pid")
+      a.server_pid = std::atoi(v);
+    else if (k == "--loss-limit")
+      a.loss_limit = std::atof(v);
+    else if (k == "--p99-limit-ms")
+      a.p99_limit_ms = std::atof(v);
+    else if (k == "--connect-timeout")
+      a.connect_timeout = std::atof(v);
+    else if (k == "--max-in-flight")
+      a.max_in_flight = static_cast<uint32_t>(std::atol(v));
+    else
+      return false;
+  }
+  return a.connections > 0 && a.rooms > 0 && a.rooms <= a.connections;
+}
+
+struct Phase {
+  std::string name;
+  double target = 0; // deliveries/s
+  double churn_target = 0;
+  PublishResult pub;
+  DeliveryTotals d;
+  double achieved = 0; // unique deliveries/s over the publishing time
+  double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0; // ms
+  double cpu_s = -1;
+  long rss_kb = -1;
+  double churn_per_s = 0;
+  uint64_t churn_failed = 0;
+  uint64_t server_closed = 0;
+  bool pass = false;
+};
+
+double seconds_since(uint64_t t0) { return static_cast<double>(monotonic_ns() - t0) / 1e9; }
+
+Phase run_phase(ClientPool &pool, Publisher &pub, const Args &a, std::string name, double rate,
+                double seconds, double churn) {
+  Phase ph;
+  ph.name = std::move(name);
+  ph.target = rate;
+  ph.churn_target = churn;
+  const DeliveryTotals before = pool.totals(pub.published());
+  const ServerStats s0 = read_server(a.server_pid);
+  const ClientCounters c0 = pool.counters();
+  pool.latency().reset();
+  pool.set_churn(churn);
+  // Deliveries per publish is the room size, so the publish rate follows from the target.
+  const double per_publish = static_cast<double>(a.connections) / a.rooms;
+  std::atomic<bool> stop{false};
+  std::atomic<bool> done{false};
+  PublishResult result;
+  std::thread publisher([&] {
+    result = pub.run(rate / per_publish, seconds, stop);
+    done.store(true);
+  });
+  const uint64_t t0 = monotonic_ns();
+  while (!done.load()) {
+    pool.poll(1);
+    if (seconds_since(t0) > seconds * 3 + 10) {
+      stop.store(true); // a stuck publisher must not hang the bench
+    }
+  }
+  publisher.join();
+  pool.set_churn(0);
+  // Drain: wait for the tail until nothing is missing, or nothing new arrives for a second.
+  const uint64_t d0 = monotonic_ns();
+  uint64_t last_unique = 0;
+  uint64_t last_progress = d0;
+  while (seconds_since(d0) < 10) {
+    pool.poll(5);
+    const DeliveryTotals now = pool.totals(pub.published()).minus(before);
+    if (now.lost == 0) {
+      break;
+    }
+    if (now.unique != last_unique) {
+      last_unique = now.unique;
+      last_progress = monotonic_ns();
+    } else if (seconds_since(last_progress) > 1.0) {
+      break;
+    }
+  }
+  ph.pub = result;
+  ph.d = pool.totals(pub.published()).minus(before);
+  ph.achieved = result.seconds > 0 ? static_cast<double>(ph.d.unique) / result.seconds : 0;
+  auto &h = pool.latency();
+  ph.p50 = static_cast<double>(h.quantile(0.5)) / 1e6;
+  ph.p90 = static_cast<double>(h.quantile(0.9)) / 1e6;
+  ph.p99 = static_cast<double>(h.quantile(0.99)) / 1e6;
+  ph.p999 = static_cast<double>(h.quantile(0.999)) / 1e6;
+  ph.max = static_cast<double>(h.max()) / 1e6;
+  const ServerStats s1 = read_server(a.server_pid);
+  ph.cpu_s = s0.cpu_s >= 0 && s1.cpu_s >= 0 ? s1.cpu_s - s0.cpu_s : -1;
+  ph.rss_kb = s1.rss_kb;
+  const ClientCounters &c1 = pool.counters();
+  ph.churn_per_s = static_cast<double>(c1.churn_done - c0.churn_done) / result.seconds;
+  ph.churn_failed = c1.churn_failed - c0.churn_failed;
+  ph.server_closed = c1.server_closed - c0.server_closed;
+  const double loss =
+      ph.d.expected > 0 ? static_cast<double>(ph.d.lost) / static_cast<double>(ph.d.expected) : 1;
+  ph.pass = !result.behind && !result.broken && result.errors == 0 && ph.d.expected > 0 &&
+            loss < a.loss_limit && ph.p99 < a.p99_limit_ms;
+  return ph;
+}
+
+std::string phase_json(const Phase &p) {
+  char buf[1024];
+  std::snprintf(
+      buf, sizeof buf,
+      "{\"name\":\"%s\",\"target_per_s\":%.0f,\"achieved_per_s\":%.0f,\"expected\":%llu,"
+      "\"received\":%llu,\"unique\":%llu,\"lost\":%llu,\"out_of_order\":%llu,"
+      "\"duplicates\":%llu,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,"
+      "\"max_ms\":%.3f,\"published\":%llu,\"publish_seconds\":%.3f,\"publisher_behind\":%s,"
+      "\"publisher_max_lag_ms\":%.2f,\"publish_errors\":%llu,\"server_cpu_s\":%.2f,"
+      "\"server_rss_kb\":%ld,\"churn_target_per_s\":%.0f,\"churn_per_s\":%.0f,"
+      "\"churn_failed\":%llu,\"server_closed\":%llu,\"pass\":%s}",
+      p.name.c_str(), p.target, p.achieved, static_cast<unsigned long long>(p.d.expected),
+      static_cast<unsigned long long>(p.d.received), static_cast<unsigned long long>(p.d.unique),
+      static_cast<unsigned long long>(p.d.lost), static_cast<unsigned long long>(p.d.out_of_order),
+      static_cast<unsigned long long>(p.d.duplicates), p.p50, p.p90, p.p99, p.p999, p.max,
+      static_cast<unsigned long long>(p.pub.sent), p.pub.seconds, p.pub.behind ? "true" : "false",
+      p.pub.max_lag_ms, static_cast<unsigned long long>(p.pub.errors), p.cpu_s, p.rss_kb,
+      p.churn_target, p.churn_per_s, static_cast<unsigned long long>(p.churn_failed),
+      static_cast<unsigned long long>(p.server_closed), p.pass ? "true" : "false");
+  return buf;
+}
+
+void print_phase(const Phase &p) {
+  std::printf("%-8s %10.0f %10.0f %10llu %10llu %7llu %5llu %5llu %7.2f %7.2f %7.2f %7.2f %8.2f "
+              "%6.2f %s%s\n",
+              p.name.c_str(), p.target, p.achieved, static_cast<unsigned long long>(p.d.expected),
+              static_cast<unsigned long long>(p.d.unique),
+              static_cast<unsigned long long>(p.d.lost),
+              static_cast<unsigned long long>(p.d.out_of_order),
+              static_cast<unsigned long long>(p.d.duplicates), p.p50, p.p90, p.p99, p.p999, p.max,
+              p.cpu_s, p.pass ? "pass" : "FAIL", p.pub.behind ? " (publisher behind)" : "");
+  if (p.churn_target > 0) {
+    std::printf("         churn %.0f/s achieved %.0f/s, %llu failed\n", p.churn_target,
+                p.churn_per_s, static_cast<unsigned long long>(p.churn_failed));
+  }
+  std::fflush(stdout);
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  Args a;
+  if (!parse_args(argc, argv, a)) {
+    usage();
+    return 2;
+  }
+  // Every client is one fd; take the hard limit.
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+
+  ClientPoolOptions po;
+  std::string path;
+  if (!a.url.starts_with("ws://") || !parse_hostport(a.url.substr(5), po.host, po.port, path)) {
+    std::fprintf(stderr, "bad --url %s (want ws://127.x.x.x:PORT/path/{room})\n", a.url.c_str());
+    return 2;
+  }
+  po.path_template = path;
+  po.connections = a.connections;
+  po.rooms = a.rooms;
+  po.max_in_flight = a.max_in_flight;
+  po.bind_sources = a.bind_sources;
+
+  PublishTarget pt;
+  std::string pub_path;
+  if (a.publish.starts_with("redis://")) {
+    const bool ok = parse_hostport(a.publish.substr(8), pt.host, pt.port, pub_path);
+    if (!ok) {
+      std::fprintf(stderr, "bad --publish %s\n", a.publish.c_str());
+      return 2;
+    }
+  } else if (a.publish.starts_with("http://") &&
+             parse_hostport(a.publish.substr(7), pt.host, pt.port, pt.path_template)) {
+    pt.http = true;
+  } else {
+    std::fprintf(stderr, "bad --publish %s\n", a.publish.c_str());
+    return 2;
+  }
+
+  ClientPool pool(po);
+  Publisher pub(pt, a.rooms, a.payload_bytes);
+  std::string error;
+  if (!pool.init(error) || !pub.connect(error)) {
+    std::fprintf(stderr, "bench_loadgen: %s\n", error.c_str());
+    return 1;
+  }
+
+  const ServerStats before = read_server(a.server_pid);
+  const uint64_t t0 = monotonic_ns();
+  while (!pool.all_open() && pool.open_count() + pool.counters().server_closed < a.connections &&
+         seconds_since(t0) < a.connect_timeout) {
+    pool.poll(5);
+    if (pool.connect_failed()) {
+      break;
+    }
+  }
+  const double connect_s = seconds_since(t0);
+  const uint32_t opened = pool.open_count();
+  bool subscribed = pt.http; // nchan has no Redis to ask: the handshakes are the subscriptions
+  uint32_t rooms_ok = pt.http ? a.rooms : 0;
+  const uint64_t s0 = monotonic_ns();
+  while (!subscribed && opened == a.connections && seconds_since(s0) < 30) {
+    pool.poll(20);
+    subscribed = pub.all_subscribed(rooms_ok, error);
+    if (!error.empty()) {
+      break;
+    }
+  }
+  // Let welcome frames and other start-up traffic settle before measuring idle memory.
+  for (uint64_t w = monotonic_ns(); seconds_since(w) < 0.2;) {
+    pool.poll(10);
+  }
+  const ServerStats after = read_server(a.server_pid);
+  const double per_conn_kb = before.rss_kb >= 0 && after.rss_kb >= 0 && opened > 0
+                                 ? static_cast<double>(after.rss_kb - before.rss_kb) / opened
+                                 : -1;
+  std::printf("%s: %u/%u connections in %.2f s = %.0f handshakes/s (%llu connect errors), "
+              "%u/%u rooms subscribed\n",
+              a.label.c_str(), opened, a.connections, connect_s, opened / connect_s,
+              static_cast<unsigned long long>(pool.counters().connect_errors), rooms_ok, a.rooms);
+  std::printf("server RSS %ld KiB before, %ld KiB after = %.2f KiB per connection\n", before.rss_kb,
+              after.rss_kb, per_conn_kb);
+
+  std::vector<Phase> phases;
+  double best = 0;
+  if (opened == a.connections && subscribed) {
+    std::printf("%-8s %10s %10s %10s %10s %7s %5s %5s %7s %7s %7s %7s %8s %6s %s\n", "phase",
+                "target/s", "achieved/s", "expected", "received", "lost", "ooo", "dup", "p50ms",
+                "p90ms", "p99ms", "p99.9ms", "max_ms", "cpu_s", "result");
+    if (a.fixed_rate > 0) {
+      phases.push_back(run_phase(pool, pub, a, "fixed", a.fixed_rate, a.fixed_seconds, 0));
+      print_phase(phases.back());
+      if (a.churn > 0) {
+        phases.push_back(run_phase(pool, pub, a, "churn", a.fixed_rate, a.fixed_seconds, a.churn));
+        print_phase(phases.back());
+      }
+    }
+    for (size_t i = 0; i < a.rates.size(); ++i) {
+      phases.push_back(
+          run_phase(pool, pub, a, "step" + std::to_string(i + 1), a.rates[i], a.step_seconds, 0));
+      print_phase(phases.back());
+      if (!phases.back().pass) {
+        break;
+      }
+      best = a.rates[i];
+    }
+  }
+  const ServerStats end = read_server(a.server_pid);
+  const ClientCounters &c = pool.counters();
+  std::string json;
+  json += "{\"label\":\"" + a.label + "\"";
+  char buf[1024];
+  std::snprintf(buf, sizeof buf,
+                ",\"connections\":%u,\"opened\":%u,\"rooms\":%u,\"rooms_subscribed\":%u,"
+                "\"connect_seconds\":%.3f,\"handshakes_per_s\":%.0f,\"connect_errors\":%llu,"
+                "\"rss_before_kb\":%ld,\"rss_after_kb\":%ld,\"rss_per_conn_kb\":%.3f,"
+                "\"rss_end_kb\":%ld,\"server_cpu_total_s\":%.2f,\"server_closed\":%llu,"
+                "\"foreign_frames\":%llu,\"misrouted\":%llu,\"max_passing_rate\":%.0f,\"phases\":[",
+                a.connections, opened, a.rooms, rooms_ok, connect_s, opened / connect_s,
+                static_cast<unsigned long long>(c.connect_errors), before.rss_kb, after.rss_kb,
+                per_conn_kb, end.rss_kb, end.cpu_s,
+                static_cast<unsigned long long>(c.server_closed),
+                static_cast<unsigned long long>(c.foreign),
+                static_cast<unsigned long long>(c.misrouted), best);
+  json += buf;
+  for (size_t i = 0; i < phases.size(); ++i) {
+    json += (i ? "," : "") + phase_json(phases[i]);
+  }
+  json += "]}";
+  std::printf("%s\n", json.c_str());
+  pool.close_all();
+  const bool ok = opened == a.connections && subscribed;
+  return ok ? 0 : 1;
+}

@@ -1,0 +1,259 @@
+// Paced publishing for the load generator; see publisher.h.
+#include "publisher.h"
+
+#include "client_pool.h" // monotonic_ns
+
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+#include <arpa/inet.h>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace sidecar::bench {
+
+namespace {
+
+constexpr uint32_t kMaxBatch = 2000;
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char &ch : out) {
+    ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  }
+  return out;
+}
+
+} // namespace
+
+Publisher::Publisher(PublishTarget target, uint32_t rooms, size_t payload_bytes)
+    : target_(std::move(target)), rooms_(rooms),
+      payload_bytes_(std::max<size_t>(payload_bytes, 96)), published_(rooms, 0) {
+  for (uint32_t r = 0; r < rooms_; ++r) {
+    const std::string room = std::string(1, 'r').append(std::to_string(r));
+    if (!target_.http) {
+      names_.push_back(std::string(target_.channel_prefix).append(room));
+      continue;
+    }
+    std::string path = target_.path_template;
+    if (auto at = path.find("{room}"); at != std::string::npos) {
+      path.replace(at, 6, room);
+    }
+    std::string head = "POST ";
+    head.append(path).append(" HTTP/1.1\r\nHost: ").append(target_.host);
+    head.append("\r\nContent-Type: text/plain\r\nContent-Length: ");
+    names_.push_back(std::move(head));
+  }
+}
+
+Publisher::~Publisher() {
+  if (redis_ != nullptr) {
+    redisFree(redis_);
+  }
+  if (http_fd_ >= 0) {
+    ::close(http_fd_);
+  }
+}
+
+bool Publisher::connect(std::string &error) {
+  if (!target_.http) {
+    timeval tv{2, 0};
+    redis_ = redisConnectWithTimeout(target_.host.c_str(), target_.port, tv);
+    if (redis_ == nullptr || redis_->err != 0) {
+      error = "redis connect: " + std::string(redis_ != nullptr ? redis_->errstr : "no memory");
+      return false;
+    }
+    return true;
+  }
+  http_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in dst{};
+  dst.sin_family = AF_INET;
+  dst.sin_port = htons(target_.port);
+  inet_pton(AF_INET, target_.host.c_str(), &dst.sin_addr);
+  if (http_fd_ < 0 || ::connect(http_fd_, reinterpret_cast<sockaddr *>(&dst), sizeof dst) != 0) {
+    error = std::string("http publisher connect: ") + std::strerror(errno);
+    return false;
+  }
+  int one = 1;
+  setsockopt(http_fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return true;
+}
+
+size_t Publisher::format(uint32_t room, uint64_t seq, char *out) {
+  // The receive side parses exactly this prefix; the padding brings it to payload_bytes_.
+  const int head = std::snprintf(out, 96, "{\"seq\":%llu,\"room\":\"r%u\",\"t\":%llu,\"pad\":\"",
+                                 static_cast<unsigned long long>(seq), room,
+                                 static_cast<unsigned long long>(monotonic_ns()));
+  const auto h = static_cast<size_t>(head);
+  const size_t total = std::max(payload_bytes_, h + 2);
+  std::memset(out + h, 'x', total - h - 2);
+  out[total - 2] = '"';
+  out[total - 1] = '}';
+  return total;
+}
+
+bool Publisher::send_redis(uint32_t count, PublishResult &result) {
+  std::vector<char> payload(payload_bytes_ + 128);
+  for (uint32_t i = 0; i < count; ++i) {
+    const auto room = static_cast<uint32_t>(next_message_++ % rooms_);
+    const std::string &channel = names_[room];
+    const size_t n = format(room, published_[room]++, payload.data());
+    const char *argv[3] = {"PUBLISH", channel.c_str(), payload.data()};
+    const size_t lens[3] = {7, channel.size(), n};
+    redisAppendCommandArgv(redis_, 3, argv, lens);
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    void *reply = nullptr;
+    if (redisGetReply(redis_, &reply) != REDIS_OK) {
+      result.broken = true;
+      return false;
+    }
+    if (static_cast<redisReply *>(reply)->type == REDIS_REPLY_ERROR) {
+      ++result.errors;
+    }
+    freeReplyObject(reply);
+  }
+  return true;
+}
+
+bool Publisher::send_http(uint32_t count, PublishResult &result) {
+  std::vector<char> payload(payload_bytes_ + 128);
+  out_.clear();
+  for (uint32_t i = 0; i < count; ++i) {
+    const auto room = static_cast<uint32_t>(next_message_++ % rooms_);
+    const size_t n = format(room, published_[room]++, payload.data());
+    out_.append(names_[room]).append(std::to_string(n)).append("\r\n\r\n");
+    out_.append(payload.data(), n);
+  }
+  size_t off = 0;
+  while (off < out_.size()) {
+    const ssize_t w = ::write(http_fd_, out_.data() + off, out_.size() - off);
+    if (w <= 0) {
+      result.broken = true;
+      return false;
+    }
+    off += static_cast<size_t>(w);
+  }
+  return read_http_answers(count, result);
+}
+
+bool Publisher::read_http_answers(uint32_t count, PublishResult &result) {
+  uint32_t answered = 0;
+  while (answered < count) {
+    const size_t head_end = http_in_.find("\r\n\r\n");
+    if (head_end != std::string::npos) {
+      const std::string head = lower(std::string_view(http_in_).substr(0, head_end));
+      size_t body_end = std::string::npos;
+      if (auto cl = head.find("content-length:"); cl != std::string::npos) {
+        const size_t len = std::strtoull(head.c_str() + cl + 15, nullptr, 10);
+        if (http_in_.size() >= head_end + 4 + len) {
+          body_end = head_end + 4 + len;
+        }
+      } else if (head.find("transfer-encoding: chunked") != std::string::npos) {
+        if (auto z = http_in_.find("\r\n0\r\n\r\n", head_end); z != std::string::npos) {
+          body_end = z + 7;
+        } else if (http_in_.compare(head_end + 4, 5, "0\r\n\r\n") == 0) {
+          body_end = head_end + 9;
+        }
+      } else {
+        body_end = head_end + 4;
+      }
+      if (body_end != std::string::npos) {
+        const int status = head.size() > 12 ? std::atoi(head.c_str() + 9) : 0;
+        if (status < 200 || status > 299) {
+          ++result.errors;
+        }
+        http_in_.erase(0, body_end);
+        ++answered;
+        continue;
+      }
+    }
+    char buf[65536];
+    const ssize_t n = ::read(http_fd_, buf, sizeof buf);
+    if (n <= 0) {
+      result.broken = true;
+      return false;
+    }
+    http_in_.append(buf, static_cast<size_t>(n));
+  }
+  return true;
+}
+
+PublishResult Publisher::run(double per_second, double seconds, const std::atomic<bool> &stop) {
+  PublishResult result;
+  const auto target = static_cast<uint64_t>(per_second * seconds);
+  const uint64_t start = monotonic_ns();
+  const double ns_per_message = 1e9 / per_second;
+  while (result.sent < target && !stop.load(std::memory_order_relaxed)) {
+    const uint64_t now = monotonic_ns();
+    const double elapsed = static_cast<double>(now - start);
+    const uint64_t due = std::min(target, static_cast<uint64_t>(elapsed / ns_per_message) + 1);
+    if (due <= result.sent) {
+      // Sleep until the next message is due, at most a millisecond, so ticks stay fine.
+      const double next_at = static_cast<double>(result.sent) * ns_per_message;
+      const double wait = std::min(next_at - elapsed, 1e6);
+      if (wait > 20000) {
+        timespec ts{0, static_cast<long>(wait)};
+        nanosleep(&ts, nullptr);
+      }
+      continue;
+    }
+    const double lag_ms = (elapsed - static_cast<double>(result.sent) * ns_per_message) / 1e6;
+    result.max_lag_ms = std::max(result.max_lag_ms, lag_ms);
+    const auto batch = static_cast<uint32_t>(std::min<uint64_t>(due - result.sent, kMaxBatch));
+    const bool ok = target_.http ? send_http(batch, result) : send_redis(batch, result);
+    if (!ok) {
+      break;
+    }
+    result.sent += batch;
+  }
+  result.seconds = static_cast<double>(monotonic_ns() - start) / 1e9;
+  // Pacing only falls short of the schedule if the publisher (or Redis on its core) is the
+  // bottleneck; such a step measures the generator, not the server.
+  result.behind = result.sent < target || result.seconds > seconds * 1.02 + 0.02;
+  return result;
+}
+
+bool Publisher::all_subscribed(uint32_t &subscribed, std::string &error) {
+  subscribed = 0;
+  if (redis_ == nullptr) {
+    error = "not a redis publisher";
+    return false;
+  }
+  for (uint32_t first = 0; first < rooms_; first += 200) {
+    const uint32_t last = std::min(rooms_, first + 200);
+    std::vector<std::string> args{"PUBSUB", "NUMSUB"};
+    for (uint32_t r = first; r < last; ++r) {
+      args.push_back(names_[r]);
+    }
+    std::vector<const char *> argv;
+    std::vector<size_t> lens;
+    for (const auto &a : args) {
+      argv.push_back(a.c_str());
+      lens.push_back(a.size());
+    }
+    auto *reply = static_cast<redisReply *>(
+        redisCommandArgv(redis_, static_cast<int>(argv.size()), argv.data(), lens.data()));
+    if (reply == nullptr) {
+      error = std::string("PUBSUB NUMSUB: ") + redis_->errstr;
+      return false;
+    }
+    if (reply->type == REDIS_REPLY_ARRAY) {
+      for (size_t i = 1; i < reply->elements; i += 2) {
+        if (reply->element[i]->type == REDIS_REPLY_INTEGER && reply->element[i]->integer >= 1) {
+          ++subscribed;
+        }
+      }
+    }
+    freeReplyObject(reply);
+  }
+  return subscribed == rooms_;
+}
+
+} // namespace sidecar::bench

@@ -1,0 +1,67 @@
+// The load generator's publisher: paced PUBLISH batches to Redis (or POSTs to an nchan-style
+// HTTP publisher location), each payload carrying its room's sequence and a CLOCK_MONOTONIC
+// timestamp. One Publisher is used by one thread at a time.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+struct redisContext;
+
+namespace sidecar::bench {
+
+struct PublishTarget {
+  bool http = false;
+  std::string host = "127.0.0.1";
+  uint16_t port = 6379;
+  std::string path_template = "/pub/{room}"; // http only; "{room}" becomes "r<index>"
+  std::string channel_prefix = "org:";       // redis only: channel is prefix + "r<index>"
+};
+
+struct PublishResult {
+  uint64_t sent = 0;
+  uint64_t errors = 0;   // Redis error replies or non-2xx HTTP answers
+  double seconds = 0;    // wall time from the first to the last batch
+  double max_lag_ms = 0; // how far the loop ever fell behind its schedule
+  bool behind = false;   // achieved rate short of the target: the generator is the limit
+  bool broken = false;   // connection lost
+};
+
+class Publisher {
+public:
+  Publisher(PublishTarget target, uint32_t rooms, size_t payload_bytes);
+  ~Publisher();
+  Publisher(const Publisher &) = delete;
+  Publisher &operator=(const Publisher &) = delete;
+
+  bool connect(std::string &error);
+  // Publishes `per_second` messages a second for `seconds`, round-robin over the rooms, until
+  // done or `stop` is set. Blocks; run it on its own thread.
+  PublishResult run(double per_second, double seconds, const std::atomic<bool> &stop);
+  // Messages sent so far to each room; read it only while run() is not running.
+  const std::vector<uint64_t> &published() const { return published_; }
+  // Redis only: whether every room's channel has at least one subscriber (PUBSUB NUMSUB).
+  bool all_subscribed(uint32_t &subscribed, std::string &error);
+
+private:
+  size_t format(uint32_t room, uint64_t seq, char *out);
+  bool send_redis(uint32_t count, PublishResult &result);
+  bool send_http(uint32_t count, PublishResult &result);
+  bool read_http_answers(uint32_t count, PublishResult &result);
+
+  PublishTarget target_;
+  uint32_t rooms_;
+  size_t payload_bytes_;
+  redisContext *redis_ = nullptr;
+  int http_fd_ = -1;
+  std::string http_in_;
+  std::string out_;
+  uint64_t next_message_ = 0; // round-robin position over rooms
+  std::vector<uint64_t> published_;
+  std::vector<std::string> names_; // per room: the Redis channel, or the HTTP request head up to
+                                   // the Content-Length value
+};
+
+} // namespace sidecar::bench
