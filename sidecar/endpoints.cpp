@@ -1,0 +1,190 @@
+// HTTP endpoints served beside the WebSocket routes (or on admin.listen): /health, /ready,
+// /metrics, /api/websocket/status and /ws/config. Bodies are small and built by hand or with
+// nlohmann::json; none of this is on the fan-out path.
+#include <nlohmann/json.hpp>
+#include <openssl/crypto.h>
+
+#include <chrono>
+#include <ctime>
+
+#include "log.h"
+#include "server.h"
+
+namespace sidecar {
+namespace {
+
+std::string iso_time(int64_t ms) {
+  time_t secs = static_cast<time_t>(ms / 1000);
+  tm t{};
+  gmtime_r(&secs, &t);
+  char buf[64];
+  snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", t.tm_year + 1900, t.tm_mon + 1,
+           t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, static_cast<int>(ms % 1000));
+  return buf;
+}
+
+int64_t wall_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+HttpAnswer json_answer(int status, const nlohmann::json &j) {
+  HttpAnswer a;
+  a.status = status;
+  a.body = j.dump() + "\n";
+  return a;
+}
+
+size_t number_param(const HttpRequest &req, std::string_view name, size_t dflt, size_t max) {
+  auto v = req.query_param(name);
+  if (!v || v->empty() || v->size() > 9)
+    return dflt;
+  for (char c : *v) {
+    if (c < '0' || c > '9')
+      return dflt;
+  }
+  size_t n = std::stoul(*v);
+  return n > max ? max : n;
+}
+
+} // namespace
+
+bool Server::is_endpoint(std::string_view path) const {
+  return path == "/health" || path == "/ready" || path == "/metrics" ||
+         path == "/api/websocket/status" || path == "/ws/config";
+}
+
+std::string Server::ready_reason() const {
+  if (shutting_down_)
+    return "shutting down";
+  if (!main_.open)
+    return "not listening";
+  if (!bus_.connected()) {
+    return "redis unreachable" + (bus_.last_error().empty() ? "" : ": " + bus_.last_error());
+  }
+  return "";
+}
+
+HttpAnswer Server::endpoint(const HttpRequest &req, bool admin_listener) {
+  if (req.method != "GET" && req.method != "HEAD") {
+    HttpAnswer a = json_error(405, "METHOD_NOT_ALLOWED", "endpoints answer GET only");
+    a.headers.emplace_back("Allow", "GET");
+    return a;
+  }
+  if (req.path == "/health") {
+    size_t open = sessions_open_;
+    return json_answer(
+        200,
+        {{"status", "ok"}, {"connections", open}, {"uptime_s", (now_ms() - started_ms_) / 1000}});
+  }
+  if (req.path == "/ready") {
+    std::string why = ready_reason();
+    if (why.empty())
+      return json_answer(200, {{"status", "ready"}});
+    return json_answer(503, {{"status", "not_ready"}, {"reason", why}});
+  }
+  if (req.path == "/ws/config")
+    return config_endpoint();
+  if (admin_listener && !is_endpoint(req.path)) {
+    return json_error(404, "NOT_FOUND", "no such endpoint");
+  }
+  // /metrics and /api/websocket/status may require the admin token.
+  const std::string &token = cfg_->admin.token;
+  if (!token.empty()) {
+    const std::string *auth = req.header("authorization");
+    std::string want = "Bearer " + token;
+    if (auth == nullptr || auth->size() != want.size() ||
+        CRYPTO_memcmp(auth->data(), want.data(), want.size()) != 0) {
+      HttpAnswer a = json_error(401, "UNAUTHORIZED", "send Authorization: Bearer <admin.token>");
+      a.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return a;
+    }
+  }
+  if (req.path == "/metrics") {
+    MetricsSnapshot snap;
+    snap.open_connections = sessions_open_;
+    snap.rooms = rooms_.size();
+    snap.redis_subscriptions = bus_.subscribed_channels();
+    snap.redis_reconnects = bus_.reconnects();
+    snap.redis_connected = bus_.connected();
+    snap.uptime_s = static_cast<double>(now_ms() - started_ms_) / 1000.0;
+    for (auto &[id, s] : sessions_)
+      snap.queued_bytes += s->queued_bytes();
+    HttpAnswer a;
+    a.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    a.body = render_prometheus(metrics_, snap);
+    return a;
+  }
+  return status_endpoint(req);
+}
+
+// Seed 002's shape: a summary and one entry per connection, paged so that a sidecar with 100k
+// connections answers quickly (?limit=, ?offset=, ?org=).
+HttpAnswer Server::status_endpoint(const HttpRequest &req) {
+  size_t limit = number_param(req, "limit", 100, 1000);
+  size_t offset = number_param(req, "offset", 0, SIZE_MAX);
+  std::optional<std::string> org = req.query_param("org");
+  nlohmann::json conns = nlohmann::json::array();
+  size_t matched = 0;
+  for (auto &[id, s] : sessions_) {
+    if (!s->is_open() || (org && s->org() != *org))
+      continue;
+    if (matched++ < offset || conns.size() >= limit)
+      continue;
+    conns.push_back({{"id", instance_ + "-" + std::to_string(s->id())},
+                     {"org", s->org()},
+                     {"user", s->user().empty() ? nlohmann::json() : nlohmann::json(s->user())},
+                     {"connectedAt", iso_time(s->connected_at_ms())},
+                     {"messagesSent", s->messages_out()},
+                     {"bytesSent", s->bytes_out()},
+                     {"messagesReceived", s->messages_in()},
+                     {"queuedBytes", s->queued_bytes()},
+                     {"lastError",
+                      s->last_error().empty() ? nlohmann::json() : nlohmann::json(s->last_error())},
+                     {"clientInfo", {{"ip", s->ip()}, {"userAgent", s->user_agent()}}}});
+  }
+  nlohmann::json body = {{"status", "ok"},
+                         {"timestamp", iso_time(wall_ms())},
+                         {"summary",
+                          {{"activeConnections", sessions_open_},
+                           {"rooms", rooms_.size()},
+                           {"redisConnected", bus_.connected()},
+                           {"totalConnections", metrics_.connections_upgraded},
+                           {"totalMessages", metrics_.redis_messages},
+                           {"totalFramesDelivered", metrics_.frames_delivered},
+                           {"slowConsumerCloses", metrics_.slow_consumer_closes}}},
+                         {"page", {{"offset", offset}, {"limit", limit}, {"matched", matched}}},
+                         {"connections", conns}};
+  return json_answer(200, body);
+}
+
+// Seed 004's discovery document.
+HttpAnswer Server::config_endpoint() {
+  nlohmann::json routes = nlohmann::json::array();
+  for (const Route &r : cfg_->routes)
+    routes.push_back(r.path);
+  const LimitsConfig &l = cfg_->limits;
+  nlohmann::json body = {
+      {"websocket_config",
+       {{"version", "1.0"},
+        {"features",
+         {{"json_first", true},
+          {"auth_required", cfg_->auth.mode == AuthConfig::Mode::jwt},
+          {"heartbeat_supported", true},
+          {"reconnection_supported", true},
+          {"inbound_messages", !cfg_->inbound.stream.empty()}}},
+        {"endpoints", {{"websocket", routes.empty() ? "" : routes[0]}, {"routes", routes}}},
+        {"auth",
+         {{"required", cfg_->auth.mode == AuthConfig::Mode::jwt},
+          {"token_sources", cfg_->auth.token_sources},
+          {"query_param", cfg_->auth.query_param}}},
+        {"connection_limits",
+         {{"max_connections_per_user", l.max_connections_per_user},
+          {"max_message_rate", l.inbound_rate},
+          {"max_message_burst", l.inbound_burst},
+          {"max_message_bytes", l.max_message_bytes},
+          {"heartbeat_interval", cfg_->websocket.heartbeat_ms}}}}}};
+  return json_answer(200, body);
+}
+
+} // namespace sidecar

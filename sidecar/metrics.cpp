@@ -1,0 +1,137 @@
+// Prometheus text rendering of Metrics; names follow Prometheus conventions (sidecar_ prefix,
+// _total counters, _seconds and _bytes units).
+#include "metrics.h"
+
+#include <cstdio>
+
+namespace sidecar {
+namespace {
+
+void line(std::string &out, const char *name, const char *type, const char *help) {
+  out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+  out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+}
+
+void value(std::string &out, const std::string &name, double v) {
+  char buf[64];
+  snprintf(buf, sizeof buf, "%.17g", v);
+  out.append(name).append(" ").append(buf).append("\n");
+}
+
+void counter(std::string &out, const char *name, const char *help, uint64_t v) {
+  line(out, name, "counter", help);
+  value(out, name, static_cast<double>(v));
+}
+
+void gauge(std::string &out, const char *name, const char *help, double v) {
+  line(out, name, "gauge", help);
+  value(out, name, v);
+}
+
+void histogram(std::string &out, const char *name, const char *help, const Histogram &h) {
+  line(out, name, "histogram", help);
+  uint64_t cum = 0;
+  for (size_t i = 0; i < Histogram::kBounds.size(); ++i) {
+    cum += h.buckets[i];
+    char le[32];
+    snprintf(le, sizeof le, "%g", Histogram::kBounds[i]);
+    value(out, std::string(name) + "_bucket{le=\"" + le + "\"}", static_cast<double>(cum));
+  }
+  value(out, std::string(name) + "_bucket{le=\"+Inf\"}", static_cast<double>(h.count));
+  value(out, std::string(name) + "_sum", h.sum);
+  value(out, std::string(name) + "_count", static_cast<double>(h.count));
+}
+
+} // namespace
+
+void Metrics::count_refusal(int status) {
+  switch (status) {
+  case 400:
+    refuse("bad_request");
+    break;
+  case 401:
+    refuse("unauthorized");
+    break;
+  case 403:
+    refuse("forbidden");
+    break;
+  case 404:
+    refuse("not_found");
+    break;
+  case 405:
+    refuse("method_not_allowed");
+    break;
+  case 408:
+    refuse("handshake_timeout");
+    break;
+  case 426:
+    refuse("unsupported_version");
+    break;
+  case 429:
+    refuse("rate_limited");
+    break;
+  case 431:
+    refuse("headers_too_large");
+    break;
+  case 503:
+    refuse("unavailable");
+    break;
+  default:
+    refuse("other");
+    break;
+  }
+}
+
+std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s) {
+  std::string out;
+  out.reserve(4096);
+  gauge(out, "sidecar_connections_open", "WebSocket sessions currently open.",
+        static_cast<double>(s.open_connections));
+  counter(out, "sidecar_connections_accepted_total", "TCP connections accepted.",
+          m.connections_accepted);
+  counter(out, "sidecar_connections_upgraded_total", "Connections upgraded to WebSocket.",
+          m.connections_upgraded);
+  line(out, "sidecar_connections_refused_total", "counter",
+       "Requests refused before or at the upgrade, by reason.");
+  for (const char *reason : {"bad_request", "unauthorized", "forbidden", "not_found",
+                             "method_not_allowed", "handshake_timeout", "unsupported_version",
+                             "rate_limited", "headers_too_large", "unavailable", "other"}) {
+    auto it = m.refused.find(reason);
+    value(out, std::string("sidecar_connections_refused_total{reason=\"") + reason + "\"}",
+          static_cast<double>(it == m.refused.end() ? 0 : it->second));
+  }
+  gauge(out, "sidecar_rooms", "Rooms with at least one member.", static_cast<double>(s.rooms));
+  gauge(out, "sidecar_redis_subscriptions", "Channels subscribed on Redis.",
+        static_cast<double>(s.redis_subscriptions));
+  gauge(out, "sidecar_redis_connected", "1 when the subscriber connection to Redis is up.",
+        s.redis_connected ? 1 : 0);
+  counter(out, "sidecar_redis_reconnects_total", "Successful reconnects to Redis.",
+          s.redis_reconnects);
+  counter(out, "sidecar_redis_messages_total", "Messages received from Redis pub/sub.",
+          m.redis_messages);
+  counter(out, "sidecar_frames_delivered_total", "Frames queued to recipients by fan-out.",
+          m.frames_delivered);
+  counter(out, "sidecar_bytes_out_total", "Bytes written to client sockets.", m.bytes_out);
+  gauge(out, "sidecar_queued_bytes", "Bytes queued for clients and not yet written.",
+        static_cast<double>(s.queued_bytes));
+  counter(out, "sidecar_slow_consumer_closes_total",
+          "Sessions closed because they exceeded their outbound byte budget.",
+          m.slow_consumer_closes);
+  counter(out, "sidecar_pong_timeouts_total", "Sessions dropped for not answering pings.",
+          m.pong_timeouts);
+  counter(out, "sidecar_inbound_messages_total", "Messages received from clients.",
+          m.inbound_messages);
+  counter(out, "sidecar_inbound_rate_limited_total", "Client messages refused by the rate limit.",
+          m.inbound_rate_limited);
+  counter(out, "sidecar_inbound_forwarded_total", "Client messages appended to a Redis stream.",
+          m.inbound_forwarded);
+  histogram(out, "sidecar_handshake_duration_seconds",
+            "Time from accept to the 101 response being queued.", m.handshake_seconds);
+  histogram(out, "sidecar_fanout_latency_seconds",
+            "Time from a Redis message arriving to its frame being written to a socket.",
+            m.fanout_seconds);
+  gauge(out, "sidecar_uptime_seconds", "Seconds since start.", s.uptime_s);
+  return out;
+}
+
+} // namespace sidecar

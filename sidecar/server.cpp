@@ -1,0 +1,409 @@
+// Server: listeners, the session table, fan-out of Redis messages, timers, signals and shutdown.
+// Admission of upgrades is in admission.cpp, the HTTP endpoints in endpoints.cpp.
+#include "server.h"
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "jwt.h"
+#include "log.h"
+
+namespace sidecar {
+namespace {
+
+template <typename T> Server *server_of(T *h) { return static_cast<Server *>(h->data); }
+
+uint64_t mono_ns() {
+  using namespace std::chrono;
+  return static_cast<uint64_t>(
+      duration_cast<nanoseconds>(steady_clock::now().time_since_epoch()).count());
+}
+
+void close_handle(void *h) {
+  auto *handle = static_cast<uv_handle_t *>(h);
+  if (uv_is_active(handle) || !uv_is_closing(handle)) {
+    if (!uv_is_closing(handle))
+      uv_close(handle, nullptr);
+  }
+}
+
+} // namespace
+
+Server::Server(uv_loop_t *loop, Config cfg)
+    : loop_(loop), cfg_(std::make_unique<Config>(std::move(cfg))),
+      read_buf_(new char[kReadBufferSize]), ping_frame_(SharedFrame::make(Opcode::ping, {})),
+      bus_(loop, cfg_->redis, *this), rooms_(bus_) {
+  std::random_device rd;
+  char buf[16];
+  snprintf(buf, sizeof buf, "%08x", rd());
+  instance_ = buf;
+}
+
+Server::~Server() = default;
+
+bool Server::listen_on(Listener &l, const HostPort &addr, const std::string &key) {
+  sockaddr_storage ss{};
+  int rc = addr.host.find(':') != std::string::npos
+               ? uv_ip6_addr(addr.host.c_str(), addr.port, reinterpret_cast<sockaddr_in6 *>(&ss))
+               : uv_ip4_addr(addr.host == "localhost" ? "127.0.0.1" : addr.host.c_str(), addr.port,
+                             reinterpret_cast<sockaddr_in *>(&ss));
+  if (rc == 0)
+    rc = uv_tcp_init(loop_, &l.tcp);
+  if (rc == 0) {
+    l.open = true;
+    l.tcp.data = this;
+    rc = uv_tcp_bind(&l.tcp, reinterpret_cast<sockaddr *>(&ss), 0);
+  }
+  if (rc == 0)
+    rc = uv_listen(reinterpret_cast<uv_stream_t *>(&l.tcp), 4096, &Server::on_connection);
+  if (rc != 0) {
+    auto line = cfg_->key_lines.find(key);
+    ConfigError e{cfg_->file, line == cfg_->key_lines.end() ? 0 : line->second, key,
+                  std::string("cannot listen on ") + addr.host + ":" + std::to_string(addr.port) +
+                      ": " + uv_strerror(rc) + " (" + uv_err_name(rc) + ")" +
+                      (rc == UV_EADDRINUSE ? "; is another sidecar running on this port?" : "")};
+    fprintf(stderr, "%s\n", e.to_string().c_str());
+    return false;
+  }
+  return true;
+}
+
+bool Server::start() {
+  std::string err;
+  if (cfg_->auth.mode == AuthConfig::Mode::jwt) {
+    jwt_ = JwtVerifier::create(cfg_->auth.jwt, err);
+    if (!jwt_) {
+      fprintf(stderr, "%s: auth.jwt: %s\n", cfg_->file.c_str(), err.c_str());
+      return false;
+    }
+  }
+  if (!listen_on(main_, cfg_->listen_addr, "listen"))
+    return false;
+  if (cfg_->admin.listen_addr) {
+    admin_.admin_only = true;
+    if (!listen_on(admin_, *cfg_->admin.listen_addr, "admin.listen"))
+      return false;
+  }
+  int rc = uv_check_init(loop_, &check_);
+  if (rc == 0)
+    rc = uv_check_start(&check_, &Server::on_check);
+  check_.data = this;
+  if (rc == 0)
+    rc = uv_timer_init(loop_, &sweep_);
+  sweep_.data = this;
+  const WebSocketConfig &w = cfg_->websocket;
+  // The sweep drives every per-session deadline, so it runs a few times per shortest timeout.
+  uint64_t shortest = std::min({w.heartbeat_ms, w.pong_timeout_ms, w.handshake_timeout_ms,
+                                w.close_timeout_ms, uint32_t{4000}});
+  uint64_t every = std::max<uint64_t>(20, shortest / 4);
+  if (rc == 0)
+    rc = uv_timer_start(&sweep_, &Server::on_sweep, every, every);
+  if (rc == 0)
+    rc = uv_timer_init(loop_, &drain_);
+  drain_.data = this;
+  for (auto [sig, num] : {std::pair{&sigterm_, SIGTERM}, {&sigint_, SIGINT}, {&sighup_, SIGHUP}}) {
+    if (rc == 0)
+      rc = uv_signal_init(loop_, sig);
+    sig->data = this;
+    if (rc == 0)
+      rc = uv_signal_start(sig, &Server::on_signal, num);
+  }
+  if (rc == 0)
+    rc = bus_.start();
+  if (rc != 0) {
+    fprintf(stderr, "sidecar: cannot start the event loop: %s\n", uv_strerror(rc));
+    return false;
+  }
+  started_ms_ = last_summary_ms_ = now_ms();
+  log_info("listening", {{"listen", cfg_->listen},
+                         {"admin", cfg_->admin.listen.empty() ? "same" : cfg_->admin.listen},
+                         {"redis", cfg_->redis.unix_path.empty()
+                                       ? cfg_->redis.host + ":" + std::to_string(cfg_->redis.port)
+                                       : cfg_->redis.unix_path},
+                         {"version", SIDECAR_VERSION}});
+  return true;
+}
+
+void Server::on_connection(uv_stream_t *l, int status) {
+  Server *self = server_of(l);
+  if (status < 0) {
+    log_warn("accept_failed", {{"err", uv_err_name(status)}});
+    return;
+  }
+  Listener &which =
+      reinterpret_cast<uv_tcp_t *>(l) == &self->admin_.tcp ? self->admin_ : self->main_;
+  self->accept_from(which);
+}
+
+void Server::accept_from(Listener &l) {
+  uint64_t id = next_id_++;
+  auto s = std::make_unique<Session>(*this, id);
+  if (s->init(loop_) != 0)
+    return;
+  if (uv_accept(reinterpret_cast<uv_stream_t *>(&l.tcp), s->stream()) != 0) {
+    s->abort("accept failed");
+    sessions_.emplace(id, std::move(s)); // freed by its close callback
+    return;
+  }
+  ++metrics_.connections_accepted;
+  s->admin_listener_ = l.admin_only;
+  s->accepted_ns_ = mono_ns();
+  Session *raw = s.get();
+  sessions_.emplace(id, std::move(s));
+  raw->start(now_ms());
+}
+
+void Server::on_request(Session &s, const HttpRequest &req) {
+  if (s.admin_listener_ || is_endpoint(req.path)) {
+    if (s.admin_listener_ || !cfg_->admin.listen_addr || req.path == "/health" ||
+        req.path == "/ready" || req.path == "/ws/config") {
+      s.answer(endpoint(req, s.admin_listener_));
+    } else {
+      metrics_.count_refusal(404);
+      s.answer(json_error(404, "NOT_FOUND", "admin endpoints are on admin.listen"));
+    }
+    return;
+  }
+  for (const Route &r : cfg_->routes) {
+    const std::string &p = req.path;
+    if (p.size() <= r.prefix.size() + r.suffix.size() ||
+        p.compare(0, r.prefix.size(), r.prefix) != 0 ||
+        p.compare(p.size() - r.suffix.size(), r.suffix.size(), r.suffix) != 0) {
+      continue;
+    }
+    std::string org = p.substr(r.prefix.size(), p.size() - r.prefix.size() - r.suffix.size());
+    if (org.find('/') != std::string::npos)
+      continue;
+    if (!admit(s, req, r, org))
+      return; // admit() answered
+    return;
+  }
+  metrics_.count_refusal(404);
+  s.answer(json_error(404, "NOT_FOUND", "no route or endpoint at this path"));
+}
+
+void Server::session_leaving(Session &s) {
+  if (!s.counted_)
+    return;
+  s.counted_ = false;
+  --sessions_open_;
+  auto dec = [](std::unordered_map<std::string, uint32_t> &m, const std::string &k) {
+    auto it = m.find(k);
+    if (it != m.end() && --it->second == 0)
+      m.erase(it);
+  };
+  dec(per_org_, s.org());
+  if (!s.user().empty())
+    dec(per_user_, s.org() + "\n" + s.user());
+  dec(per_ip_, s.ip());
+}
+
+void Server::session_closed(Session &s) {
+  if (s.pending_) {
+    for (auto *list : {&pending_, &flushing_}) {
+      for (auto &p : *list) {
+        if (p == &s)
+          p = nullptr;
+      }
+    }
+  }
+  sessions_.erase(s.id());
+  if (shutting_down_ && sessions_.empty())
+    finish_shutdown();
+}
+
+void Server::on_check(uv_check_t *h) { server_of(h)->flush_pending(); }
+
+void Server::flush_pending() {
+  if (pending_.empty())
+    return;
+  // Sessions may ask for another flush while we flush (a write completing synchronously adds
+  // nothing, but a close does); those land in the fresh pending_ list for the next turn.
+  flushing_.swap(pending_);
+  for (Session *s : flushing_) {
+    if (s != nullptr)
+      s->flush();
+  }
+  flushing_.clear();
+  if (turn_first_message_ns_ != 0) {
+    metrics_.fanout_seconds.observe(static_cast<double>(mono_ns() - turn_first_message_ns_) / 1e9);
+    turn_first_message_ns_ = 0;
+  }
+}
+
+void Server::on_redis_message(std::string_view channel, std::string_view payload) {
+  ++metrics_.redis_messages;
+  Room *room = rooms_.find(channel);
+  if (room == nullptr) {
+    ++metrics_.redis_messages_unrouted;
+    return;
+  }
+  if (turn_first_message_ns_ == 0)
+    turn_first_message_ns_ = mono_ns();
+  // Framed once for the whole room: text when the payload is valid UTF-8, else binary.
+  Opcode op = is_valid_utf8(payload) ? Opcode::text : Opcode::binary;
+  FrameRef f(SharedFrame::make(op, payload));
+  if (!f) {
+    log_error("out_of_memory", {{"channel", channel}, {"bytes", payload.size()}});
+    return;
+  }
+  metrics_.frames_delivered += rooms_.fan_out(channel, f.get());
+}
+
+void Server::on_redis_state(bool connected) {
+  log_info(connected ? "redis_ready" : "redis_lost",
+           {{"rooms", rooms_.size()}, {"sessions", sessions_.size()}});
+}
+
+bool Server::forward_inbound(Session &s, std::string_view text) {
+  std::string stream = expand_channel(cfg_->inbound.stream, s.org(), s.user());
+  bool ok = bus_.xadd(stream, cfg_->inbound.maxlen,
+                      {{"org", s.org()},
+                       {"user", s.user()},
+                       {"conn", instance_ + "-" + std::to_string(s.id())},
+                       {"data", std::string(text)}});
+  if (ok)
+    ++metrics_.inbound_forwarded;
+  return ok;
+}
+
+void Server::on_sweep(uv_timer_t *t) { server_of(t)->sweep(); }
+
+void Server::sweep() {
+  uint64_t now = now_ms();
+  // tick() may close a session, but freeing happens in a close callback, never here.
+  for (auto &[id, s] : sessions_)
+    s->tick(now);
+  if (cfg_->log.summary_interval_s != 0 &&
+      now - last_summary_ms_ >= uint64_t{cfg_->log.summary_interval_s} * 1000) {
+    last_summary_ms_ = now;
+    log_summary();
+  }
+}
+
+void Server::log_summary() {
+  size_t open = 0;
+  for (auto &[id, s] : sessions_)
+    open += s->is_open() ? 1 : 0;
+  log_info("summary", {{"connections", open},
+                       {"rooms", rooms_.size()},
+                       {"redis", bus_.connected() ? "up" : "down"},
+                       {"messages_total", metrics_.redis_messages},
+                       {"frames_total", metrics_.frames_delivered},
+                       {"slow_consumer_closes_total", metrics_.slow_consumer_closes}});
+}
+
+void Server::on_signal(uv_signal_t *h, int signum) {
+  Server *self = server_of(h);
+  if (signum == SIGHUP) {
+    self->reload();
+  } else if (self->shutting_down_) {
+    log_warn("shutdown_forced", {{"sessions", self->sessions_.size()}});
+    fflush(stderr);
+    _exit(0);
+  } else {
+    self->begin_shutdown();
+  }
+}
+
+void Server::close_listeners() {
+  for (Listener *l : {&main_, &admin_}) {
+    if (l->open) {
+      l->open = false;
+      uv_close(reinterpret_cast<uv_handle_t *>(&l->tcp), nullptr);
+    }
+  }
+}
+
+void Server::begin_shutdown() {
+  shutting_down_ = true; // /ready answers 503 from now on
+  log_info("shutdown_started",
+           {{"sessions", sessions_.size()}, {"drain_timeout_ms", cfg_->shutdown.drain_timeout_ms}});
+  close_listeners();
+  std::mt19937 rng{std::random_device{}()};
+  std::uniform_int_distribution<uint32_t> jitter(0, cfg_->shutdown.reconnect_jitter_ms);
+  for (auto &[id, s] : sessions_) {
+    if (s->is_open()) {
+      uint32_t after = cfg_->shutdown.reconnect_after_ms + jitter(rng);
+      s->send_json("{\"type\":\"server_shutdown\",\"reconnect_after_ms\":" + std::to_string(after) +
+                   "}");
+      s->close(1001, "server shutdown");
+    } else {
+      s->abort("server shutdown");
+    }
+  }
+  if (sessions_.empty()) {
+    finish_shutdown();
+    return;
+  }
+  uv_timer_start(
+      &drain_,
+      [](uv_timer_t *t) {
+        Server *self = server_of(t);
+        log_warn("drain_timeout", {{"sessions", self->sessions_.size()}});
+        for (auto &[id, s] : self->sessions_)
+          s->abort("drain timeout");
+      },
+      cfg_->shutdown.drain_timeout_ms, 0);
+}
+
+void Server::finish_shutdown() {
+  log_info("shutdown_complete", {});
+  bus_.stop();
+  for (void *h : {static_cast<void *>(&check_), static_cast<void *>(&sweep_),
+                  static_cast<void *>(&drain_), static_cast<void *>(&sigterm_),
+                  static_cast<void *>(&sigint_), static_cast<void *>(&sighup_)}) {
+    close_handle(h);
+  }
+  close_listeners();
+}
+
+void Server::reload() {
+  ConfigResult r = load_config_file(cfg_->file, process_env());
+  if (!r.ok()) {
+    for (const auto &e : r.errors) {
+      log_error("reload_rejected", {{"error", e.to_string()},
+                                    {"action", "fix the file and send SIGHUP again; the old "
+                                               "configuration stays in force"}});
+    }
+    return;
+  }
+  Config &next = r.config;
+  std::unique_ptr<JwtVerifier> jwt;
+  if (next.auth.mode == AuthConfig::Mode::jwt) {
+    std::string err;
+    jwt = JwtVerifier::create(next.auth.jwt, err);
+    if (!jwt) {
+      log_error("reload_rejected",
+                {{"error", "auth.jwt: " + err}, {"action", "fix the keys and send SIGHUP again"}});
+      return;
+    }
+  }
+  // What needs a new socket or a new Redis connection cannot change live; say so and keep it.
+  std::vector<std::string> kept;
+  if (next.listen != cfg_->listen)
+    kept.push_back("listen");
+  if (next.admin.listen != cfg_->admin.listen)
+    kept.push_back("admin.listen");
+  if (next.redis.url != cfg_->redis.url)
+    kept.push_back("redis.url");
+  if (next.channels.broadcast != cfg_->channels.broadcast)
+    kept.push_back("channels.broadcast");
+  next.listen = cfg_->listen;
+  next.listen_addr = cfg_->listen_addr;
+  next.admin.listen = cfg_->admin.listen;
+  next.admin.listen_addr = cfg_->admin.listen_addr;
+  next.redis = cfg_->redis;
+  next.channels.broadcast = cfg_->channels.broadcast;
+  std::string kept_s;
+  for (const auto &k : kept)
+    kept_s += (kept_s.empty() ? "" : ",") + k;
+  // Sessions read config() on every use, so new limits apply from the next message on.
+  *cfg_ = std::move(next);
+  jwt_ = std::move(jwt);
+  log_configure(cfg_->log.level, cfg_->log.format);
+  log_info("reloaded", {{"not_applied_live", kept_s.empty() ? "none" : kept_s}});
+}
+
+} // namespace sidecar

@@ -1,0 +1,126 @@
+// Server: owns the listener(s), every Session, the Rooms, the Redis bus and the loop's timers and
+// signal handlers. It is the one place where a request becomes an upgrade or an answer, and where
+// a Redis message becomes one shared frame for a room.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "config.h"
+#include "handshake.h"
+#include "metrics.h"
+#include "redis_bus.h"
+#include "room.h"
+#include "session.h"
+
+namespace sidecar {
+
+class JwtVerifier;
+
+class Server final : public RedisSink {
+public:
+  Server(uv_loop_t *loop, Config cfg);
+  ~Server();
+  Server(const Server &) = delete;
+  Server &operator=(const Server &) = delete;
+
+  // Binds and starts everything. On failure prints what is wrong and returns false.
+  bool start();
+  // Exit status for main once the loop has ended.
+  int exit_code() const { return exit_code_; }
+
+  // For sessions.
+  const Config &config() const { return *cfg_; }
+  Rooms &rooms() { return rooms_; }
+  char *read_buffer() { return read_buf_.get(); }
+  size_t read_buffer_size() const { return kReadBufferSize; }
+  uint64_t now_ms() const { return uv_now(loop_); }
+  SharedFrame *ping_frame() { return ping_frame_.get(); }
+  void on_request(Session &s, const HttpRequest &req);
+  void schedule_flush(Session &s) { pending_.push_back(&s); }
+  void session_leaving(Session &s);
+  void session_closed(Session &s);
+  bool forward_inbound(Session &s, std::string_view text);
+  void check_token_expiry(Session &s, bool &warned);
+  void count_refusal(int status) { metrics_.count_refusal(status); }
+  void count_slow_consumer() { ++metrics_.slow_consumer_closes; }
+  void count_rate_limited() { ++metrics_.inbound_rate_limited; }
+  void count_timeout() { ++metrics_.pong_timeouts; }
+  void count_bytes_out(size_t n) { metrics_.bytes_out += n; }
+
+  // RedisSink.
+  void on_redis_message(std::string_view channel, std::string_view payload) override;
+  void on_redis_state(bool connected) override;
+
+private:
+  static constexpr size_t kReadBufferSize = 64 * 1024;
+  struct Listener {
+    uv_tcp_t tcp{};
+    bool open = false;
+    bool admin_only = false;
+  };
+
+  bool listen_on(Listener &l, const HostPort &addr, const std::string &key);
+  static void on_connection(uv_stream_t *server, int status);
+  static void on_check(uv_check_t *h);
+  static void on_sweep(uv_timer_t *t);
+  static void on_signal(uv_signal_t *h, int signum);
+  void accept_from(Listener &l);
+  void flush_pending();
+  void sweep();
+  void begin_shutdown();
+  void finish_shutdown();
+  void reload();
+  void close_listeners();
+
+  // Admission: routes, origin, auth and limits (admission.cpp).
+  bool admit(Session &s, const HttpRequest &req, const Route &route, const std::string &org);
+  // Endpoints (endpoints.cpp).
+  bool is_endpoint(std::string_view path) const;
+  HttpAnswer endpoint(const HttpRequest &req, bool admin_listener);
+  HttpAnswer status_endpoint(const HttpRequest &req);
+  HttpAnswer config_endpoint();
+  std::string ready_reason() const;
+  void log_summary();
+
+  uv_loop_t *loop_;
+  std::unique_ptr<Config> cfg_;
+  std::unique_ptr<JwtVerifier> jwt_;
+  std::unique_ptr<char[]> read_buf_;
+  FrameRef ping_frame_;
+  RedisBus bus_;
+  Rooms rooms_;
+  Metrics metrics_;
+  Listener main_;
+  Listener admin_;
+  uv_check_t check_{};
+  uv_timer_t sweep_{};
+  uv_timer_t drain_{};
+  uv_signal_t sigterm_{}, sigint_{}, sighup_{};
+  std::unordered_map<uint64_t, std::unique_ptr<Session>> sessions_;
+  std::vector<Session *> pending_;
+  std::vector<Session *> flushing_;
+  uint64_t next_id_ = 1;
+  std::string instance_; // random prefix of connection ids, unique across sidecars
+  bool shutting_down_ = false;
+  int exit_code_ = 0;
+  uint64_t last_summary_ms_ = 0;
+  uint64_t started_ms_ = 0;
+  uint64_t turn_first_message_ns_ = 0; // first Redis message since the last flush, for latency
+
+  // Live connection counts for the limits.
+  uint32_t sessions_open_ = 0;
+  std::unordered_map<std::string, uint32_t> per_org_, per_user_, per_ip_;
+  struct Rate {
+    uint64_t window_ms = 0;
+    uint32_t count = 0;
+  };
+  std::unordered_map<std::string, Rate> handshakes_per_ip_;
+};
+
+} // namespace sidecar

@@ -1,0 +1,472 @@
+// Session; see session.h.
+#include "session.h"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstring>
+
+#include "log.h"
+#include "room.h"
+#include "server.h"
+
+namespace sidecar {
+namespace {
+
+constexpr unsigned kMaxIov = 64;
+
+Session *session_of(uv_handle_t *h) { return static_cast<Session *>(h->data); }
+
+int64_t wall_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+std::string peer_ip(uv_tcp_t *tcp) {
+  sockaddr_storage ss{};
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr *>(&ss), &len) != 0)
+    return "unknown";
+  char buf[INET6_ADDRSTRLEN] = {0};
+  if (ss.ss_family == AF_INET) {
+    uv_ip4_name(reinterpret_cast<sockaddr_in *>(&ss), buf, sizeof buf);
+  } else {
+    uv_ip6_name(reinterpret_cast<sockaddr_in6 *>(&ss), buf, sizeof buf);
+  }
+  return buf;
+}
+
+// Nesting depth of a JSON text, counted outside strings, so that a hostile document is refused
+// before a parser spends anything on it.
+uint32_t json_depth(std::string_view s) {
+  uint32_t depth = 0, max_depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : s) {
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > max_depth)
+        max_depth = depth;
+    } else if ((c == '}' || c == ']') && depth > 0) {
+      --depth;
+    }
+  }
+  return max_depth;
+}
+
+} // namespace
+
+Session::Session(Server &server, uint64_t id) : server_(server), id_(id) {}
+
+Session::~Session() = default;
+
+int Session::init(uv_loop_t *loop) {
+  int rc = uv_tcp_init(loop, &tcp_);
+  if (rc == 0) {
+    handle_open_ = true;
+    tcp_.data = this;
+  }
+  return rc;
+}
+
+void Session::start(uint64_t now_ms) {
+  created_ms_ = last_recv_ms_ = now_ms;
+  ip_ = peer_ip(&tcp_);
+  uv_tcp_nodelay(&tcp_, 1);
+  http_ = std::make_unique<RequestParser>(server_.config().limits.max_header_bytes);
+  int rc = uv_read_start(stream(), &Session::on_alloc, &Session::on_read);
+  if (rc != 0)
+    abort(uv_err_name(rc));
+}
+
+void Session::on_alloc(uv_handle_t *h, size_t, uv_buf_t *buf) {
+  // One read buffer for the whole loop: every read is consumed before the next one starts.
+  Server &srv = session_of(h)->server_;
+  *buf = uv_buf_init(srv.read_buffer(), static_cast<unsigned>(srv.read_buffer_size()));
+}
+
+void Session::on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  Session *self = session_of(reinterpret_cast<uv_handle_t *>(s));
+  if (n > 0) {
+    self->handle_read(buf->base, static_cast<size_t>(n));
+  } else if (n < 0) {
+    self->last_error_ = n == UV_EOF ? "eof" : uv_err_name(static_cast<int>(n));
+    self->abort(self->last_error_);
+  }
+}
+
+void Session::handle_read(const char *data, size_t len) noexcept {
+  last_recv_ms_ = server_.now_ms();
+  awaiting_pong_ = false; // any frame from the peer proves it is alive
+  if (phase_ == Phase::http) {
+    handle_http(data, len);
+    return;
+  }
+  if (!ws_ || phase_ == Phase::gone)
+    return;
+  ws_->feed(reinterpret_cast<const uint8_t *>(data), len);
+  if (ws_->state() == WsProtocol::State::done) {
+    close_when_flushed_ = true;
+    enter_closing(last_recv_ms_);
+  } else if (ws_->state() == WsProtocol::State::closing) {
+    enter_closing(last_recv_ms_);
+  }
+  request_flush();
+}
+
+void Session::handle_http(const char *data, size_t len) noexcept {
+  if (!http_)
+    return; // the answer is on its way; ignore anything else the client sends
+  size_t used = 0;
+  RequestParser::State st = http_->feed(data, len, used);
+  if (st == RequestParser::State::need_more)
+    return;
+  if (st == RequestParser::State::error) {
+    HttpAnswer a = http_->error_answer();
+    server_.count_refusal(a.status);
+    answer(a);
+    return;
+  }
+  const HttpRequest &req = http_->request();
+  if (const std::string *ua = req.header("user-agent"))
+    user_agent_ = ua->substr(0, 256);
+  server_.on_request(*this, req);
+  if (phase_ == Phase::open && used < len) {
+    // The client's first frames came in the same read as its request.
+    handle_read(data + used, len - used);
+  }
+}
+
+void Session::answer(const HttpAnswer &a) noexcept {
+  http_.reset();
+  std::string bytes = serialize_answer(a);
+  FrameRef f(SharedFrame::make_raw(bytes));
+  if (f)
+    out_.push(f.get());
+  close_when_flushed_ = true;
+  phase_ = Phase::closing;
+  closing_since_ms_ = server_.now_ms();
+  uv_read_stop(stream());
+  request_flush();
+}
+
+void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json) noexcept {
+  http_.reset(); // the parser is not needed again: an idle session stays small
+  grant_ = std::move(grant);
+  ws_.emplace(*this, server_.config().limits.max_message_bytes);
+  std::string head = build_switching_protocols(grant_.key, grant_.protocol);
+  grant_.key.clear();
+  grant_.key.shrink_to_fit();
+  FrameRef h(SharedFrame::make_raw(head));
+  if (h)
+    out_.push(h.get());
+  phase_ = Phase::open;
+  connected_at_ms_ = wall_ms();
+  last_message_ms_ = ping_sent_ms_ = server_.now_ms();
+  tokens_ = server_.config().limits.inbound_burst;
+  tokens_at_ms_ = last_message_ms_;
+  Rooms &rooms = server_.rooms();
+  const std::string *channels[] = {&grant_.room_channel, &grant_.user_channel,
+                                   &server_.config().channels.broadcast};
+  for (const std::string *ch : channels) {
+    if (ch->empty())
+      continue;
+    Membership &m = rooms_[room_count_++];
+    m.room = rooms.join(*ch, this, m.slot);
+  }
+  send_json(welcome_json);
+}
+
+void Session::moved_in_room(Room *room, uint32_t slot) noexcept {
+  for (uint8_t i = 0; i < room_count_; ++i) {
+    if (rooms_[i].room == room)
+      rooms_[i].slot = slot;
+  }
+}
+
+void Session::leave_rooms() noexcept {
+  Rooms &rooms = server_.rooms();
+  while (room_count_ > 0) {
+    Membership m = rooms_[--room_count_];
+    rooms.leave(m.room, m.slot);
+  }
+}
+
+void Session::send(SharedFrame *f) noexcept {
+  if (phase_ != Phase::open)
+    return;
+  if (out_.bytes() + f->size() > server_.config().limits.max_outbound_bytes) {
+    // Over budget: this client cannot keep up. Nothing is queued for it any more, and the close
+    // happens in flush(), outside the fan-out loop that called us.
+    over_budget_ = true;
+    request_flush();
+    return;
+  }
+  if (!out_.push(f)) {
+    over_budget_ = true;
+  }
+  ++messages_out_;
+  request_flush();
+}
+
+void Session::send_json(std::string_view json) noexcept {
+  FrameRef f(SharedFrame::make(Opcode::text, json));
+  if (f && phase_ != Phase::gone)
+    out_.push(f.get());
+  request_flush();
+}
+
+void Session::send_error(std::string_view code, std::string_view message,
+                         bool recoverable) noexcept {
+  std::string body = "{\"type\":\"error\",\"code\":\"";
+  json_escape_into(body, code);
+  body.append("\",\"message\":\"");
+  json_escape_into(body, message);
+  body.append("\",\"recoverable\":").append(recoverable ? "true" : "false").append("}");
+  send_json(body);
+}
+
+void Session::on_ws_output(const uint8_t *data, size_t len) {
+  FrameRef f(SharedFrame::make_raw(std::string_view(reinterpret_cast<const char *>(data), len)));
+  if (f)
+    out_.push(f.get());
+}
+
+void Session::on_ws_message(Opcode op, const uint8_t *data, size_t len) {
+  ++messages_in_;
+  last_message_ms_ = server_.now_ms();
+  // Token bucket: `inbound_rate` per second, up to `inbound_burst` at once.
+  const LimitsConfig &lim = server_.config().limits;
+  double elapsed = static_cast<double>(last_message_ms_ - tokens_at_ms_) / 1000.0;
+  tokens_at_ms_ = last_message_ms_;
+  tokens_ = std::min(lim.inbound_burst, tokens_ + elapsed * lim.inbound_rate);
+  if (tokens_ < 1.0) {
+    server_.count_rate_limited();
+    if (++violations_ >= lim.inbound_violations_before_close) {
+      last_error_ = "rate limited";
+      close(1008, "rate limit exceeded");
+      return;
+    }
+    send_error("RATE_LIMITED", "too many messages; slow down", true);
+    return;
+  }
+  tokens_ -= 1.0;
+  if (op == Opcode::binary) {
+    send_error("UNSUPPORTED", "binary messages are not accepted; send JSON text", true);
+    return;
+  }
+  handle_client_text(std::string_view(reinterpret_cast<const char *>(data), len));
+}
+
+void Session::handle_client_text(std::string_view text) noexcept {
+  const Config &cfg = server_.config();
+  if (json_depth(text) > cfg.limits.max_json_depth) {
+    send_error("INVALID_JSON", "message nests deeper than limits.max_json_depth", true);
+    return;
+  }
+  nlohmann::json msg = nlohmann::json::parse(text, nullptr, false);
+  if (msg.is_discarded() || !msg.is_object()) {
+    send_error("INVALID_JSON", "messages must be JSON objects", true);
+    return;
+  }
+  auto type = msg.find("type");
+  if (type != msg.end() && type->is_string() && *type == "ping") {
+    send_json("{\"type\":\"pong\",\"timestamp\":" + std::to_string(wall_ms()) + "}");
+    return;
+  }
+  if (cfg.inbound.stream.empty()) {
+    send_error("UNSUPPORTED", "this sidecar does not accept client messages other than ping", true);
+    return;
+  }
+  if (!server_.forward_inbound(*this, text)) {
+    send_error("UNAVAILABLE", "the backend queue is unreachable; retry later", true);
+  }
+}
+
+void Session::request_flush() noexcept {
+  if (!pending_ && phase_ != Phase::gone) {
+    pending_ = true;
+    server_.schedule_flush(*this);
+  }
+}
+
+void Session::flush() noexcept {
+  pending_ = false;
+  if (phase_ == Phase::gone)
+    return;
+  if (over_budget_ && phase_ == Phase::open) {
+    over_budget_ = false;
+    server_.count_slow_consumer();
+    last_error_ = "slow consumer";
+    log_info("slow_consumer", {{"conn", id_},
+                               {"org", grant_.org},
+                               {"queued_bytes", out_.bytes()},
+                               {"action", "closing; raise limits.max_outbound_bytes if expected"}});
+    // Keep only what a write in flight still references; the close frame goes right after.
+    out_.truncate(writing_ ? writing_frames_ : 0);
+    close(server_.config().limits.slow_consumer_close_code, "slow consumer");
+    return; // close() flushes again
+  }
+  if (writing_ || out_.empty()) {
+    if (!writing_)
+      after_drain();
+    return;
+  }
+  uv_buf_t bufs[kMaxIov];
+  unsigned n = out_.gather(bufs, kMaxIov);
+  int rc = uv_try_write(stream(), bufs, n);
+  if (rc < 0 && rc != UV_EAGAIN) {
+    last_error_ = uv_err_name(rc);
+    abort(last_error_);
+    return;
+  }
+  size_t written = rc > 0 ? static_cast<size_t>(rc) : 0;
+  out_.consume(written);
+  bytes_out_ += written;
+  server_.count_bytes_out(written);
+  if (out_.empty()) {
+    after_drain();
+    return;
+  }
+  // The kernel buffer is full: hand the rest to libuv, which writes it when the socket drains.
+  n = out_.gather(bufs, kMaxIov);
+  writing_bytes_ = 0;
+  for (unsigned i = 0; i < n; ++i)
+    writing_bytes_ += bufs[i].len;
+  writing_frames_ = n;
+  write_req_.data = this;
+  rc = uv_write(&write_req_, stream(), bufs, n, &Session::on_write);
+  if (rc != 0) {
+    last_error_ = uv_err_name(rc);
+    abort(last_error_);
+    return;
+  }
+  writing_ = true;
+}
+
+void Session::on_write(uv_write_t *req, int status) {
+  static_cast<Session *>(req->data)->write_done(status);
+}
+
+void Session::write_done(int status) noexcept {
+  writing_ = false;
+  out_.consume(writing_bytes_);
+  writing_frames_ = 0;
+  if (status < 0) {
+    if (status != UV_ECANCELED) {
+      last_error_ = uv_err_name(status);
+      abort(last_error_);
+    }
+    return;
+  }
+  bytes_out_ += writing_bytes_;
+  server_.count_bytes_out(writing_bytes_);
+  writing_bytes_ = 0;
+  request_flush();
+}
+
+void Session::after_drain() noexcept {
+  if (close_when_flushed_ && out_.empty() && phase_ != Phase::gone) {
+    abort("closed");
+  }
+}
+
+void Session::enter_closing(uint64_t now_ms) noexcept {
+  if (phase_ == Phase::closing || phase_ == Phase::gone)
+    return;
+  phase_ = Phase::closing;
+  closing_since_ms_ = now_ms;
+  leave_rooms();
+  server_.session_leaving(*this);
+}
+
+void Session::close(uint16_t code, std::string_view reason) noexcept {
+  if (phase_ == Phase::gone)
+    return;
+  if (phase_ == Phase::http) {
+    abort(reason);
+    return;
+  }
+  if (ws_ && ws_->state() == WsProtocol::State::open) {
+    ws_->close(code, reason);
+    if (last_error_.empty() && code != 1000 && code != 1001)
+      last_error_ = std::string(reason);
+  }
+  if (!ws_ || ws_->state() == WsProtocol::State::done)
+    close_when_flushed_ = true;
+  enter_closing(server_.now_ms());
+  request_flush();
+}
+
+void Session::abort(std::string_view reason) noexcept {
+  if (phase_ == Phase::gone)
+    return;
+  if (phase_ == Phase::open || phase_ == Phase::closing)
+    enter_closing(server_.now_ms());
+  log_debug("disconnect", {{"conn", id_},
+                           {"org", grant_.org},
+                           {"reason", reason},
+                           {"close_sent", ws_ ? ws_->close_code_sent() : 0},
+                           {"close_received", ws_ ? ws_->close_code_received() : 0}});
+  phase_ = Phase::gone;
+  http_.reset();
+  ws_.reset();
+  if (handle_open_) {
+    handle_open_ = false;
+    uv_close(reinterpret_cast<uv_handle_t *>(&tcp_), &Session::on_close);
+  }
+}
+
+void Session::on_close(uv_handle_t *h) {
+  Session *self = session_of(h);
+  // Pending writes were cancelled before this callback, so nothing refers to us any more.
+  self->out_.clear();
+  self->server_.session_closed(*self);
+}
+
+void Session::tick(uint64_t now) noexcept {
+  const WebSocketConfig &ws = server_.config().websocket;
+  switch (phase_) {
+  case Phase::http:
+    if (now - created_ms_ >= ws.handshake_timeout_ms) {
+      server_.count_refusal(408);
+      abort("handshake timeout");
+    }
+    break;
+  case Phase::open:
+    if (awaiting_pong_ && now - ping_sent_ms_ >= ws.pong_timeout_ms) {
+      last_error_ = "pong timeout";
+      server_.count_timeout();
+      abort("pong timeout"); // a peer that does not answer will not read a close frame either
+      return;
+    }
+    if (ws.idle_timeout_ms != 0 && now - last_message_ms_ >= ws.idle_timeout_ms) {
+      close(1000, "idle timeout");
+      return;
+    }
+    if (!awaiting_pong_ && now - ping_sent_ms_ >= ws.heartbeat_ms &&
+        now - last_recv_ms_ >= ws.heartbeat_ms) {
+      send(server_.ping_frame());
+      --messages_out_; // a ping is not a delivered message
+      ping_sent_ms_ = now;
+      awaiting_pong_ = true;
+    }
+    server_.check_token_expiry(*this, expiry_warned_);
+    break;
+  case Phase::closing:
+    if (now - closing_since_ms_ >= ws.close_timeout_ms)
+      abort("close timeout");
+    break;
+  case Phase::gone:
+    break;
+  }
+}
+
+} // namespace sidecar

@@ -1,0 +1,151 @@
+// Session: one client connection, from accept to close. It reads the HTTP request (llhttp via
+// RequestParser), then either answers it and closes, or upgrades and speaks WebSocket (WsProtocol)
+// while it is a member of up to three rooms. Everything it writes goes through its OutQueue.
+//
+// Lifetime: the Server owns every Session. close()/abort() may be called any number of times;
+// the first call leaves the rooms and uv_closes the socket, and the socket's close callback asks
+// the Server to free the session. A write callback still runs (UV_ECANCELED) before that.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "handshake.h"
+#include "out_queue.h"
+#include "ws_protocol.h"
+
+namespace sidecar {
+
+class Server;
+struct Room;
+
+// What the admission checks decided for an upgrade.
+struct UpgradeGrant {
+  std::string org;
+  std::string user;     // empty when not authenticated
+  std::string protocol; // subprotocol to echo, or empty
+  std::string key;      // Sec-WebSocket-Key
+  std::string room_channel;
+  std::string user_channel; // empty unless authenticated and configured
+  int64_t token_exp = 0;    // unix seconds; 0: none
+};
+
+class Session final : public WsHandler {
+public:
+  enum class Phase : uint8_t { http, open, closing, gone };
+
+  Session(Server &server, uint64_t id);
+  ~Session();
+  Session(const Session &) = delete;
+  Session &operator=(const Session &) = delete;
+
+  int init(uv_loop_t *loop); // uv_tcp_init; the session is unusable if this fails
+  uv_stream_t *stream() { return reinterpret_cast<uv_stream_t *>(&tcp_); }
+  // Called once accepted: records the peer address and starts reading.
+  void start(uint64_t now_ms);
+
+  // Fan-out entry point: queue a shared frame. Never closes or frees anything on the spot; a
+  // session over its byte budget is marked and handled in flush().
+  void send(SharedFrame *f) noexcept;
+  // Sends what is queued: called once per loop turn for sessions that asked for it.
+  void flush() noexcept;
+  // Starts a WebSocket close (or ends an HTTP exchange); idempotent.
+  void close(uint16_t code, std::string_view reason) noexcept;
+  // Drops the connection now, without a closing handshake.
+  void abort(std::string_view reason) noexcept;
+  // Timers: handshake, heartbeat, pong, idle, close and token-expiry deadlines.
+  void tick(uint64_t now_ms) noexcept;
+
+  // The Server decides about a finished request and calls exactly one of these.
+  void answer(const HttpAnswer &a) noexcept;
+  void upgrade(UpgradeGrant grant, std::string_view welcome_json) noexcept;
+
+  void moved_in_room(Room *room, uint32_t slot) noexcept;
+  void send_json(std::string_view json) noexcept;
+
+  uint64_t id() const { return id_; }
+  Phase phase() const { return phase_; }
+  bool is_open() const { return phase_ == Phase::open; }
+  const std::string &org() const { return grant_.org; }
+  const std::string &user() const { return grant_.user; }
+  const std::string &ip() const { return ip_; }
+  const std::string &user_agent() const { return user_agent_; }
+  const std::string &last_error() const { return last_error_; }
+  int64_t connected_at_ms() const { return connected_at_ms_; }
+  uint64_t messages_out() const { return messages_out_; }
+  uint64_t bytes_out() const { return bytes_out_; }
+  uint64_t messages_in() const { return messages_in_; }
+  uint64_t queued_bytes() const { return out_.bytes(); }
+  int64_t token_exp() const { return grant_.token_exp; }
+  bool counted_ = false;        // admitted into the server's connection counts
+  bool admin_listener_ = false; // accepted on admin.listen: endpoints only
+  uint64_t accepted_ns_ = 0;    // monotonic, for the handshake latency histogram
+
+  bool pending_ = false; // on the server's flush list
+
+private:
+  static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+  static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+  static void on_write(uv_write_t *req, int status);
+  static void on_close(uv_handle_t *h);
+
+  void handle_read(const char *data, size_t len) noexcept;
+  void handle_http(const char *data, size_t len) noexcept;
+  void on_ws_message(Opcode op, const uint8_t *data, size_t len) override;
+  void on_ws_output(const uint8_t *data, size_t len) override;
+  void handle_client_text(std::string_view text) noexcept;
+  void send_error(std::string_view code, std::string_view message, bool recoverable) noexcept;
+  void leave_rooms() noexcept;
+  void enter_closing(uint64_t now_ms) noexcept;
+  void request_flush() noexcept;
+  void write_done(int status) noexcept;
+  void after_drain() noexcept;
+
+  struct Membership {
+    Room *room = nullptr;
+    uint32_t slot = 0;
+  };
+
+  Server &server_;
+  uint64_t id_;
+  uv_tcp_t tcp_{};
+  uv_write_t write_req_{};
+  Phase phase_ = Phase::http;
+  bool handle_open_ = false;
+  bool writing_ = false;
+  bool over_budget_ = false;
+  bool close_when_flushed_ = false;
+  bool awaiting_pong_ = false;
+  uint8_t room_count_ = 0;
+  Membership rooms_[3];
+  unsigned writing_frames_ = 0;
+  size_t writing_bytes_ = 0;
+
+  std::unique_ptr<RequestParser> http_; // freed after the request
+  std::optional<WsProtocol> ws_;
+  OutQueue out_;
+  UpgradeGrant grant_;
+  std::string ip_;
+  std::string user_agent_;
+  std::string last_error_;
+
+  uint64_t created_ms_ = 0;
+  int64_t connected_at_ms_ = 0; // wall clock, for the status endpoint
+  uint64_t last_recv_ms_ = 0;
+  uint64_t last_message_ms_ = 0;
+  uint64_t ping_sent_ms_ = 0;
+  uint64_t closing_since_ms_ = 0;
+  uint64_t messages_out_ = 0;
+  uint64_t bytes_out_ = 0;
+  uint64_t messages_in_ = 0;
+  double tokens_ = 0; // inbound rate limiter (token bucket)
+  uint64_t tokens_at_ms_ = 0;
+  uint32_t violations_ = 0;
+  bool expiry_warned_ = false;
+};
+
+} // namespace sidecar

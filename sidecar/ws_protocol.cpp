@@ -1,0 +1,199 @@
+// WsProtocol; see ws_protocol.h.
+#include "ws_protocol.h"
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+namespace sidecar {
+namespace {
+
+uint64_t client_header_size(uint64_t payload) {
+  uint64_t ext = payload < 126 ? 0 : (payload <= 0xffff ? 2 : 8);
+  return 2 + ext + 4; // client frames always carry a 4-byte mask
+}
+
+bool is_data_opcode(uint8_t op) { return op <= 2; }
+
+} // namespace
+
+ssize_t WsProtocol::recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int,
+                            void *user) {
+  auto *self = static_cast<WsProtocol *>(user);
+  if (self->in_len_ == 0) {
+    wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    return -1;
+  }
+  size_t n = len < self->in_len_ ? len : self->in_len_;
+  std::memcpy(buf, self->in_, n);
+  self->in_ += n;
+  self->in_len_ -= n;
+  self->taken_ += n;
+  return static_cast<ssize_t>(n);
+}
+
+ssize_t WsProtocol::send_cb(wslay_event_context_ptr, const uint8_t *data, size_t len, int,
+                            void *user) {
+  static_cast<WsProtocol *>(user)->handler_.on_ws_output(data, len);
+  return static_cast<ssize_t>(len);
+}
+
+void WsProtocol::frame_start_cb(wslay_event_context_ptr,
+                                const wslay_event_on_frame_recv_start_arg *arg, void *user) {
+  auto *self = static_cast<WsProtocol *>(user);
+  self->frame_size_ = client_header_size(arg->payload_length) + arg->payload_length;
+  self->frame_is_data_ = is_data_opcode(arg->opcode);
+  if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1) {
+    // A close payload is empty or at least a 2-byte code (RFC 6455 5.5.1); wslay would echo it.
+    self->fail_code_ = 1002;
+  }
+  if (self->frame_is_data_) {
+    if (arg->opcode != WSLAY_CONTINUATION_FRAME) {
+      self->frame_is_text_ = arg->opcode == WSLAY_TEXT_FRAME;
+      self->utf8_.reset();
+    }
+    self->fragmented_ = !arg->fin;
+  }
+}
+
+void WsProtocol::frame_chunk_cb(wslay_event_context_ptr,
+                                const wslay_event_on_frame_recv_chunk_arg *arg, void *user) {
+  auto *self = static_cast<WsProtocol *>(user);
+  // Text is checked as it arrives, so a code point split across fragments is still judged whole.
+  if (self->frame_is_data_ && self->frame_is_text_ &&
+      !self->utf8_.feed(arg->data, arg->data_length)) {
+    self->fail_code_ = 1007;
+  }
+}
+
+void WsProtocol::frame_end_cb(wslay_event_context_ptr, void *user) {
+  auto *self = static_cast<WsProtocol *>(user);
+  self->framed_ += self->frame_size_;
+  self->frame_size_ = 0;
+  if (self->frame_is_data_ && !self->fragmented_ && self->frame_is_text_ &&
+      !self->utf8_.complete()) {
+    self->fail_code_ = 1007;
+  }
+}
+
+void WsProtocol::msg_cb(wslay_event_context_ptr, const wslay_event_on_msg_recv_arg *arg,
+                        void *user) {
+  auto *self = static_cast<WsProtocol *>(user);
+  if (self->fail_code_ != 0)
+    return;
+  switch (arg->opcode) {
+  case WSLAY_TEXT_FRAME:
+  case WSLAY_BINARY_FRAME:
+    if (self->state_ == State::open) {
+      self->handler_.on_ws_message(arg->opcode == WSLAY_TEXT_FRAME ? Opcode::text : Opcode::binary,
+                                   arg->msg, arg->msg_length);
+    }
+    break;
+  case WSLAY_CONNECTION_CLOSE:
+    self->close_received_ = arg->status_code == 0 ? 1005 : arg->status_code;
+    if (arg->msg_length > 2 && !is_valid_utf8(arg->msg + 2, arg->msg_length - 2)) {
+      self->fail_code_ = 1007;
+    }
+    break;
+  default:
+    break;
+  }
+}
+
+bool WsProtocol::ensure_context() noexcept {
+  if (ctx_)
+    return true;
+  static const wslay_event_callbacks callbacks = {
+      &WsProtocol::recv_cb,        &WsProtocol::send_cb,        nullptr,
+      &WsProtocol::frame_start_cb, &WsProtocol::frame_chunk_cb, &WsProtocol::frame_end_cb,
+      &WsProtocol::msg_cb,
+  };
+  wslay_event_context_ptr raw = nullptr;
+  if (wslay_event_context_server_init(&raw, &callbacks, this) != 0)
+    return false;
+  ctx_.reset(raw);
+  wslay_event_config_set_max_recv_msg_length(raw, max_message_bytes_);
+  taken_ = framed_ = frame_size_ = 0;
+  return true;
+}
+
+void WsProtocol::fail(uint16_t code) noexcept {
+  if (state_ == State::done)
+    return;
+  if (state_ == State::open) {
+    std::string frame = encode_frame(Opcode::close, encode_close_payload(code, {}));
+    handler_.on_ws_output(reinterpret_cast<const uint8_t *>(frame.data()), frame.size());
+    close_sent_ = code;
+  }
+  state_ = State::done;
+  ctx_.reset();
+}
+
+void WsProtocol::feed(const uint8_t *data, size_t len) noexcept {
+  if (state_ == State::done || len == 0)
+    return;
+  if (!ensure_context()) {
+    fail(1011);
+    return;
+  }
+  in_ = data;
+  in_len_ = len;
+  int rv = wslay_event_recv(ctx_.get());
+  in_ = nullptr;
+  in_len_ = 0;
+  if (rv == WSLAY_ERR_NOMEM) {
+    fail(1011);
+    return;
+  }
+  if (rv != 0 && fail_code_ == 0)
+    fail_code_ = 1002; // a frame wslay could not parse
+  after_wslay();
+}
+
+void WsProtocol::after_wslay() noexcept {
+  if (fail_code_ != 0) {
+    fail(fail_code_);
+    return;
+  }
+  // Flush what wslay queued (pong, the echo of a close, its own 1002/1007/1009 close).
+  if (wslay_event_send(ctx_.get()) != 0) {
+    fail(1011);
+    return;
+  }
+  wslay_event_context *c = ctx_.get();
+  if (wslay_event_get_close_sent(c)) {
+    close_sent_ = wslay_event_get_status_code_sent(c);
+    if (wslay_event_get_close_received(c) || !wslay_event_get_read_enabled(c)) {
+      // Either the handshake is complete, or wslay refused the peer's input (1002, 1007, 1009)
+      // and will read no more: in both cases nothing remains but to drop TCP once flushed.
+      state_ = State::done;
+      ctx_.reset();
+    } else {
+      state_ = State::closing;
+    }
+    return;
+  }
+  if (state_ == State::open && taken_ == framed_ && !fragmented_ && in_len_ == 0) {
+    ctx_.reset(); // idle on a frame boundary: give the ~9 KiB back
+  }
+}
+
+void WsProtocol::close(uint16_t code, std::string_view reason) noexcept {
+  if (state_ != State::open)
+    return;
+  if (!ensure_context()) {
+    fail(code);
+    return;
+  }
+  if (reason.size() > 123)
+    reason = reason.substr(0, 123);
+  int rv = wslay_event_queue_close(ctx_.get(), code,
+                                   reinterpret_cast<const uint8_t *>(reason.data()), reason.size());
+  if (rv != 0) {
+    fail(code);
+    return;
+  }
+  after_wslay();
+}
+
+} // namespace sidecar

@@ -1,0 +1,100 @@
+// WsProtocol: the client-facing WebSocket protocol state of one session, on wslay. Bytes from the
+// socket go in; whole messages and wslay's own frames (pong, close) come out through a handler.
+// No uv calls, so unit tests and the fuzzer drive it directly.
+//
+// wslay's event context costs about 9 KiB, so it exists only while it holds state: it is created
+// when bytes arrive and freed again when a read ends on a frame boundary with no fragmented message
+// open. An idle session keeps only the few fields below.
+#pragma once
+
+#include <wslay/wslay.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "frame.h"
+
+namespace sidecar {
+
+class WsHandler {
+public:
+  // A complete text (valid UTF-8) or binary message. May queue output; must not destroy the
+  // protocol object (the session only marks itself closing from here).
+  virtual void on_ws_message(Opcode op, const uint8_t *data, size_t len) = 0;
+  // Bytes of complete frames that wslay wrote (pong, close). Must accept every byte.
+  virtual void on_ws_output(const uint8_t *data, size_t len) = 0;
+
+protected:
+  ~WsHandler() = default;
+};
+
+class WsProtocol {
+public:
+  enum class State {
+    open,    // messages flow both ways
+    closing, // we sent a close frame and wait for the peer's
+    done,    // the closing handshake is over or the connection failed: drop TCP once flushed
+  };
+
+  WsProtocol(WsHandler &handler, uint64_t max_message_bytes)
+      : handler_(handler), max_message_bytes_(max_message_bytes) {}
+  WsProtocol(const WsProtocol &) = delete;
+  WsProtocol &operator=(const WsProtocol &) = delete;
+
+  // Processes bytes read from the socket.
+  void feed(const uint8_t *data, size_t len) noexcept;
+  // Starts the closing handshake from our side (shutdown, slow consumer, limits). The close frame
+  // goes out through on_ws_output. Calling it again, or after the peer's close, does nothing.
+  void close(uint16_t code, std::string_view reason) noexcept;
+
+  State state() const noexcept { return state_; }
+  // The code of the close frame we sent (or 1006 when none was sent).
+  uint16_t close_code_sent() const noexcept { return close_sent_; }
+  // The code the peer sent in its close frame, 1005 for a close without code, 0 if none arrived.
+  uint16_t close_code_received() const noexcept { return close_received_; }
+  bool has_context() const noexcept { return ctx_ != nullptr; }
+
+private:
+  struct CtxDeleter {
+    void operator()(wslay_event_context *c) const noexcept { wslay_event_context_free(c); }
+  };
+
+  static ssize_t recv_cb(wslay_event_context_ptr, uint8_t *buf, size_t len, int, void *user);
+  static ssize_t send_cb(wslay_event_context_ptr, const uint8_t *data, size_t len, int, void *user);
+  static void frame_start_cb(wslay_event_context_ptr, const wslay_event_on_frame_recv_start_arg *,
+                             void *user);
+  static void frame_chunk_cb(wslay_event_context_ptr, const wslay_event_on_frame_recv_chunk_arg *,
+                             void *user);
+  static void frame_end_cb(wslay_event_context_ptr, void *user);
+  static void msg_cb(wslay_event_context_ptr, const wslay_event_on_msg_recv_arg *, void *user);
+
+  bool ensure_context() noexcept;
+  // Fails the connection: our own close frame with `code`, then TCP goes.
+  void fail(uint16_t code) noexcept;
+  void after_wslay() noexcept;
+
+  WsHandler &handler_;
+  uint64_t max_message_bytes_;
+  std::unique_ptr<wslay_event_context, CtxDeleter> ctx_;
+  State state_ = State::open;
+  uint16_t close_sent_ = 1006;
+  uint16_t close_received_ = 0;
+  uint16_t fail_code_ = 0; // set from a callback; acted on once wslay returns
+
+  // Input being fed, handed to wslay through recv_cb.
+  const uint8_t *in_ = nullptr;
+  size_t in_len_ = 0;
+
+  // Bytes wslay has taken from us, and the bytes of frames it has finished; equal at a frame
+  // boundary, which is when the context may be freed.
+  uint64_t taken_ = 0;
+  uint64_t framed_ = 0;
+  uint64_t frame_size_ = 0;
+  bool fragmented_ = false;    // a data message is open across frames
+  bool frame_is_text_ = false; // the current data frame belongs to a text message
+  bool frame_is_data_ = false;
+  Utf8Validator utf8_;
+};
+
+} // namespace sidecar
