@@ -5,7 +5,8 @@
 using namespace sidecar;
 
 TEST_CASE("the RFC 6455 sample key gives the RFC's accept value") {
-  CHECK(websocket_accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzo=");
+  // RFC 6455 section 1.3: the sample nonce's accept value.
+  CHECK(websocket_accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 }
 
 TEST_CASE("base64 round-trips every tail length and rejects bad input") {
