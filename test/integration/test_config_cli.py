@@ -1,0 +1,107 @@
+"""`sidecar --check-config FILE`: the real binary validates a config without starting anything,
+exits 0 or 1, and prints every problem as "FILE:LINE: KEY: REASON" on stderr.
+
+No Redis is needed: checking a config must never connect to anything."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_CONFIG = REPO_ROOT / "config" / "sidecar.yaml"
+# The binary answers at once; the bound only keeps a hung binary from hanging the suite.
+TIMEOUT_S = 30
+
+
+def sidecar_bin() -> str:
+    path = os.environ.get("SIDECAR_BIN")
+    if not path or not os.access(path, os.X_OK):
+        pytest.fail(f"SIDECAR_BIN must name the built sidecar binary, got {path!r}")
+    return path
+
+
+def check_config(path: Path, extra_env: dict[str, str] | None = None):
+    # The caller's own SIDECAR_* variables must not change what the file means.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    env.update(extra_env or {})
+    return subprocess.run([sidecar_bin(), "--check-config", str(path)], capture_output=True,
+                          text=True, env=env, timeout=TIMEOUT_S, check=False)
+
+
+def error_lines(stderr: str, path: Path) -> dict[str, tuple[int, str]]:
+    """Maps each reported key to (line, reason) from the "FILE:LINE: KEY: REASON" lines."""
+    found = {}
+    pattern = re.compile(re.escape(str(path)) + r"(?::(\d+))?: ([^:\s]+): (.*)")
+    for line in stderr.splitlines():
+        m = pattern.fullmatch(line)
+        if m:
+            found[m.group(2)] = (int(m.group(1) or 0), m.group(3))
+    return found
+
+
+def test_shipped_config_is_valid():
+    result = check_config(SHIPPED_CONFIG)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_typo_bad_type_and_bad_url_are_each_reported_with_key_and_line(tmp_path):
+    config = tmp_path / "broken.yaml"
+    config.write_text(
+        "listen: \"127.0.0.1:8080\"\n"           # 1
+        "redis:\n"                                # 2
+        "  url: \"http://127.0.0.1:6379\"\n"      # 3  not a redis URL
+        "limits:\n"                               # 4
+        "  max_conections: 10\n"                  # 5  typo
+        "  max_message_bytes: [64KiB]\n"          # 6  a list where a size is needed
+        "websocket:\n"                            # 7
+        "  heartbeat_ms: soon\n"                  # 8  a word where a number is needed
+    )
+    result = check_config(config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = error_lines(result.stderr, config)
+    assert set(errors) == {"redis.url", "limits.max_conections", "limits.max_message_bytes",
+                           "websocket.heartbeat_ms"}, result.stderr
+    assert errors["redis.url"][0] == 3
+    assert "redis://" in errors["redis.url"][1]
+    assert errors["limits.max_conections"] == (5, 'unknown key; did you mean "max_connections"?')
+    assert errors["limits.max_message_bytes"][0] == 6
+    assert "byte count" in errors["limits.max_message_bytes"][1]
+    assert errors["websocket.heartbeat_ms"][0] == 8
+    assert "must be an integer in 100..3600000" in errors["websocket.heartbeat_ms"][1]
+
+
+def test_bad_sidecar_redis_url_overrides_a_good_file(tmp_path):
+    config = tmp_path / "ok.yaml"
+    config.write_text(SHIPPED_CONFIG.read_text())
+    result = check_config(config, {"SIDECAR_REDIS_URL": "rediss://127.0.0.1:6379"})
+    assert result.returncode == 1
+    errors = error_lines(result.stderr, config)
+    assert errors.get("SIDECAR_REDIS_URL", (None, ""))[0] == 0, result.stderr
+    assert "TLS is not supported" in errors["SIDECAR_REDIS_URL"][1]
+
+    result = check_config(config, {"SIDECAR_REDIS_URL": "redis://127.0.0.1:7001/1"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_jwt_mode_needs_a_key_unless_the_environment_gives_one(tmp_path):
+    config = tmp_path / "jwt.yaml"
+    config.write_text("auth:\n  mode: jwt\n")
+    result = check_config(config)
+    assert result.returncode == 1
+    assert error_lines(result.stderr, config)["auth.jwt"][0] == 2, result.stderr
+
+    result = check_config(config, {"SIDECAR_JWT_SECRET": "a-long-enough-test-secret"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_missing_file_is_an_error_naming_the_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    result = check_config(missing)
+    assert result.returncode == 1
+    assert f"{missing}: cannot read the config file" in result.stderr
