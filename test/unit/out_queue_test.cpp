@@ -1,0 +1,54 @@
+#include "out_queue.h"
+
+#include <doctest/doctest.h>
+
+#include <string>
+
+using namespace sidecar;
+
+TEST_CASE("queued frames come out in order and are released once written") {
+  OutQueue q;
+  FrameRef a(SharedFrame::make(Opcode::text, "aaaa"));
+  FrameRef b(SharedFrame::make(Opcode::text, "bb"));
+  for (int i = 0; i < 100; ++i)
+    q.push(i % 2 ? b.get() : a.get()); // grows the ring
+  CHECK(a.get()->refs() == 51);
+  CHECK(q.bytes() == 50 * 6 + 50 * 4);
+  uv_buf_t bufs[8];
+  unsigned n = q.gather(bufs, 8);
+  CHECK(n == 8);
+  CHECK(std::string(bufs[0].base + 2, 4) == "aaaa");
+  q.consume(3); // part of the first frame
+  n = q.gather(bufs, 8);
+  CHECK(bufs[0].len == 3);
+  q.consume(3 + 4); // the rest of a, all of b
+  CHECK(a.get()->refs() == 50);
+  CHECK(b.get()->refs() == 50);
+  q.clear();
+  CHECK(q.empty());
+  CHECK(q.bytes() == 0);
+  CHECK(a.get()->refs() == 1);
+}
+
+TEST_CASE("truncate keeps the frames a write in flight still uses") {
+  OutQueue q;
+  FrameRef a(SharedFrame::make(Opcode::binary, std::string(10, 'x')));
+  for (int i = 0; i < 5; ++i)
+    q.push(a.get());
+  q.consume(4);
+  q.truncate(2);
+  CHECK(q.frames() == 2);
+  CHECK(q.bytes() == 2 * 12 - 4);
+  CHECK(a.get()->refs() == 3);
+}
+
+TEST_CASE("one frame is shared, not copied, by every queue") {
+  FrameRef f(SharedFrame::make(Opcode::text, "hello"));
+  OutQueue q1, q2;
+  q1.push(f.get());
+  q2.push(f.get());
+  uv_buf_t b1, b2;
+  q1.gather(&b1, 1);
+  q2.gather(&b2, 1);
+  CHECK(b1.base == b2.base);
+}
