@@ -413,7 +413,15 @@ void ClientPool::poll(int timeout_ms) {
   }
   churn_tick(monotonic_ns());
   epoll_event events[1024];
-  const int n = epoll_wait(epoll_fd_, events, 1024, timeout_ms);
+  int n = 0;
+  if (options_.spin) {
+    const uint64_t until = monotonic_ns() + static_cast<uint64_t>(timeout_ms) * 1'000'000;
+    while ((n = epoll_wait(epoll_fd_, events, 1024, 0)) == 0 && monotonic_ns() < until) {
+    }
+  } else {
+    n = epoll_wait(epoll_fd_, events, 1024, timeout_ms);
+  }
+  const uint64_t busy_from = monotonic_ns();
   for (int i = 0; i < n; ++i) {
     const auto index = static_cast<uint32_t>(events[i].data.u64);
     Conn &c = conns_[index];
@@ -426,6 +434,7 @@ void ClientPool::poll(int timeout_ms) {
       on_readable(c, index);
     }
   }
+  busy_ns_ += monotonic_ns() - busy_from;
 }
 
 DeliveryTotals ClientPool::totals(const std::vector<uint64_t> &published_per_room) const {

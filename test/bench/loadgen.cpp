@@ -41,6 +41,7 @@ struct Args {
   int server_pid = 0;
   uint32_t max_in_flight = 512;
   bool bind_sources = true;
+  bool spin = false;
 };
 
 struct ServerStats {
@@ -114,7 +115,7 @@ void usage() {
                        "  [--fixed-rate DELIVERIES_PER_S] [--fixed-seconds S] [--churn PER_S]\n"
                        "  [--rates D1,D2,...] [--step-seconds S] [--server-pid PID]\n"
                        "  [--loss-limit FRACTION] [--p99-limit-ms MS] [--connect-timeout S]\n"
-                       "  [--max-in-flight N] [--no-bind-sources]\n");
+                       "  [--max-in-flight N] [--no-bind-sources] [--spin]\n");
 }
 
 bool parse_args(int argc, char **argv, Args &a) {
@@ -122,6 +123,10 @@ bool parse_args(int argc, char **argv, Args &a) {
     const std::string k = argv[i];
     if (k == "--no-bind-sources") {
       a.bind_sources = false;
+      continue;
+    }
+    if (k == "--spin") {
+      a.spin = true;
       continue;
     }
     if (i + 1 >= argc) {
@@ -175,12 +180,23 @@ struct Phase {
   double achieved = 0; // unique deliveries/s over the publishing time
   double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0; // ms
   double cpu_s = -1;
+  double loadgen_cpu_s = 0;
+  double loadgen_busy_s = 0; // near the phase's length means the generator was saturated
   long rss_kb = -1;
   double churn_per_s = 0;
   uint64_t churn_failed = 0;
   uint64_t server_closed = 0;
   bool pass = false;
 };
+
+double own_cpu_s() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  const auto sec = [](const timeval &tv) {
+    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+  };
+  return sec(ru.ru_utime) + sec(ru.ru_stime);
+}
 
 double seconds_since(uint64_t t0) { return static_cast<double>(monotonic_ns() - t0) / 1e9; }
 
@@ -193,6 +209,8 @@ Phase run_phase(ClientPool &pool, Publisher &pub, const Args &a, std::string nam
   const DeliveryTotals before = pool.totals(pub.published());
   const ServerStats s0 = read_server(a.server_pid);
   const ClientCounters c0 = pool.counters();
+  const double own0 = own_cpu_s();
+  const double busy0 = pool.busy_seconds();
   pool.latency().reset();
   pool.set_churn(churn);
   // Deliveries per publish is the room size, so the publish rate follows from the target.
@@ -242,6 +260,8 @@ Phase run_phase(ClientPool &pool, Publisher &pub, const Args &a, std::string nam
   const ServerStats s1 = read_server(a.server_pid);
   ph.cpu_s = s0.cpu_s >= 0 && s1.cpu_s >= 0 ? s1.cpu_s - s0.cpu_s : -1;
   ph.rss_kb = s1.rss_kb;
+  ph.loadgen_cpu_s = own_cpu_s() - own0;
+  ph.loadgen_busy_s = pool.busy_seconds() - busy0;
   const ClientCounters &c1 = pool.counters();
   ph.churn_per_s = static_cast<double>(c1.churn_done - c0.churn_done) / result.seconds;
   ph.churn_failed = c1.churn_failed - c0.churn_failed;
@@ -262,28 +282,30 @@ std::string phase_json(const Phase &p) {
       "\"duplicates\":%llu,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,"
       "\"max_ms\":%.3f,\"published\":%llu,\"publish_seconds\":%.3f,\"publisher_behind\":%s,"
       "\"publisher_max_lag_ms\":%.2f,\"publish_errors\":%llu,\"server_cpu_s\":%.2f,"
-      "\"server_rss_kb\":%ld,\"churn_target_per_s\":%.0f,\"churn_per_s\":%.0f,"
-      "\"churn_failed\":%llu,\"server_closed\":%llu,\"pass\":%s}",
+      "\"server_rss_kb\":%ld,\"loadgen_cpu_s\":%.2f,\"loadgen_busy_s\":%.2f,"
+      "\"churn_target_per_s\":%.0f,\"churn_per_s\":%.0f,\"churn_failed\":%llu,\"server_closed\":%"
+      "llu,\"pass\":%s}",
       p.name.c_str(), p.target, p.achieved, static_cast<unsigned long long>(p.d.expected),
       static_cast<unsigned long long>(p.d.received), static_cast<unsigned long long>(p.d.unique),
       static_cast<unsigned long long>(p.d.lost), static_cast<unsigned long long>(p.d.out_of_order),
       static_cast<unsigned long long>(p.d.duplicates), p.p50, p.p90, p.p99, p.p999, p.max,
       static_cast<unsigned long long>(p.pub.sent), p.pub.seconds, p.pub.behind ? "true" : "false",
       p.pub.max_lag_ms, static_cast<unsigned long long>(p.pub.errors), p.cpu_s, p.rss_kb,
-      p.churn_target, p.churn_per_s, static_cast<unsigned long long>(p.churn_failed),
+      p.loadgen_cpu_s, p.loadgen_busy_s, p.churn_target, p.churn_per_s,
+      static_cast<unsigned long long>(p.churn_failed),
       static_cast<unsigned long long>(p.server_closed), p.pass ? "true" : "false");
   return buf;
 }
 
 void print_phase(const Phase &p) {
-  std::printf("%-8s %10.0f %10.0f %10llu %10llu %7llu %5llu %5llu %7.2f %7.2f %7.2f %7.2f %8.2f "
-              "%6.2f %s%s\n",
-              p.name.c_str(), p.target, p.achieved, static_cast<unsigned long long>(p.d.expected),
-              static_cast<unsigned long long>(p.d.unique),
-              static_cast<unsigned long long>(p.d.lost),
-              static_cast<unsigned long long>(p.d.out_of_order),
-              static_cast<unsigned long long>(p.d.duplicates), p.p50, p.p90, p.p99, p.p999, p.max,
-              p.cpu_s, p.pass ? "pass" : "FAIL", p.pub.behind ? " (publisher behind)" : "");
+  std::printf(
+      "%-8s %10.0f %10.0f %10llu %10llu %7llu %5llu %5llu %7.2f %7.2f %7.2f %7.2f %8.2f "
+      "%6.2f %6.2f %s%s\n",
+      p.name.c_str(), p.target, p.achieved, static_cast<unsigned long long>(p.d.expected),
+      static_cast<unsigned long long>(p.d.unique), static_cast<unsigned long long>(p.d.lost),
+      static_cast<unsigned long long>(p.d.out_of_order),
+      static_cast<unsigned long long>(p.d.duplicates), p.p50, p.p90, p.p99, p.p999, p.max, p.cpu_s,
+      p.loadgen_cpu_s, p.pass ? "pass" : "FAIL", p.pub.behind ? " (publisher behind)" : "");
   if (p.churn_target > 0) {
     std::printf("         churn %.0f/s achieved %.0f/s, %llu failed\n", p.churn_target,
                 p.churn_per_s, static_cast<unsigned long long>(p.churn_failed));
@@ -316,6 +338,7 @@ int main(int argc, char **argv) {
   po.rooms = a.rooms;
   po.max_in_flight = a.max_in_flight;
   po.bind_sources = a.bind_sources;
+  po.spin = a.spin;
 
   PublishTarget pt;
   std::string pub_path;
@@ -380,9 +403,9 @@ int main(int argc, char **argv) {
   std::vector<Phase> phases;
   double best = 0;
   if (opened == a.connections && subscribed) {
-    std::printf("%-8s %10s %10s %10s %10s %7s %5s %5s %7s %7s %7s %7s %8s %6s %s\n", "phase",
+    std::printf("%-8s %10s %10s %10s %10s %7s %5s %5s %7s %7s %7s %7s %8s %6s %6s %s\n", "phase",
                 "target/s", "achieved/s", "expected", "received", "lost", "ooo", "dup", "p50ms",
-                "p90ms", "p99ms", "p99.9ms", "max_ms", "cpu_s", "result");
+                "p90ms", "p99ms", "p99.9ms", "max_ms", "srv_s", "gen_busy", "result");
     if (a.fixed_rate > 0) {
       phases.push_back(run_phase(pool, pub, a, "fixed", a.fixed_rate, a.fixed_seconds, 0));
       print_phase(phases.back());

@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# scripts/bench.sh: the whole benchmark in one sitting. Builds Release into build-bench/, starts
+# one redis-server, and runs the same load generator against the sidecar, the naive floor
+# (test/bench/naive_floor.cpp) and nginx + nchan, the server pinned to core 0 and the generator
+# plus Redis to core 1. Prints one table; raw JSON lines go to build-bench/bench-results/.
+#
+#   scripts/bench.sh                      full run (under 15 minutes on 2 cores)
+#   BENCH_QUICK=1 scripts/bench.sh        smoke run, about 2 minutes
+#   scripts/bench.sh --url ws://127.0.0.1:8080/ws/{room} [--publish redis://127.0.0.1:6379]
+#                    [--server-pid PID]   only the loadgen, against a server already running
+#
+# Environment (defaults in brackets; BENCH_QUICK changes them): BENCH_CONNECTIONS [10000],
+# BENCH_ROOMS [100], BENCH_IDLE_MAX [19000], BENCH_FIXED_RATE [50000 deliveries/s],
+# BENCH_FIXED_SECONDS [5], BENCH_STEP_SECONDS [3], BENCH_RATES [ladder of deliveries/s],
+# BENCH_CHURN [1000 connects+disconnects/s], BENCH_SERVERS ["sidecar naive nchan"].
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=$ROOT/build-bench
+OUT=$BUILD/bench-results
+URL=""
+PUBLISH=""
+EXT_PID=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --url) URL=$2; shift 2 ;;
+    --publish) PUBLISH=$2; shift 2 ;;
+    --server-pid) EXT_PID=$2; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+if [[ ${BENCH_QUICK:-0} == 1 ]]; then
+  CONNS=${BENCH_CONNECTIONS:-2000}; ROOMS=${BENCH_ROOMS:-20}; IDLE_MAX=${BENCH_IDLE_MAX:-4000}
+  FIXED_S=${BENCH_FIXED_SECONDS:-2}; STEP_S=${BENCH_STEP_SECONDS:-1.5}
+  RATES=${BENCH_RATES:-50000,100000,200000,400000}
+else
+  CONNS=${BENCH_CONNECTIONS:-10000}; ROOMS=${BENCH_ROOMS:-100}; IDLE_MAX=${BENCH_IDLE_MAX:-19000}
+  FIXED_S=${BENCH_FIXED_SECONDS:-5}; STEP_S=${BENCH_STEP_SECONDS:-3}
+  RATES=${BENCH_RATES:-25000,50000,100000,150000,200000,300000,400000,500000,650000,800000,1000000,1250000,1500000}
+fi
+FIXED_RATE=${BENCH_FIXED_RATE:-50000}
+CHURN=${BENCH_CHURN:-1000}
+SERVERS=${BENCH_SERVERS:-sidecar naive nchan}
+NCHAN_SO=/usr/lib/nginx/modules/ngx_nchan_module.so
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Pinning needs two cores; with fewer, everything shares.
+if [[ $(nproc) -ge 2 ]]; then PIN_SERVER="taskset -c 0"; PIN_GEN="taskset -c 1"
+else PIN_SERVER=""; PIN_GEN=""; fi
+
+free_port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Polls until a TCP port accepts, for at most $2 seconds.
+wait_port() {
+  local deadline=$((SECONDS + $2))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+    [[ $SECONDS -lt $deadline ]] || return 1
+    sleep 0.05
+  done
+}
+
+# Stops one process we started, by pid, and waits (bounded) for it to go.
+stop_pid() {
+  local pid=$1
+  kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }; sleep 0.05; done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+build() {
+  # GCC 12 reports a false -Wrestrict in std::string at -O3 (GCC bug 105329); it is not ours.
+  log "building Release into $BUILD"
+  if cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSIDECAR_BENCH=ON \
+       -DCMAKE_CXX_FLAGS=-Wno-restrict >"$OUT/build.log" 2>&1 &&
+     cmake --build "$BUILD" -j2 --target bench_loadgen bench_naive_floor >>"$OUT/build.log" 2>&1; then
+    LOADGEN=$BUILD/test/bench/bench_loadgen
+    FLOOR=$BUILD/test/bench/bench_naive_floor
+  else
+    # The top level may not configure while others are mid-change; the bench stands alone.
+    log "top-level configure failed; building the bench tools on their own"
+    cmake -S "$ROOT/test/bench" -B "$BUILD/bench-only" -DCMAKE_BUILD_TYPE=Release >>"$OUT/build.log" 2>&1
+    cmake --build "$BUILD/bench-only" -j2 --target bench_loadgen bench_naive_floor >>"$OUT/build.log" 2>&1
+    LOADGEN=$BUILD/bench-only/bench_loadgen
+    FLOOR=$BUILD/bench-only/bench_naive_floor
+  fi
+  SIDECAR=""
+  if [[ " $SERVERS " == *" sidecar "* ]]; then
+    if cmake --build "$BUILD" -j2 --target sidecar >>"$OUT/build.log" 2>&1; then
+      SIDECAR=$BUILD/sidecar
+    else
+      log "the sidecar does not build (see $OUT/build.log); its column is skipped"
+    fi
+  fi
+}
+
+ensure_packages() {
+  local missing=()
+  command -v nginx >/dev/null || missing+=(nginx)
+  [[ -f $NCHAN_SO ]] || missing+=(libnginx-mod-nchan)
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    log "installing ${missing[*]}"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+  fi
+}
+
+# start_server KIND PORT: starts one server pinned to core 0; sets SERVER_PID and PUB_URL.
+start_server() {
+  local kind=$1 port=$2
+  case $kind in
+    sidecar)
+      cat >"$TMP/sidecar.yaml" <<EOF
+listen: "127.0.0.1:$port"
+redis: { url: "redis://127.0.0.1:$RPORT/0" }
+routes: [ { path: "/ws/{org}", channel: "org:{org}" } ]
+limits: { max_connections: 100000, max_outbound_bytes: 4194304 }
+log: { level: warn }
+EOF
+      $PIN_SERVER "$SIDECAR" --config "$TMP/sidecar.yaml" >>"$OUT/sidecar.log" 2>&1 &
+      SERVER_PID=$!; PUB_URL=redis://127.0.0.1:$RPORT ;;
+    naive)
+      $PIN_SERVER "$FLOOR" --listen "127.0.0.1:$port" --redis "127.0.0.1:$RPORT" >>"$OUT/naive.log" 2>&1 &
+      SERVER_PID=$!; PUB_URL=redis://127.0.0.1:$RPORT ;;
+    nchan)
+      local d=$TMP/nginx
+      mkdir -p "$d"
+      # nchan keeps one message per channel (this bench never replays history); the publisher
+      # pipelines POSTs on one keep-alive connection, so requests per connection are unlimited.
+      cat >"$d/nginx.conf" <<EOF
+load_module $NCHAN_SO;
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+error_log $d/error.log warn;
+pid $d/nginx.pid;
+events { worker_connections 20000; multi_accept on; }
+http {
+  access_log off;
+  client_body_temp_path $d/body;
+  proxy_temp_path $d/proxy;
+  fastcgi_temp_path $d/fastcgi;
+  uwsgi_temp_path $d/uwsgi;
+  scgi_temp_path $d/scgi;
+  keepalive_requests 1000000000;
+  keepalive_timeout 600s;
+  server {
+    listen 127.0.0.1:$port backlog=4096;
+    location ~ ^/ws/(\w+)\$ { nchan_subscriber websocket; nchan_channel_id \$1; }
+    location ~ ^/pub/(\w+)\$ {
+      nchan_publisher;
+      nchan_channel_id \$1;
+      nchan_message_buffer_length 1;
+      nchan_message_timeout 10s;
+    }
+  }
+}
+EOF
+      $PIN_SERVER nginx -p "$d" -c "$d/nginx.conf" >>"$OUT/nchan.log" 2>&1 &
+      SERVER_PID=$!; PUB_URL="http://127.0.0.1:$port/pub/{room}" ;;
+  esac
+  if ! wait_port "$port" 15; then
+    log "$kind did not start listening on $port"
+    stop_pid "$SERVER_PID"
+    return 1
+  fi
+}
+
+# run_load NAME ARGS...: one loadgen run; its JSON line goes to $OUT/NAME.json.
+run_load() {
+  local name=$1; shift
+  log "$name"
+  $PIN_GEN "$LOADGEN" "$@" --label "$name" >"$OUT/$name.txt" 2>&1 || true
+  grep '^{' "$OUT/$name.txt" | tail -1 >"$OUT/$name.json" || true
+  grep -v '^{' "$OUT/$name.txt" | sed 's/^/    /' >&2 || true
+}
+
+# One workload against one fresh server (fresh, so RSS before/after belongs to this run alone).
+workload() {
+  local kind=$1 name=$2; shift 2
+  local port; port=$(free_port)
+  start_server "$kind" "$port" || { echo '{}' >"$OUT/$kind-$name.json"; return 0; }
+  run_load "$kind-$name" --url "ws://127.0.0.1:$port/ws/{room}" --publish "$PUB_URL" \
+    --server-pid "$SERVER_PID" "$@"
+  stop_pid "$SERVER_PID"
+}
+
+COMMON_SEARCH=(--fixed-rate "$FIXED_RATE" --fixed-seconds "$FIXED_S" --rates "$RATES"
+               --step-seconds "$STEP_S")
+
+mkdir -p "$OUT"
+rm -f "$OUT"/*.json "$OUT"/*.txt
+build
+
+if [[ -n $URL ]]; then
+  PUBLISH=${PUBLISH:-redis://127.0.0.1:6379}
+  PID_ARGS=(); [[ -n $EXT_PID ]] && PID_ARGS=(--server-pid "$EXT_PID")
+  run_load ext-w1 --url "$URL" --publish "$PUBLISH" "${PID_ARGS[@]}" --connections "$CONNS" \
+    --rooms "$ROOMS" "${COMMON_SEARCH[@]}" --churn "$CHURN"
+  run_load ext-w2 --url "$URL" --publish "$PUBLISH" "${PID_ARGS[@]}" --connections "$CONNS" \
+    --rooms 1 "${COMMON_SEARCH[@]}"
+  run_load ext-w3 --url "$URL" --publish "$PUBLISH" "${PID_ARGS[@]}" --connections "$CONNS" \
+    --rooms "$ROOMS"
+  /usr/bin/python3 "$ROOT/test/bench/table.py" "$OUT" ext | tee "$OUT/table.txt"
+  exit 0
+fi
+
+ensure_packages
+TMP=$(mktemp -d /tmp/sidecar-bench.XXXXXX)
+RPORT=$(free_port)
+$PIN_GEN redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" \
+  >"$OUT/redis.log" 2>&1 &
+REDIS_PID=$!
+SERVER_PID=""
+cleanup() {
+  [[ -n ${SERVER_PID:-} ]] && stop_pid "$SERVER_PID"
+  stop_pid "$REDIS_PID"
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+wait_port "$RPORT" 10 || { log "redis-server did not start"; exit 1; }
+
+START=$SECONDS
+COLUMNS_RUN=()
+for kind in $SERVERS; do
+  [[ $kind == sidecar && -z $SIDECAR ]] && continue
+  COLUMNS_RUN+=("$kind")
+  workload "$kind" w1 --connections "$CONNS" --rooms "$ROOMS" "${COMMON_SEARCH[@]}" --churn "$CHURN"
+  workload "$kind" w2 --connections "$CONNS" --rooms 1 "${COMMON_SEARCH[@]}"
+  workload "$kind" w3a --connections "$CONNS" --rooms "$ROOMS"
+  workload "$kind" w3b --connections "$IDLE_MAX" --rooms "$ROOMS"
+done
+log "done in $((SECONDS - START)) s"
+{
+  echo "bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, server on core 0, loadgen+redis on core 1," \
+       "BENCH_QUICK=${BENCH_QUICK:-0}, $CONNS connections, rooms of $((CONNS / ROOMS)), steps ${STEP_S}s"
+  /usr/bin/python3 "$ROOT/test/bench/table.py" "$OUT" "${COLUMNS_RUN[@]}"
+} | tee "$OUT/table.txt"

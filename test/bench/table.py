@@ -1,0 +1,124 @@
+"""Turns the loadgen's JSON lines in a bench-results directory into the one table bench.sh
+prints. Usage: table.py RESULTS_DIR COLUMN... (files are COLUMN-w1.json, -w2, -w3a, -w3b)."""
+import json
+import os
+import sys
+
+
+def load(directory, column, workload):
+    try:
+        with open(os.path.join(directory, f"{column}-{workload}.json")) as f:
+            return json.loads(f.read() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def phase(run, name):
+    for p in run.get("phases", []):
+        if p["name"] == name:
+            return p
+    return None
+
+
+def why_failed(p):
+    """What stopped the search at this step, so a reader knows who was the limit."""
+    reasons = []
+    if p["expected"] and p["lost"] / p["expected"] >= 0.001:
+        reasons.append(f"loss {100.0 * p['lost'] / p['expected']:.2g}%")
+    if p["p99_ms"] >= 50:
+        reasons.append(f"p99 {p['p99_ms']:.0f}ms")
+    if p["publisher_behind"]:
+        reasons.append("publisher behind")
+    if p.get("loadgen_busy_s", 0) >= 0.9 * p["publish_seconds"]:
+        reasons.append("loadgen saturated")
+    return ", ".join(reasons) or "fail"
+
+
+def max_rate(run):
+    if not run.get("phases"):
+        return "n/a"
+    steps = [p for p in run["phases"] if p["name"].startswith("step")]
+    best = run.get("max_passing_rate", 0)
+    text = f"{best / 1000:,.0f}k/s"
+    failed = [p for p in steps if not p["pass"]]
+    if failed:
+        text += f" (next {failed[0]['target_per_s'] / 1000:,.0f}k: {why_failed(failed[0])})"
+    else:
+        text += " (top of ladder)"
+    return text
+
+
+def latency(run, name):
+    p = phase(run, name)
+    if not p:
+        return "n/a"
+    lost = f", lost {p['lost']}" if p["lost"] else ""
+    return f"{p['p50_ms']:.2f} / {p['p99_ms']:.2f} / {p['max_ms']:.1f}{lost}"
+
+
+def cpu_per_million(run, name):
+    p = phase(run, name)
+    if not p or not p["unique"] or p["server_cpu_s"] < 0:
+        return "n/a"
+    return f"{p['server_cpu_s'] / p['unique'] * 1e6:.2f} s"
+
+
+def churn(run):
+    p = phase(run, "churn")
+    if not p:
+        return "n/a"
+    return (f"{p['churn_per_s']:,.0f}/s, steady lost {p['lost']}, "
+            f"p99 {p['p99_ms']:.2f}ms" + (f", {p['churn_failed']} failed" if p["churn_failed"] else ""))
+
+
+def idle(run):
+    if "rss_per_conn_kb" not in run or run.get("opened", 0) == 0:
+        return "n/a"
+    short = "" if run["opened"] == run["connections"] else f" ({run['opened']} opened)"
+    return f"{run['rss_per_conn_kb']:.2f} KiB{short}"
+
+
+def connect(run):
+    if "handshakes_per_s" not in run:
+        return "n/a"
+    return f"{run['handshakes_per_s']:,.0f}/s ({run['connect_seconds']:.2f} s)"
+
+
+def main():
+    directory, columns = sys.argv[1], sys.argv[2:]
+    runs = {c: {w: load(directory, c, w) for w in ("w1", "w2", "w3a", "w3b")} for c in columns}
+    first = next(iter(runs.values()))
+    n1 = first["w1"].get("connections", "?")
+    r1 = first["w1"].get("rooms", "?")
+    n3 = first["w3b"].get("connections", "?")
+    rows = [
+        (f"W1 rooms ({n1} conns, {r1} rooms): max rate, <0.1% loss & p99<50ms",
+         lambda c: max_rate(runs[c]["w1"])),
+        ("W1 at fixed rate: p50 / p99 / max ms", lambda c: latency(runs[c]["w1"], "fixed")),
+        ("W1 at fixed rate: server CPU per 1M deliveries",
+         lambda c: cpu_per_million(runs[c]["w1"], "fixed")),
+        ("W2 broadcast (1 room): max rate", lambda c: max_rate(runs[c]["w2"])),
+        ("W2 at fixed rate: p50 / p99 / max ms", lambda c: latency(runs[c]["w2"], "fixed")),
+        ("W2 at fixed rate: server CPU per 1M deliveries",
+         lambda c: cpu_per_million(runs[c]["w2"], "fixed")),
+        (f"W3 idle RSS per connection at {n1}", lambda c: idle(runs[c]["w3a"])),
+        (f"W3 idle RSS per connection at {n3}", lambda c: idle(runs[c]["w3b"])),
+        (f"W4 connect {n1}: handshakes/s", lambda c: connect(runs[c]["w1"])),
+        (f"W4 connect {n3}: handshakes/s", lambda c: connect(runs[c]["w3b"])),
+        ("W4 churn during W1 fixed rate", lambda c: churn(runs[c]["w1"])),
+    ]
+    fixed = phase(first["w1"], "fixed")
+    if fixed:
+        print(f"fixed rate: {fixed['target_per_s']:,.0f} deliveries/s")
+    cells = [[label] + [fn(c) for c in columns] for label, fn in rows]
+    header = ["metric"] + columns
+    widths = [max(len(str(r[i])) for r in cells + [header]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |"
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in cells:
+        print(line(r))
+
+
+if __name__ == "__main__":
+    main()
