@@ -1,0 +1,496 @@
+"""JWT authentication at the handshake, checked with tokens minted by PyJWT and keys made by the
+openssl CLI: every algorithm and key source, the time and identity claims, the attacks (alg none,
+algorithm confusion, malformed and oversized tokens), the four token sources and their order, the
+org and user claims, and what happens when a token expires during a connection.
+
+Every refusal asserts its HTTP status, a JSON body, and that the refused org was never SUBSCRIBEd;
+every acceptance asserts that a PUBLISH to the org reaches the client. No test lets token text reach
+the sidecar's log."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+import pytest
+
+from security_util import (Keys, TokenLog, accepted, assert_delivery, b64url, check_refusal,
+                           claims, close_all, hand_token, handshake, mint, next_non_probe,
+                           refused, wait_channel)
+
+SECRET = "integration-test-secret-with-enough-bytes-0123456789"
+
+
+@pytest.fixture(scope="module")
+def keys():
+    k = Keys()
+    yield k
+    k.cleanup()
+
+
+@pytest.fixture
+def tokens():
+    return TokenLog()
+
+
+def jwt_sidecar(sidecar_factory, jwt_cfg: dict | None = None, env: dict | None = None,
+                extra: dict | None = None, **auth):
+    """A sidecar with auth.mode jwt; ``jwt_cfg`` is merged into auth.jwt (default: SECRET, HS256),
+    ``auth`` into auth, ``extra`` into the whole config."""
+    j = {"secret": SECRET, "algorithms": ["HS256"]}
+    j.update(jwt_cfg or {})
+    return sidecar_factory(extra_yaml={"auth": {"mode": "jwt", "jwt": j, **auth}, **(extra or {})},
+                           env=env)
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def hs_sentinel(org: str) -> dict:
+    return bearer(mint(claims(org=org), SECRET))
+
+
+# ----------------------------------------------------------------------------- algorithms and keys
+
+
+@pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
+def test_hmac_algorithms_accept_and_deliver(sidecar_factory, redis, tokens, alg):
+    sc = jwt_sidecar(sidecar_factory, {"algorithms": [alg]})
+    ws = accepted(sc, redis, "/ws/acme", bearer(tokens.add(mint(claims(), SECRET, alg))))
+    assert ws.welcome["user"] == "alice"
+    # A token signed with another secret is refused.
+    bad = tokens.add(mint(claims(), SECRET + "x", alg))
+    refused(sc, redis, "/ws/other", bearer(mint(claims(org="other"), SECRET + "x", alg)), 401,
+            sentinel_headers=lambda o: bearer(mint(claims(org=o), SECRET, alg)))
+    close_all(ws)
+    tokens.add(bad)
+    tokens.assert_absent(sc.log())
+
+
+@pytest.mark.parametrize("alg,key", [("RS256", "rsa"), ("RS384", "rsa"), ("RS512", "rsa"),
+                                     ("ES256", "ec256"), ("ES384", "ec384")])
+def test_public_key_algorithms_accept_and_deliver(sidecar_factory, redis, keys, tokens, alg, key):
+    pair = keys[key]
+    sc = jwt_sidecar(sidecar_factory, {"algorithms": [alg], "secret": "",
+                                       "public_key_file": pair.public_path})
+
+    def good(org):
+        return bearer(tokens.add(mint(claims(org=org), pair.private_pem, alg)))
+
+    ws = accepted(sc, redis, "/ws/acme", good("acme"))
+    assert ws.welcome["user"] == "alice"
+    # The same claims signed by another key of the same type are refused.
+    other = keys[{"rsa": "rsa2", "ec256": "ec256b", "ec384": "ec384b"}[key]]
+    refused(sc, redis, "/ws/other",
+            bearer(tokens.add(mint(claims(org="other"), other.private_pem, alg))), 401,
+            sentinel_headers=good)
+    close_all(ws)
+    tokens.assert_absent(sc.log())
+
+
+def test_tampered_payload_is_refused(sidecar_factory, redis, keys, tokens):
+    pair = keys["rsa"]
+    sc = jwt_sidecar(sidecar_factory, {"algorithms": ["RS256"], "secret": "",
+                                       "public_key_file": pair.public_path})
+    good = mint(claims(org="acme"), pair.private_pem, "RS256")
+    h, _, s = good.split(".")
+    forged = tokens.add(f"{h}.{b64url(json.dumps(claims(org='evil')).encode())}.{s}")
+    refused(sc, redis, "/ws/evil", bearer(forged), 401,
+            sentinel_headers=lambda o: bearer(mint(claims(org=o), pair.private_pem, "RS256")))
+
+
+def test_secret_from_secret_env_variable(sidecar_factory, redis, tokens):
+    env_secret = "secret-from-a-named-environment-variable-42"
+    sc = jwt_sidecar(sidecar_factory, {"secret": "", "secret_env": "MY_APP_JWT_KEY"},
+                     env={"MY_APP_JWT_KEY": env_secret})
+    ok = lambda o: bearer(tokens.add(mint(claims(org=o), env_secret)))
+    refused(sc, redis, "/ws/other", bearer(tokens.add(mint(claims(org="other"), SECRET))), 401,
+            sentinel_headers=ok)
+    close_all(accepted(sc, redis, "/ws/acme", ok("acme")))
+    tokens.assert_absent(sc.log())
+
+
+def test_sidecar_jwt_secret_env_overrides_config_secret(sidecar_factory, redis, tokens):
+    env_secret = "secret-from-SIDECAR_JWT_SECRET-overrides-the-file"
+    sc = jwt_sidecar(sidecar_factory, env={"SIDECAR_JWT_SECRET": env_secret})
+    ok = lambda o: bearer(tokens.add(mint(claims(org=o), env_secret)))
+    # The secret written in the file no longer verifies anything.
+    refused(sc, redis, "/ws/other", bearer(tokens.add(mint(claims(org="other"), SECRET))), 401,
+            sentinel_headers=ok)
+    close_all(accepted(sc, redis, "/ws/acme", ok("acme")))
+    tokens.assert_absent(sc.log())
+
+
+def test_jwks_file_selects_key_by_kid(sidecar_factory, redis, keys, tokens):
+    jwks = keys.jwks({"rsa-1": "rsa", "rsa-2": "rsa2", "ec-1": "ec256"})
+    import os
+    import tempfile
+    d = tempfile.mkdtemp(prefix="sidecar-jwks-")
+    path = os.path.join(d, "jwks.json")
+    with open(path, "w") as f:
+        json.dump(jwks, f)
+    sc = jwt_sidecar(sidecar_factory, {"algorithms": ["RS256", "ES256"], "secret": "",
+                                       "jwks_file": path})
+
+    def tok(org, key, kid, alg="RS256"):
+        return bearer(tokens.add(mint(claims(org=org), keys[key].private_pem, alg,
+                                      headers={"kid": kid})))
+
+    ok = lambda o: tok(o, "rsa", "rsa-1")
+    # Each kid selects its own key.
+    a = accepted(sc, redis, "/ws/acme", tok("acme", "rsa", "rsa-1"))
+    b = accepted(sc, redis, "/ws/beta", tok("beta", "rsa2", "rsa-2"))
+    c = accepted(sc, redis, "/ws/gamma", tok("gamma", "ec256", "ec-1", "ES256"))
+    # Signed by key 1 but naming key 2: the named key does not verify it.
+    refused(sc, redis, "/ws/x1", tok("x1", "rsa", "rsa-2"), 401, sentinel_headers=ok)
+    # An unknown kid, and no kid at all in a set of several keys.
+    refused(sc, redis, "/ws/x2", tok("x2", "rsa", "nope"), 401, sentinel_headers=ok)
+    refused(sc, redis, "/ws/x3", bearer(tokens.add(mint(claims(org="x3"), keys["rsa"].private_pem,
+                                                        "RS256"))), 401, sentinel_headers=ok)
+    close_all(a, b, c)
+    tokens.assert_absent(sc.log())
+
+
+def test_alg_not_in_allowlist_is_refused(sidecar_factory, redis, keys, tokens):
+    sc = jwt_sidecar(sidecar_factory, {"algorithms": ["HS256"]})
+    for i, alg in enumerate(["HS384", "HS512"]):
+        refused(sc, redis, f"/ws/n{i}", bearer(tokens.add(mint(claims(org=f"n{i}"), SECRET, alg))),
+                401, sentinel_headers=hs_sentinel)
+    # RS256 signed with a real key is still not HS256.
+    refused(sc, redis, "/ws/n9",
+            bearer(tokens.add(mint(claims(org="n9"), keys["rsa"].private_pem, "RS256"))), 401,
+            sentinel_headers=hs_sentinel)
+    tokens.assert_absent(sc.log())
+
+
+def test_alg_none_is_refused(sidecar_factory, redis, tokens):
+    sc = jwt_sidecar(sidecar_factory)
+    for i, (alg, sig) in enumerate([("none", ""), ("None", ""), ("NONE", ""),
+                                    ("none", b64url(b"anything"))]):
+        t = tokens.add(hand_token({"alg": alg, "typ": "JWT"}, claims(org=f"z{i}"), sig=sig))
+        refused(sc, redis, f"/ws/z{i}", bearer(t), 401, sentinel_headers=hs_sentinel)
+    # PyJWT's own unsigned token, too.
+    t = tokens.add(jwt.encode(claims(org="z9"), None, algorithm="none"))
+    refused(sc, redis, "/ws/z9", bearer(t), 401, sentinel_headers=hs_sentinel)
+
+
+@pytest.mark.parametrize("allow_hs", [False, True])
+def test_hs256_signed_with_the_rsa_public_key_is_refused(sidecar_factory, redis, keys, tokens,
+                                                         allow_hs):
+    """Algorithm confusion: the attacker knows the public key and uses its PEM as an HMAC secret.
+    Refused whether or not HS256 is also allowed (with its own secret)."""
+    pair = keys["rsa"]
+    algs = ["RS256", "HS256"] if allow_hs else ["RS256"]
+    sc = jwt_sidecar(sidecar_factory, {"algorithms": algs, "secret": SECRET if allow_hs else "",
+                                       "public_key_file": pair.public_path})
+    ok = lambda o: bearer(mint(claims(org=o), pair.private_pem, "RS256"))
+    for i, key in enumerate([pair.public_pem, pair.public_pem.strip()]):
+        t = tokens.add(hand_token({"alg": "HS256", "typ": "JWT"}, claims(org=f"c{i}"), key=key))
+        refused(sc, redis, f"/ws/c{i}", bearer(t), 401, sentinel_headers=ok)
+    close_all(accepted(sc, redis, "/ws/acme", ok("acme")))
+
+
+def test_malformed_tokens_are_refused(sidecar_factory, redis, tokens):
+    sc = jwt_sidecar(sidecar_factory)
+    good = mint(claims(org="m"), SECRET)
+    h, p, s = good.split(".")
+    hdr = {"alg": "HS256", "typ": "JWT"}
+    sign = SECRET.encode()
+    bad = {
+        "two segments": f"{h}.{p}",
+        "four segments": f"{h}.{p}.{s}.{s}",
+        "empty signature": f"{h}.{p}.",
+        "header not base64url": hand_token("eyJh!!bGciOiJ@", p, key=sign),
+        "payload not base64url": hand_token(hdr, "e%%30*", key=sign),
+        "payload padded base64": hand_token(hdr, p + "==", key=sign),
+        "header not JSON": hand_token(b64url(b"{alg: HS256"), p, key=sign),
+        "payload not JSON": hand_token(hdr, b64url(b"not json at all"), key=sign),
+        "payload a JSON array": hand_token(hdr, b64url(b'["org","m"]'), key=sign),
+        "header a JSON string": hand_token(b64url(b'"HS256"'), p, key=sign),
+        "signature not base64url": f"{h}.{p}.{s[:-4]}$$$$",
+        "truncated signature": f"{h}.{p}.{s[:-6]}",
+        "garbage": "not-a-token-at-all-0123456789",
+        "dots only": "..",
+    }
+    for i, (what, t) in enumerate(bad.items()):
+        org = f"m{i}"
+        refused(sc, redis, f"/ws/{org}", bearer(tokens.add(t)), 401,
+                sentinel_headers=hs_sentinel)
+    tokens.assert_absent(sc.log())
+
+
+def sized_token(size: int, org: str = "acme") -> str:
+    """An HS256 token of exactly ``size`` characters: a padding claim grows the payload, and a
+    second one of 0..3 characters fills the lengths base64 cannot hit with one."""
+    base = len(mint(claims(org=org, pad="", pad2=""), SECRET))
+    start = max(0, (size - base) * 3 // 4 - 8)
+    for a in range(start, start + 64):
+        for b in range(4):
+            t = mint(claims(org=org, pad="x" * a, pad2="y" * b), SECRET)
+            if len(t) == size:
+                return t
+    raise AssertionError(f"cannot make a token of {size} characters")
+
+
+def test_oversized_token_is_refused_and_limit_is_inclusive(sidecar_factory, redis, tokens):
+    sc = jwt_sidecar(sidecar_factory, {"max_token_bytes": 1024})
+    refused(sc, redis, "/ws/big", bearer(tokens.add(sized_token(1025, "big"))), 401,
+            sentinel_headers=hs_sentinel)
+    refused(sc, redis, "/ws/huge?token=" + tokens.add(sized_token(6000, "huge")), None, 401,
+            sentinel_headers=hs_sentinel)
+    close_all(accepted(sc, redis, "/ws/acme", bearer(tokens.add(sized_token(1024)))))
+    tokens.assert_absent(sc.log())
+
+
+# ----------------------------------------------------------------------------- time claims
+
+
+def test_exp_nbf_iat_respect_leeway(sidecar_factory, redis, tokens):
+    # on_expiry keep, so that a token accepted within the leeway is not closed at once for exp.
+    sc = jwt_sidecar(sidecar_factory, {"leeway_s": 20}, on_expiry="keep")
+    now = int(time.time())
+    cases_ok = {
+        "exp 5 s ago, inside leeway": claims(org="t1", ttl=None, exp=now - 5),
+        "nbf 5 s ahead, inside leeway": claims(org="t2", nbf=now + 5),
+        "iat 5 s ahead, inside leeway": claims(org="t3", iat=now + 5),
+        "nbf in the past": claims(org="t4", nbf=now - 100),
+        "no exp at all": claims(org="t5", ttl=None),
+    }
+    cases_bad = {
+        "exp 120 s ago": claims(org="f1", ttl=None, exp=now - 120),
+        "nbf 120 s ahead": claims(org="f2", nbf=now + 120),
+        "iat 120 s ahead": claims(org="f3", iat=now + 120),
+        "exp not a number": claims(org="f4", ttl=None, exp="tomorrow"),
+    }
+    for what, c in cases_bad.items():
+        body = refused(sc, redis, f"/ws/{c['org']}", bearer(tokens.add(mint(c, SECRET))), 401,
+                       sentinel_headers=hs_sentinel)
+        assert body["error"] == "UNAUTHORIZED", (what, body)
+    conns = [accepted(sc, redis, f"/ws/{c['org']}", bearer(tokens.add(mint(c, SECRET))))
+             for c in cases_ok.values()]
+    close_all(*conns)
+    tokens.assert_absent(sc.log())
+
+
+def test_zero_leeway_refuses_a_just_expired_token(sidecar_factory, redis, tokens):
+    sc = jwt_sidecar(sidecar_factory, {"leeway_s": 0})
+    now = int(time.time())
+    refused(sc, redis, "/ws/late", bearer(tokens.add(mint(claims(org="late", ttl=None,
+                                                                   exp=now - 2), SECRET))), 401,
+            sentinel_headers=hs_sentinel)
+    refused(sc, redis, "/ws/early", bearer(tokens.add(mint(claims(org="early", nbf=now + 5),
+                                                           SECRET))), 401,
+            sentinel_headers=hs_sentinel)
+
+
+def test_issuer_and_audience(sidecar_factory, redis, tokens):
+    sc = jwt_sidecar(sidecar_factory, {"issuer": "https://auth.example.com",
+                                       "audience": "sidecar"})
+    iss, aud = "https://auth.example.com", "sidecar"
+
+    def t(org, **kw):
+        return bearer(tokens.add(mint(claims(org=org, **kw), SECRET)))
+
+    ok = lambda o: t(o, iss=iss, aud=aud)
+    for org, kw in {"i1": {"aud": aud}, "i2": {"iss": "https://evil.example.com", "aud": aud},
+                    "i3": {"iss": iss}, "i4": {"iss": iss, "aud": "other"},
+                    "i5": {"iss": iss, "aud": ["other", "another"]},
+                    "i6": {"iss": iss.upper(), "aud": aud}}.items():
+        refused(sc, redis, f"/ws/{org}", t(org, **kw), 401, sentinel_headers=ok)
+    a = accepted(sc, redis, "/ws/acme", t("acme", iss=iss, aud=aud))
+    b = accepted(sc, redis, "/ws/beta", t("beta", iss=iss, aud=["other", aud]))
+    close_all(a, b)
+
+
+# ----------------------------------------------------------------------------- token sources
+
+
+def test_no_token_is_401(sidecar_factory, redis):
+    sc = jwt_sidecar(sidecar_factory)
+    refused(sc, redis, "/ws/acme", None, 401, sentinel_headers=hs_sentinel)
+    refused(sc, redis, "/ws/acme?token=", None, 401, sentinel_headers=hs_sentinel)
+    refused(sc, redis, "/ws/acme", {"Authorization": "Basic dXNlcjpwYXNz"}, 401,
+            sentinel_headers=hs_sentinel)
+    refused(sc, redis, "/ws/acme", {"Sec-WebSocket-Protocol": "bearer"}, 401,
+            sentinel_headers=hs_sentinel)
+
+
+def test_token_from_each_source(sidecar_factory, redis, tokens):
+    sc = jwt_sidecar(sidecar_factory)
+    t = lambda o: tokens.add(mint(claims(org=o), SECRET))
+    q = accepted(sc, redis, f"/ws/q1?token={t('q1')}")
+    h = accepted(sc, redis, "/ws/h1", bearer(t("h1")))
+    c = accepted(sc, redis, "/ws/k1", {"Cookie": f"theme=dark; token={t('k1')}; lang=en"})
+    s = accepted(sc, redis, "/ws/s1", {"Sec-WebSocket-Protocol": f"bearer, {t('s1')}"})
+    # The 101 echoes the subprotocol "bearer" exactly, never the token.
+    assert s.headers.get("sec-websocket-protocol") == "bearer", s.headers
+    for other in (q, h, c):
+        assert "sec-websocket-protocol" not in other.headers, other.headers
+    close_all(q, h, c, s)
+    tokens.assert_absent(sc.log())
+
+
+def test_custom_query_param_and_cookie_name(sidecar_factory, redis, tokens):
+    sc = jwt_sidecar(sidecar_factory, query_param="access_token", cookie_name="sc_auth")
+    t = lambda o: tokens.add(mint(claims(org=o), SECRET))
+    a = accepted(sc, redis, f"/ws/q2?x=1&access_token={t('q2')}")
+    b = accepted(sc, redis, "/ws/k2", {"Cookie": f"sc_auth={t('k2')}"})
+    # The default names now carry nothing.
+    refused(sc, redis, f"/ws/q3?token={t('q3')}", None, 401, sentinel_headers=hs_sentinel)
+    refused(sc, redis, "/ws/k3", {"Cookie": f"token={t('k3')}"}, 401,
+            sentinel_headers=hs_sentinel)
+    close_all(a, b)
+
+
+def test_configured_source_order_decides_which_token_counts(sidecar_factory, redis, tokens):
+    sc = jwt_sidecar(sidecar_factory, token_sources=["header", "query"])
+    good = lambda o: tokens.add(mint(claims(org=o), SECRET))
+    bad = lambda o: tokens.add(mint(claims(org=o), "wrong-secret-wrong-secret-wrong"))
+    # The header comes first: its good token wins over a bad one in the query...
+    a = accepted(sc, redis, f"/ws/o1?token={bad('o1')}", bearer(good("o1")))
+    # ...and its bad token loses even though the query holds a good one.
+    refused(sc, redis, f"/ws/o2?token={good('o2')}", bearer(bad("o2")), 401,
+            sentinel_headers=hs_sentinel)
+    # Without a header the query is used.
+    b = accepted(sc, redis, f"/ws/o3?token={good('o3')}")
+    # Sources not listed are ignored.
+    refused(sc, redis, "/ws/o4", {"Cookie": f"token={good('o4')}"}, 401,
+            sentinel_headers=hs_sentinel)
+    refused(sc, redis, "/ws/o5", {"Sec-WebSocket-Protocol": f"bearer, {good('o5')}"}, 401,
+            sentinel_headers=hs_sentinel)
+    close_all(a, b)
+    tokens.assert_absent(sc.log())
+
+
+# ----------------------------------------------------------------------------- org and user claims
+
+
+def test_org_claim_mismatch_is_403(sidecar_factory, redis, tokens):
+    sc = jwt_sidecar(sidecar_factory)
+    body = refused(sc, redis, "/ws/acme", bearer(tokens.add(mint(claims(org="other"), SECRET))),
+                   403, sentinel_headers=hs_sentinel)
+    assert body["error"] != "UNAUTHORIZED", body
+    # A token without the org claim grants no org either.
+    refused(sc, redis, "/ws/acme", bearer(tokens.add(mint(claims(org=None), SECRET))), 403,
+            sentinel_headers=hs_sentinel)
+    # Case matters in org ids.
+    refused(sc, redis, "/ws/ACME", bearer(tokens.add(mint(claims(org="acme"), SECRET))), 403,
+            sentinel_headers=hs_sentinel)
+
+
+def test_org_claim_as_list_grants_each_listed_org(sidecar_factory, redis, tokens):
+    sc = jwt_sidecar(sidecar_factory)
+    t = tokens.add(mint(claims(org=["acme", "beta"]), SECRET))
+    refused(sc, redis, "/ws/gamma", bearer(t), 403, sentinel_headers=hs_sentinel)
+    a = accepted(sc, redis, "/ws/acme", bearer(t))
+    b = accepted(sc, redis, "/ws/beta", bearer(t))
+    close_all(a, b)
+
+
+def test_configured_org_claims_first_present_wins(sidecar_factory, redis, tokens):
+    """auth.org_claim [tenant, org]: "the first present claim wins" (config/sidecar.yaml), so a
+    token whose tenant is beta does not also grant the org claim's acme."""
+    sc = jwt_sidecar(sidecar_factory, org_claim=["tenant", "org"])
+    a = accepted(sc, redis, "/ws/beta", bearer(tokens.add(mint(claims(org=None, tenant="beta"),
+                                                               SECRET))))
+    b = accepted(sc, redis, "/ws/acme", bearer(tokens.add(mint(claims(org="acme"), SECRET))))
+    both = tokens.add(mint(claims(org="acme", tenant="beta"), SECRET))
+    refused(sc, redis, "/ws/acme", bearer(both), 403,
+            sentinel_headers=lambda o: bearer(mint(claims(org=None, tenant=o), SECRET)))
+    close_all(a, b)
+
+
+def test_user_claim_names_the_session_user_and_its_channel(sidecar_factory, redis, tokens):
+    sc = jwt_sidecar(sidecar_factory, user_claim="uid")
+    t = lambda uid: bearer(tokens.add(mint(claims(sub="ignored", uid=uid), SECRET)))
+    a1 = accepted(sc, redis, "/ws/acme", t("alice"))
+    a2 = accepted(sc, redis, "/ws/acme", t("alice"))
+    b = accepted(sc, redis, "/ws/acme", t("bob"))
+    for ws, user in ((a1, "alice"), (a2, "alice"), (b, "bob")):
+        assert ws.welcome["user"] == user, ws.welcome
+    wait_channel(redis, "org:acme:user:alice")
+    wait_channel(redis, "org:acme:user:bob")
+    assert "org:acme:user:ignored" not in redis.pubsub_channels()
+    # Redis delivers to the sidecar in PUBLISH order, so each session's sequence is exact.
+    redis.publish("org:acme:user:alice", "for-alice")
+    redis.publish("org:acme:user:bob", "for-bob")
+    redis.publish("org:acme", "for-everyone")
+    for ws, mine in ((a1, b"for-alice"), (a2, b"for-alice"), (b, b"for-bob")):
+        got = [next_non_probe(ws), next_non_probe(ws)]
+        assert got == [mine, b"for-everyone"], got
+    close_all(a1, a2, b)
+
+
+def test_sub_is_the_default_user_claim(sidecar_factory, redis, tokens):
+    sc = jwt_sidecar(sidecar_factory)
+    a = accepted(sc, redis, "/ws/acme", bearer(tokens.add(mint(claims(sub="alice"), SECRET))))
+    b = accepted(sc, redis, "/ws/acme", bearer(tokens.add(mint(claims(sub="bob"), SECRET))))
+    assert (a.welcome["user"], b.welcome["user"]) == ("alice", "bob")
+    wait_channel(redis, "org:acme:user:alice")
+    redis.publish("org:acme:user:alice", "for-alice-only")
+    redis.publish("org:acme", "for-everyone")
+    assert [next_non_probe(a), next_non_probe(a)] == [b"for-alice-only", b"for-everyone"]
+    # Bob's next message is the room one: alice's never reached him.
+    assert next_non_probe(b) == b"for-everyone"
+    close_all(a, b)
+
+
+def test_anonymous_mode_has_null_user(sidecar, redis):
+    ws = accepted(sidecar, redis, "/ws/acme")
+    assert ws.welcome["user"] is None
+    close_all(ws)
+
+
+# ----------------------------------------------------------------------------- expiry during a session
+
+
+def test_token_expiring_frame_then_close_4001(sidecar_factory, redis, tokens):
+    sc = jwt_sidecar(sidecar_factory, {"leeway_s": 0}, expiry_warning_s=2)
+    exp = int(time.time()) + 4
+    ws = accepted(sc, redis, "/ws/acme",
+                  bearer(tokens.add(mint(claims(ttl=None, exp=exp), SECRET))))
+    warn = ws.recv_json(timeout=10)
+    assert warn["type"] == "token_expiring", warn
+    assert warn.get("expires_at") == exp, warn
+    assert time.time() >= exp - 2 - 1, "warned earlier than expiry_warning_s before exp"
+    code = ws.recv_close(timeout=10)
+    assert code == 4001, code
+    assert time.time() >= exp - 1, "closed before the token expired"
+    close_all(ws)
+    wait_channel(redis, "org:acme", present=False)
+    tokens.assert_absent(sc.log())
+
+
+def test_on_expiry_keep_leaves_the_session_open(sidecar_factory, redis, tokens):
+    sc = jwt_sidecar(sidecar_factory, {"leeway_s": 0}, extra={"websocket": {"heartbeat_ms": 300}},
+                     expiry_warning_s=1, on_expiry="keep")
+    exp = int(time.time()) + 3
+    ws = accepted(sc, redis, "/ws/acme",
+                  bearer(tokens.add(mint(claims(ttl=None, exp=exp), SECRET))))
+    warn = ws.recv_json(timeout=10)
+    assert warn["type"] == "token_expiring", warn
+    # Wait past exp on the server's own heartbeat pings (every 300 ms here), answering each:
+    # a closed session would show up as a close frame or the end of the stream.
+    deadline = time.monotonic() + 15
+    while time.time() < exp + 2:
+        assert time.monotonic() < deadline, "the clock did not pass exp in time"
+        f = ws.recv_frame(timeout=5)
+        assert f is not None and f.opcode != 0x8, f"session ended after exp: {f}"
+        if f.opcode == 0x9:
+            ws.send_frame(0xA, f.payload)
+    ws.send_frame(0x1, b'{"type":"ping"}')
+    assert next_non_probe(ws).startswith(b'{"type":"pong"')
+    assert_delivery(redis, ws)
+    close_all(ws)
+
+
+def test_refusal_bodies_are_json_with_status_codes(sidecar_factory, redis):
+    sc = jwt_sidecar(sidecar_factory)
+    for path, headers, status in [("/ws/acme", None, 401),
+                                  ("/ws/acme", bearer("a.b.c"), 401),
+                                  ("/ws/acme", bearer(mint(claims(org="zz"), SECRET)), 403)]:
+        body = check_refusal(handshake(sc.port, path, headers), status)
+        assert body["message"], body
+
