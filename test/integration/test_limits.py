@@ -1,0 +1,249 @@
+"""Connection and message limits: the N+1th connection is refused (503 at max_connections, 429
+per org, user and IP), handshakes per IP per second, the inbound token bucket (burst, then
+RATE_LIMITED error frames, then close 1008), and the message size limit (close 1009).
+
+Per-IP limits are told apart with source addresses 127.0.0.1 and 127.0.0.2, both loopback."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+import pytest
+
+from harness import (OP_BINARY, OP_CONT, OP_TEXT, connect_ws, encode_frame, run, wait_until,
+                     ws_close_code)
+from security_util import (accepted, assert_not_subscribed, check_refusal, close_all, handshake,
+                           next_non_probe, wait_channel)
+
+OTHER_IP = "127.0.0.2"
+SECRET = "limits-test-secret-0123456789abcdef"
+
+
+def admitted_eventually(sc, path: str, headers: dict | None = None, src_ip: str | None = None,
+                        timeout: float = 5.0):
+    """Retries a handshake until it is admitted: a slot freed by a closed connection comes back
+    once the sidecar has seen the close. Returns the RawWs with its welcome read."""
+    statuses = []
+
+    def attempt():
+        ans = handshake(sc.port, path, headers, src_ip=src_ip)
+        if ans.status != 101:
+            statuses.append(ans.status)
+            return None
+        ans.ws.welcome = ans.ws.recv_json()
+        return ans.ws
+
+    return wait_until(attempt, timeout, f"admission to {path} (refused with {statuses[-3:]})",
+                      interval=0.02)
+
+
+# ----------------------------------------------------------------------------- connection counts
+
+
+def test_max_connections_refuses_the_next_with_503(sidecar_factory, redis):
+    sc = sidecar_factory(extra_yaml={"limits": {"max_connections": 3}})
+    conns = [accepted(sc, redis, f"/ws/c{i}") for i in range(3)]
+    body = check_refusal(handshake(sc.port, "/ws/over"), 503, "AT_CAPACITY")
+    assert body["message"]
+    # A refused attempt holds no slot: still at capacity.
+    check_refusal(handshake(sc.port, "/ws/over"), 503)
+    # HTTP endpoints are not connections and keep answering.
+    assert sc.http("GET", "/health")[0] == 200
+    # One leaves; the next is admitted, and it works as the sentinel proving that "over" was
+    # never subscribed.
+    conns.pop().close()
+    s = admitted_eventually(sc, "/ws/sentinel")
+    wait_channel(redis, "org:sentinel")
+    assert "org:over" not in redis.pubsub_channels()
+    check_refusal(handshake(sc.port, "/ws/over"), 503)
+    close_all(s, *conns)
+
+
+def test_max_connections_per_org_refuses_with_429(sidecar_factory, redis):
+    sc = sidecar_factory(extra_yaml={"limits": {"max_connections_per_org": 2}})
+    a = [accepted(sc, redis, "/ws/acme") for _ in range(2)]
+    check_refusal(handshake(sc.port, "/ws/acme"), 429, "ORG_LIMIT")
+    check_refusal(handshake(sc.port, "/ws/acme"), 429, "ORG_LIMIT")
+    # Other orgs are not affected.
+    b = [accepted(sc, redis, "/ws/beta") for _ in range(2)]
+    check_refusal(handshake(sc.port, "/ws/beta"), 429)
+    # The refusals took no slot: one acme leaves, exactly one comes back in.
+    a.pop().close()
+    a.append(admitted_eventually(sc, "/ws/acme"))
+    check_refusal(handshake(sc.port, "/ws/acme"), 429)
+    close_all(*a, *b)
+
+
+def token(org: str, sub: str) -> str:
+    return jwt.encode({"org": org, "sub": sub, "exp": int(time.time()) + 300}, SECRET)
+
+
+def test_max_connections_per_user_refuses_with_429(sidecar_factory, redis):
+    sc = sidecar_factory(extra_yaml={
+        "limits": {"max_connections_per_user": 2},
+        "auth": {"mode": "jwt", "jwt": {"secret": SECRET}}})
+    bearer = lambda org, sub: {"Authorization": f"Bearer {token(org, sub)}"}
+    alice = [accepted(sc, redis, "/ws/acme", bearer("acme", "alice")) for _ in range(2)]
+    check_refusal(handshake(sc.port, "/ws/acme", bearer("acme", "alice")), 429, "USER_LIMIT")
+    # Another user of the same org is not affected.
+    bob = accepted(sc, redis, "/ws/acme", bearer("acme", "bob"))
+    alice.pop().close()
+    alice.append(admitted_eventually(sc, "/ws/acme", bearer("acme", "alice")))
+    check_refusal(handshake(sc.port, "/ws/acme", bearer("acme", "alice")), 429)
+    close_all(*alice, bob)
+
+
+def test_max_connections_per_ip_refuses_with_429(sidecar_factory, redis):
+    sc = sidecar_factory(extra_yaml={"limits": {"max_connections_per_ip": 2}})
+    mine = [accepted(sc, redis, f"/ws/ip{i}") for i in range(2)]
+    check_refusal(handshake(sc.port, "/ws/ipover"), 429, "IP_LIMIT")
+    # Another address is counted on its own; it also serves as the sentinel proving that the
+    # refused request subscribed nothing.
+    assert_not_subscribed(redis, sc.port, "ipover", lambda o: {}, src_ip=OTHER_IP)
+    theirs = accepted(sc, redis, "/ws/other", src_ip=OTHER_IP)
+    assert theirs.welcome["org"] == "other"
+    mine.pop().close()
+    mine.append(admitted_eventually(sc, "/ws/ip9"))
+    check_refusal(handshake(sc.port, "/ws/ipover"), 429)
+    close_all(*mine, theirs)
+
+
+def test_handshakes_per_ip_per_second_refuses_with_429(sidecar_factory, redis):
+    rate = 3
+    sc = sidecar_factory(extra_yaml={"limits": {"handshakes_per_ip_per_s": rate}})
+    # The window is one second; a run of rate+1 handshakes that took longer than that proves
+    # nothing, so it is retried (a bounded number of times) on a slow machine.
+    for attempt in range(5):
+        if attempt:
+            admitted_eventually(sc, "/ws/warmup").close()  # a fresh window has begun
+        t0 = time.monotonic()
+        answers = [handshake(sc.port, f"/ws/h{attempt}x{i}") for i in range(rate + 1)]
+        elapsed = time.monotonic() - t0
+        for a in answers:
+            if a.ws is not None:
+                a.ws.close()
+        if elapsed < 0.9:
+            break
+    else:
+        pytest.skip("could not make rate+1 handshakes within one second")
+    statuses = [a.status for a in answers]
+    assert statuses[:rate] == [101] * rate, statuses
+    check_refusal(answers[rate], 429, "TOO_MANY_HANDSHAKES")
+    # Another address has its own budget and proves the refused org was never subscribed.
+    assert_not_subscribed(redis, sc.port, f"h{attempt}x{rate}", lambda o: {}, src_ip=OTHER_IP)
+    # A later second admits again.
+    close_all(admitted_eventually(sc, "/ws/later"))
+
+
+# ----------------------------------------------------------------------------- inbound rate
+
+
+def rate_sidecar(sidecar_factory, rate, burst, violations):
+    return sidecar_factory(extra_yaml={"limits": {
+        "inbound_rate": rate, "inbound_burst": burst,
+        "inbound_violations_before_close": violations}})
+
+
+def test_burst_then_rate_limited_errors_then_close_1008(sidecar_factory, redis):
+    burst, violations = 5, 3
+    # A refill rate so low that no token comes back during the test.
+    sc = rate_sidecar(sidecar_factory, 0.001, burst, violations)
+    ws = accepted(sc, redis, "/ws/acme")
+    ping = b'{"type":"ping"}'
+    ws.send(b"".join(encode_frame(OP_TEXT, ping) for _ in range(burst + violations + 1)))
+    replies = []
+    while True:
+        f = ws.recv_message(timeout=5)
+        assert f is not None, f"TCP ended without a close frame after {replies}"
+        if f.opcode == 0x8:
+            code = f.close_code()
+            break
+        replies.append(json.loads(f.payload))
+    pongs = [r for r in replies if r["type"] == "pong"]
+    errors = [r for r in replies if r["type"] == "error"]
+    assert replies[:burst] == pongs and len(pongs) == burst, replies
+    for e in errors:
+        assert e == {"type": "error", "code": "RATE_LIMITED", "message": e["message"],
+                     "recoverable": True}, e
+    # config/sidecar.yaml: inbound_violations_before_close is the number of "RATE_LIMITED error
+    # replies a connection may earn before it is closed with 1008".
+    assert len(errors) == violations, replies
+    assert code == 1008, code
+    close_all(ws)
+
+
+def test_bucket_refills_at_the_configured_rate(sidecar_factory, redis):
+    sc = rate_sidecar(sidecar_factory, 5, 2, 1000)
+    ws = accepted(sc, redis, "/ws/acme")
+    ping = encode_frame(OP_TEXT, b'{"type":"ping"}')
+    ws.send(ping * 3)
+    got = [json.loads(next_non_probe(ws)) for _ in range(3)]
+    assert [g["type"] for g in got] == ["pong", "pong", "error"], got
+    assert got[2]["code"] == "RATE_LIMITED"
+    # At 5 per second a token is back within about 200 ms; poll for it, bounded. Each attempt
+    # spends a violation while the bucket is empty, so the poll interval is not tiny.
+    def pong_again():
+        ws.send(ping)
+        reply = json.loads(next_non_probe(ws))
+        assert reply["type"] == "pong" or reply["code"] == "RATE_LIMITED", reply
+        return reply["type"] == "pong"
+
+    wait_until(pong_again, 5, "a refilled token", interval=0.05)
+    close_all(ws)
+
+
+# ----------------------------------------------------------------------------- message size
+
+
+def size_sidecar(sidecar_factory):
+    return sidecar_factory(extra_yaml={"limits": {"max_message_bytes": 1024}})
+
+
+def padded_ping(n: int) -> bytes:
+    head = b'{"type":"ping","pad":"'
+    msg = head + b"x" * (n - len(head) - 2) + b'"}'
+    assert len(msg) == n
+    return msg
+
+
+def test_message_at_the_limit_is_accepted(sidecar_factory, redis):
+    sc = size_sidecar(sidecar_factory)
+    ws = accepted(sc, redis, "/ws/acme")
+    ws.send_frame(OP_TEXT, padded_ping(1024))
+    assert json.loads(next_non_probe(ws))["type"] == "pong"
+    # Fragmented, still within the limit in total.
+    ws.send_frame(OP_TEXT, padded_ping(1024)[:500], fin=False)
+    ws.send_frame(OP_CONT, padded_ping(1024)[500:])
+    assert json.loads(next_non_probe(ws))["type"] == "pong"
+    close_all(ws)
+
+
+@pytest.mark.parametrize("how", ["text", "binary", "fragments"])
+def test_message_over_the_limit_closes_1009(sidecar_factory, redis, how):
+    sc = size_sidecar(sidecar_factory)
+    ws = accepted(sc, redis, "/ws/acme")
+    big = padded_ping(1025)
+    if how == "text":
+        ws.send_frame(OP_TEXT, big)
+    elif how == "binary":
+        ws.send_frame(OP_BINARY, b"\x00" * 4096)
+    else:
+        ws.send_frame(OP_TEXT, big[:600], fin=False)
+        ws.send_frame(OP_CONT, big[600:])
+    assert ws.recv_close(timeout=5) == 1009
+    close_all(ws)
+    # The room is released once the only member is gone.
+    wait_channel(redis, "org:acme", present=False)
+
+
+def test_websockets_client_sending_too_much_is_closed_1009(sidecar_factory, redis):
+    sc = size_sidecar(sidecar_factory)
+
+    async def main():
+        c = await connect_ws(sc.ws_url())
+        await c.send(json.dumps({"type": "ping", "pad": "y" * 2000}))
+        return await ws_close_code(c)
+
+    assert run(main()) == 1009
