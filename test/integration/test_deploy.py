@@ -331,6 +331,19 @@ def test_demo_publisher_delivers_seed_001_events_through_the_sidecar(redis, side
     assert got[2]["details"]["conflictingFields"] == ["forecastStart"]
 
 
+def test_demo_script_shows_the_whole_loop_and_stops_by_itself():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    env.update({"SIDECAR_BIN": sidecar_bin(), "ROUNDS": "2", "INTERVAL": "0",
+                "DEMO_TIMEOUT": "20"})
+    r = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "demo.sh")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    received = re.findall(r"^client: event \d+/8: (\S+)\s+(\S+)", r.stdout, re.M)
+    assert received == [(t, f"pfa-{i}") for i in (1, 2) for t in SEED_001_TYPES], r.stdout
+    assert "sidecar_redis_messages_total 8" in r.stdout
+    assert "exit code 0" in r.stdout
+
+
 # ----------------------------------------------------------------------------- Kubernetes
 
 
