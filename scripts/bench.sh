@@ -227,6 +227,12 @@ cleanup() {
 trap cleanup EXIT
 wait_port "$RPORT" 10 || { log "redis-server did not start"; exit 1; }
 
+# Other work on the machine (compiles, fuzzers) lands on the same two cores and skews every
+# number; say so in the table rather than let a loaded run pass for a quiet one.
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
+if awk -v l="$LOAD_START" 'BEGIN { exit !(l > 0.5) }'; then
+  log "WARNING: load average is $LOAD_START before the bench; results will be skewed"
+fi
 START=$SECONDS
 COLUMNS_RUN=()
 for kind in $SERVERS; do
@@ -240,6 +246,7 @@ done
 log "done in $((SECONDS - START)) s"
 {
   echo "bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, server on core 0, loadgen+redis on core 1," \
-       "BENCH_QUICK=${BENCH_QUICK:-0}, $CONNS connections, rooms of $((CONNS / ROOMS)), steps ${STEP_S}s"
+       "BENCH_QUICK=${BENCH_QUICK:-0}, $CONNS connections, rooms of $((CONNS / ROOMS)), steps ${STEP_S}s," \
+       "load average $LOAD_START at start, $(cut -d' ' -f1 /proc/loadavg) at end"
   /usr/bin/python3 "$ROOT/test/bench/table.py" "$OUT" "${COLUMNS_RUN[@]}"
 } | tee "$OUT/table.txt"
