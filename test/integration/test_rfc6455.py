@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+from pathlib import Path
 
 import pytest
 import websockets
@@ -447,3 +449,23 @@ def test_websockets_reports_invalid_close_code_in_connection_closed(sidecar):
         return info.value.rcvd.code if info.value.rcvd else None
 
     assert run(go(), 15) == 1002
+
+
+# ----------------------------------------------------------------------------- the table itself
+
+
+def test_conformance_table_names_only_tests_that_exist():
+    """test/CONFORMANCE.md may only call a row proven when every test it names exists."""
+    here = Path(__file__).resolve().parent
+    table = (here.parent / "CONFORMANCE.md").read_text()
+    sources = {p.name: p.read_text() for p in here.glob("test_*.py")}
+    own = ("test_rfc6455.py", "test_http_handshake_limits.py")
+    missing = []
+    for row in (line for line in table.splitlines() if line.startswith("| ")):
+        for name in re.findall(r"`((?:\w+\.py::)?test_\w+)(?:\[[^\]]*\])?`", row):
+            file, _, test = name.rpartition("::")
+            where = [file] if file else own
+            if not any(re.search(rf"^(async )?def {test}\(", sources.get(f, ""), re.M)
+                       for f in where):
+                missing.append(name)
+    assert not missing, f"CONFORMANCE.md names tests that do not exist: {missing}"
