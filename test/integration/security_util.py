@@ -20,6 +20,7 @@ import hmac
 import itertools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from harness import HOST, RawWs, read_http_head, upgrade_request, wait_until
 
@@ -80,8 +83,6 @@ class Keys:
 
     def jwks(self, kids: dict[str, str]) -> dict:
         """A JWK Set holding the public keys named by ``kids`` ({kid: key name}), made by PyJWT."""
-        from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
         out = []
         for kid, name in kids.items():
             key = load_pem_public_key(self.pairs[name].public_pem)
@@ -92,7 +93,6 @@ class Keys:
         return {"keys": out}
 
     def cleanup(self):
-        import shutil
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

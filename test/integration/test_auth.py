@@ -10,6 +10,9 @@ the sidecar's log."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import tempfile
 import time
 
 import jwt
@@ -125,8 +128,6 @@ def test_sidecar_jwt_secret_env_overrides_config_secret(sidecar_factory, redis, 
 
 def test_jwks_file_selects_key_by_kid(sidecar_factory, redis, keys, tokens):
     jwks = keys.jwks({"rsa-1": "rsa", "rsa-2": "rsa2", "ec-1": "ec256"})
-    import os
-    import tempfile
     d = tempfile.mkdtemp(prefix="sidecar-jwks-")
     path = os.path.join(d, "jwks.json")
     with open(path, "w") as f:
@@ -150,6 +151,29 @@ def test_jwks_file_selects_key_by_kid(sidecar_factory, redis, keys, tokens):
     refused(sc, redis, "/ws/x3", bearer(tokens.add(mint(claims(org="x3"), keys["rsa"].private_pem,
                                                         "RS256"))), 401, sentinel_headers=ok)
     close_all(a, b, c)
+    tokens.assert_absent(sc.log())
+
+
+def test_jwks_rotation_applies_on_sighup(sidecar_factory, redis, keys, tokens):
+    path = os.path.join(tempfile.mkdtemp(prefix="sidecar-jwks-"), "jwks.json")
+    with open(path, "w") as f:
+        json.dump(keys.jwks({"old": "rsa"}), f)
+    sc = jwt_sidecar(sidecar_factory, {"algorithms": ["RS256"], "secret": "", "jwks_file": path})
+
+    def tok(org, key, kid):
+        return bearer(tokens.add(mint(claims(org=org), keys[key].private_pem, "RS256",
+                                      headers={"kid": kid})))
+
+    refused(sc, redis, "/ws/r1", tok("r1", "rsa2", "new"), 401,
+            sentinel_headers=lambda o: tok(o, "rsa", "old"))
+    with open(path + ".tmp", "w") as f:
+        json.dump(keys.jwks({"new": "rsa2"}), f)
+    os.replace(path + ".tmp", path)
+    sc.send_signal(signal.SIGHUP)
+    sc.wait_log(r"event=reloaded")
+    close_all(accepted(sc, redis, "/ws/acme", tok("acme", "rsa2", "new")))
+    refused(sc, redis, "/ws/r2", tok("r2", "rsa", "old"), 401,
+            sentinel_headers=lambda o: tok(o, "rsa2", "new"))
     tokens.assert_absent(sc.log())
 
 
