@@ -129,10 +129,15 @@ bool Server::admit(Session &s, const HttpRequest &req, const Route &route, const
       log_info("auth_failed", {{"conn", s.id()}, {"org", org}, {"reason", v.error}});
       return refuse(401, "UNAUTHORIZED", "invalid token: " + v.error);
     }
+    // The first configured claim present in the token decides; later ones are fallbacks for
+    // tokens that lack it, never a second way into another org.
     bool org_ok = false;
     for (const std::string &claim : cfg_->auth.org_claim) {
+      if (!v.claims.contains(claim))
+        continue;
       for (const std::string &o : claim_strings(v.claims, claim))
         org_ok = org_ok || o == org;
+      break;
     }
     std::vector<std::string> users = claim_strings(v.claims, cfg_->auth.user_claim);
     grant.user = users.empty() ? std::string() : users.front();

@@ -42,23 +42,23 @@ struct RedisConfig {
 
 // A route's path template has exactly one "{org}" segment, e.g. "/api/ws/sync/{org}".
 struct Route {
-  std::string path;                   // as written
+  std::string path;                  // as written
   std::string channel = "org:{org}"; // room channel template
-  std::string prefix;                 // path before "{org}"
-  std::string suffix;                 // path after "{org}" (often empty)
+  std::string prefix;                // path before "{org}"
+  std::string suffix;                // path after "{org}" (often empty)
 };
 
 struct ChannelsConfig {
-  std::string user = "org:{org}:user:{user}"; // per-user channel, joined when authenticated
+  std::string user = "org:{org}:user:{user}";  // per-user channel, joined when authenticated
   std::string broadcast = "sidecar:broadcast"; // every session joins it; "" disables
 };
 
 struct WebSocketConfig {
-  uint32_t heartbeat_ms = 25000;        // server ping interval
-  uint32_t pong_timeout_ms = 10000;     // no frame at all within this after a ping: close
+  uint32_t heartbeat_ms = 25000;    // server ping interval
+  uint32_t pong_timeout_ms = 10000; // no frame at all within this after a ping: close
   uint32_t handshake_timeout_ms = 10000;
-  uint32_t idle_timeout_ms = 0;         // 0: off; else close when no client data frame for this long
-  uint32_t close_timeout_ms = 3000;     // wait for the peer's close frame before dropping TCP
+  uint32_t idle_timeout_ms = 0;     // 0: off; else close when no client data frame for this long
+  uint32_t close_timeout_ms = 3000; // wait for the peer's close frame before dropping TCP
 };
 
 struct LimitsConfig {
@@ -117,7 +117,7 @@ struct OriginsConfig {
 };
 
 struct InboundConfig {
-  std::string stream;    // e.g. "inbound:{org}"; empty: client messages get an error reply
+  std::string stream;      // e.g. "inbound:{org}"; empty: client messages get an error reply
   uint32_t maxlen = 10000; // XADD MAXLEN ~ N
 };
 
@@ -129,7 +129,7 @@ struct AdminConfig {
 
 struct ShutdownConfig {
   uint32_t drain_timeout_ms = 10000;
-  uint32_t reconnect_after_ms = 1000; // hint sent in server_shutdown
+  uint32_t reconnect_after_ms = 1000;  // hint sent in server_shutdown
   uint32_t reconnect_jitter_ms = 4000; // each client gets reconnect_after_ms + random(0..jitter)
 };
 
@@ -160,26 +160,26 @@ struct ConfigResult {
 };
 
 // Reads the environment; tests pass their own.
-using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
+using EnvLookup = std::function<std::optional<std::string>(const std::string &)>;
 EnvLookup process_env();
 
 // Parses and checks a YAML document. `file` only names it in errors.
-ConfigResult parse_config(const std::string& yaml_text, const std::string& file,
-                          const EnvLookup& env);
-ConfigResult load_config_file(const std::string& path, const EnvLookup& env);
+ConfigResult parse_config(const std::string &yaml_text, const std::string &file,
+                          const EnvLookup &env);
+ConfigResult load_config_file(const std::string &path, const EnvLookup &env);
 
 // Parses "host:port" ("[::1]:8080" for IPv6); false with a reason on error.
-bool parse_host_port(const std::string& text, HostPort& out, std::string& reason);
+bool parse_host_port(const std::string &text, HostPort &out, std::string &reason);
 // Parses redis://[user:pass@]host[:port][/db] and unix:///path[?db=N]; fills the url fields.
-bool parse_redis_url(const std::string& url, RedisConfig& out, std::string& reason);
+bool parse_redis_url(const std::string &url, RedisConfig &out, std::string &reason);
 // Splits a route template at its single "{org}"; false with a reason otherwise.
-bool parse_route_template(const std::string& path, Route& out, std::string& reason);
+bool parse_route_template(const std::string &path, Route &out, std::string &reason);
 
 // Org ids are 1..128 of [A-Za-z0-9._:-].
 bool is_valid_org(std::string_view org);
 // Matches a request path against a route; on success stores the org.
-bool match_route(const Route& route, std::string_view path, std::string& org);
+bool match_route(const Route &route, std::string_view path, std::string &org);
 // Substitutes {org} and {user} in a channel template.
-std::string expand_channel(const std::string& tmpl, std::string_view org, std::string_view user);
+std::string expand_channel(const std::string &tmpl, std::string_view org, std::string_view user);
 
 } // namespace sidecar

@@ -320,7 +320,11 @@ void Server::begin_shutdown() {
   shutting_down_ = true; // /ready answers 503 from now on
   log_info("shutdown_started",
            {{"sessions", sessions_.size()}, {"drain_timeout_ms", cfg_->shutdown.drain_timeout_ms}});
-  close_listeners();
+  // Only the main listener stops: the admin listener keeps answering /ready (503) while we drain.
+  if (main_.open) {
+    main_.open = false;
+    uv_close(reinterpret_cast<uv_handle_t *>(&main_.tcp), nullptr);
+  }
   std::mt19937 rng{std::random_device{}()};
   std::uniform_int_distribution<uint32_t> jitter(0, cfg_->shutdown.reconnect_jitter_ms);
   for (auto &[id, s] : sessions_) {

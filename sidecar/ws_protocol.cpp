@@ -43,6 +43,9 @@ void WsProtocol::frame_start_cb(wslay_event_context_ptr,
   auto *self = static_cast<WsProtocol *>(user);
   self->frame_size_ = client_header_size(arg->payload_length) + arg->payload_length;
   self->frame_is_data_ = is_data_opcode(arg->opcode);
+  self->frame_is_close_ = arg->opcode == WSLAY_CONNECTION_CLOSE;
+  if (self->frame_is_close_)
+    self->close_payload_.clear();
   if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1) {
     // A close payload is empty or at least a 2-byte code (RFC 6455 5.5.1); wslay would echo it.
     self->fail_code_ = 1002;
@@ -59,6 +62,9 @@ void WsProtocol::frame_start_cb(wslay_event_context_ptr,
 void WsProtocol::frame_chunk_cb(wslay_event_context_ptr,
                                 const wslay_event_on_frame_recv_chunk_arg *arg, void *user) {
   auto *self = static_cast<WsProtocol *>(user);
+  if (self->frame_is_close_) {
+    self->close_payload_.append(reinterpret_cast<const char *>(arg->data), arg->data_length);
+  }
   // Text is checked as it arrives, so a code point split across fragments is still judged whole.
   if (self->frame_is_data_ && self->frame_is_text_ &&
       !self->utf8_.feed(arg->data, arg->data_length)) {
@@ -70,6 +76,10 @@ void WsProtocol::frame_end_cb(wslay_event_context_ptr, void *user) {
   auto *self = static_cast<WsProtocol *>(user);
   self->framed_ += self->frame_size_;
   self->frame_size_ = 0;
+  if (self->frame_is_close_) {
+    self->judge_close();
+    return;
+  }
   if (self->frame_is_data_ && !self->fragmented_ && self->frame_is_text_ &&
       !self->utf8_.complete()) {
     self->fail_code_ = 1007;
@@ -89,14 +99,31 @@ void WsProtocol::msg_cb(wslay_event_context_ptr, const wslay_event_on_msg_recv_a
                                    arg->msg, arg->msg_length);
     }
     break;
-  case WSLAY_CONNECTION_CLOSE:
-    self->close_received_ = arg->status_code == 0 ? 1005 : arg->status_code;
-    if (arg->msg_length > 2 && !is_valid_utf8(arg->msg + 2, arg->msg_length - 2)) {
-      self->fail_code_ = 1007;
-    }
-    break;
   default:
     break;
+  }
+}
+
+// RFC 6455 5.5.1 and 7.4: a close payload is empty or a valid 2-byte code plus UTF-8 text.
+void WsProtocol::judge_close() noexcept {
+  const std::string &p = close_payload_;
+  if (p.size() == 1) {
+    fail_code_ = 1002;
+    return;
+  }
+  if (p.empty()) {
+    close_received_ = 1005;
+    echo_code_ = 1005;
+    return;
+  }
+  auto code = static_cast<uint16_t>((static_cast<uint8_t>(p[0]) << 8) | static_cast<uint8_t>(p[1]));
+  close_received_ = code;
+  if (!is_valid_received_close_code(code)) {
+    fail_code_ = 1002;
+  } else if (!is_valid_utf8(reinterpret_cast<const uint8_t *>(p.data()) + 2, p.size() - 2)) {
+    fail_code_ = 1007;
+  } else {
+    echo_code_ = code;
   }
 }
 
@@ -121,7 +148,9 @@ void WsProtocol::fail(uint16_t code) noexcept {
   if (state_ == State::done)
     return;
   if (state_ == State::open) {
-    std::string frame = encode_frame(Opcode::close, encode_close_payload(code, {}));
+    // 1005 stands for "no code": the answer to an empty close is an empty close.
+    std::string frame =
+        encode_frame(Opcode::close, code == 1005 ? std::string() : encode_close_payload(code, {}));
     handler_.on_ws_output(reinterpret_cast<const uint8_t *>(frame.data()), frame.size());
     close_sent_ = code;
   }
@@ -153,6 +182,11 @@ void WsProtocol::feed(const uint8_t *data, size_t len) noexcept {
 void WsProtocol::after_wslay() noexcept {
   if (fail_code_ != 0) {
     fail(fail_code_);
+    return;
+  }
+  if (echo_code_ != 0) {
+    // The peer closed: echo its code (unless we closed first), and the connection is over.
+    fail(echo_code_);
     return;
   }
   // Flush what wslay queued (pong, the echo of a close, its own 1002/1007/1009 close).

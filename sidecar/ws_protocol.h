@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "frame.h"
 
@@ -70,6 +71,7 @@ private:
   static void msg_cb(wslay_event_context_ptr, const wslay_event_on_msg_recv_arg *, void *user);
 
   bool ensure_context() noexcept;
+  void judge_close() noexcept;
   // Fails the connection: our own close frame with `code`, then TCP goes.
   void fail(uint16_t code) noexcept;
   void after_wslay() noexcept;
@@ -94,7 +96,12 @@ private:
   bool fragmented_ = false;    // a data message is open across frames
   bool frame_is_text_ = false; // the current data frame belongs to a text message
   bool frame_is_data_ = false;
+  bool frame_is_close_ = false;
   Utf8Validator utf8_;
+  // A close frame's payload (at most 125 bytes): we judge and answer close frames ourselves,
+  // because wslay refuses codes that IANA has since assigned (1012-1014).
+  std::string close_payload_;
+  uint16_t echo_code_ = 0; // the peer's valid close, to echo once wslay returns
 };
 
 } // namespace sidecar

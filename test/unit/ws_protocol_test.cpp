@@ -211,3 +211,19 @@ TEST_CASE("a server close waits for the peer's close, then is done") {
   CHECK(p.state() == WsProtocol::State::done);
   CHECK(r.output.size() == before); // the peer's close is not echoed a second time
 }
+
+TEST_CASE("close codes IANA assigned after RFC 6455 are echoed, an empty close gets an empty one") {
+  for (int code : {1012, 1013, 1014, 3000, 4999}) {
+    Recorder r;
+    WsProtocol p(r, 1024);
+    std::string payload = {static_cast<char>(code >> 8), static_cast<char>(code & 0xff)};
+    feed(p, client_frame(0x88, payload + "bye"));
+    CHECK(sent_close_code(r.output) == code);
+    CHECK(p.close_code_received() == code);
+  }
+  Recorder r;
+  WsProtocol p(r, 1024);
+  feed(p, client_frame(0x88, ""));
+  CHECK(r.output == std::string("\x88\x00", 2));
+  CHECK(p.close_code_received() == 1005);
+}
