@@ -473,15 +473,31 @@ def test_anonymous_mode_has_null_user(sidecar, redis):
 def test_token_expiring_frame_then_close_4001(sidecar_factory, redis, tokens):
     sc = jwt_sidecar(sidecar_factory, {"leeway_s": 0}, expiry_warning_s=2)
     exp = int(time.time()) + 4
-    ws = accepted(sc, redis, "/ws/acme",
-                  bearer(tokens.add(mint(claims(ttl=None, exp=exp), SECRET))))
-    warn = ws.recv_json(timeout=10)
-    assert warn["type"] == "token_expiring", warn
-    assert warn.get("expires_at") == exp, warn
-    assert time.time() >= exp - 2 - 1, "warned earlier than expiry_warning_s before exp"
-    code = ws.recv_close(timeout=10)
+    ans = handshake(sc.port, "/ws/acme", bearer(tokens.add(mint(claims(ttl=None, exp=exp),
+                                                                SECRET))))
+    assert ans.status == 101, ans
+    ws = ans.ws
+    assert ws.recv_json()["type"] == "connected"
+    # Delivery works until the end; the probe and the warning may arrive in either order on a
+    # slow machine, so everything up to the close is collected and then judged.
+    wait_channel(redis, "org:acme")
+    redis.publish("org:acme", "still-delivered")
+    seen, warned_at = [], None
+    while True:
+        f = ws.recv_message(timeout=10)
+        assert f is not None, f"TCP ended without a close frame after {seen}"
+        if f.opcode == 0x8:
+            code, closed_at = f.close_code(), time.time()
+            break
+        seen.append(f.payload)
+        if f.payload.startswith(b'{"type":"token_expiring"'):
+            warned_at = time.time()
+    assert b"still-delivered" in seen, seen
+    warnings = [json.loads(p) for p in seen if p.startswith(b'{"type":"token_expiring"')]
+    assert warnings == [{"type": "token_expiring", "expires_at": exp}], seen
+    assert warned_at >= exp - 2 - 1, "warned earlier than expiry_warning_s before exp"
     assert code == 4001, code
-    assert time.time() >= exp - 1, "closed before the token expired"
+    assert closed_at >= exp - 1, "closed before the token expired"
     close_all(ws)
     wait_channel(redis, "org:acme", present=False)
     tokens.assert_absent(sc.log())
@@ -491,19 +507,24 @@ def test_on_expiry_keep_leaves_the_session_open(sidecar_factory, redis, tokens):
     sc = jwt_sidecar(sidecar_factory, {"leeway_s": 0}, extra={"websocket": {"heartbeat_ms": 300}},
                      expiry_warning_s=1, on_expiry="keep")
     exp = int(time.time()) + 3
-    ws = accepted(sc, redis, "/ws/acme",
-                  bearer(tokens.add(mint(claims(ttl=None, exp=exp), SECRET))))
-    warn = ws.recv_json(timeout=10)
-    assert warn["type"] == "token_expiring", warn
+    ans = handshake(sc.port, "/ws/acme", bearer(tokens.add(mint(claims(ttl=None, exp=exp),
+                                                                SECRET))))
+    assert ans.status == 101, ans
+    ws = ans.ws
+    assert ws.recv_json()["type"] == "connected"
     # Wait past exp on the server's own heartbeat pings (every 300 ms here), answering each:
     # a closed session would show up as a close frame or the end of the stream.
     deadline = time.monotonic() + 15
+    warnings = []
     while time.time() < exp + 2:
         assert time.monotonic() < deadline, "the clock did not pass exp in time"
         f = ws.recv_frame(timeout=5)
         assert f is not None and f.opcode != 0x8, f"session ended after exp: {f}"
         if f.opcode == 0x9:
             ws.send_frame(0xA, f.payload)
+        elif f.opcode == 0x1:
+            warnings.append(json.loads(f.payload))
+    assert warnings == [{"type": "token_expiring", "expires_at": exp}], warnings
     ws.send_frame(0x1, b'{"type":"ping"}')
     assert next_non_probe(ws).startswith(b'{"type":"pong"')
     assert_delivery(redis, ws)
