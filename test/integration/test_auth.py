@@ -417,12 +417,15 @@ def test_configured_org_claims_first_present_wins(sidecar_factory, redis, tokens
     """auth.org_claim [tenant, org]: "the first present claim wins" (config/sidecar.yaml), so a
     token whose tenant is beta does not also grant the org claim's acme."""
     sc = jwt_sidecar(sidecar_factory, org_claim=["tenant", "org"])
-    a = accepted(sc, redis, "/ws/beta", bearer(tokens.add(mint(claims(org=None, tenant="beta"),
-                                                               SECRET))))
-    b = accepted(sc, redis, "/ws/acme", bearer(tokens.add(mint(claims(org="acme"), SECRET))))
+    # The refusal comes first, while no session holds org:acme, so that the sentinel can prove
+    # that it subscribed nothing.
     both = tokens.add(mint(claims(org="acme", tenant="beta"), SECRET))
     refused(sc, redis, "/ws/acme", bearer(both), 403,
             sentinel_headers=lambda o: bearer(mint(claims(org=None, tenant=o), SECRET)))
+    # The same token is good for its first present claim's org, and the fallback claim works for
+    # tokens without the first.
+    a = accepted(sc, redis, "/ws/beta", bearer(both))
+    b = accepted(sc, redis, "/ws/acme", bearer(tokens.add(mint(claims(org="acme"), SECRET))))
     close_all(a, b)
 
 
