@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -187,6 +188,23 @@ std::string check_template(std::string_view tmpl, std::initializer_list<std::str
   return {};
 }
 
+// Records where each document starts, so that a second document is an error and not ignored.
+struct DocumentStarts : YAML::EventHandler {
+  std::vector<YAML::Mark> marks;
+  void OnDocumentStart(const YAML::Mark &mark) override { marks.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark &, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark &, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark &, const std::string &, YAML::anchor_t,
+                const std::string &) override {}
+  void OnSequenceStart(const YAML::Mark &, const std::string &, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark &, const std::string &, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
 // Where a value sits: its dotted key (for messages and key_lines) and its line.
 // The node is held by value: yaml-cpp's iterators hand out temporaries, and a Node is a handle.
 struct At {
@@ -264,13 +282,22 @@ std::optional<std::string> Parser::env(const std::string &name) const {
 }
 
 void Parser::run(const std::string &text) {
-  std::vector<YAML::Node> docs;
   try {
-    docs = YAML::LoadAll(text);
+    DocumentStarts starts;
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    // Bounded on purpose: yaml-cpp 0.7 can return a new document forever without consuming a
+    // stray token (a line starting with ","), which makes YAML::LoadAll spin.
+    for (int i = 0; i < 3 && parser.HandleNextDocument(starts); ++i) {
+    }
+    const std::vector<YAML::Mark> &docs = starts.marks;
+    if (docs.size() == 3 && docs[1].pos == docs[2].pos)
+      return fail(docs[1].line + 1, "", "invalid YAML: unexpected character");
     if (docs.size() > 1)
-      fail(docs[1].Mark().line + 1, "", "only one YAML document is allowed");
-    else if (!docs.empty()) // No document, or only comments, leaves every default in place.
-      read_root(At{docs[0], "", 1});
+      return fail(docs[1].line + 1, "", "only one YAML document is allowed");
+    // An empty text or one of only comments is no document: every default stays in place.
+    if (!docs.empty())
+      read_root(At{YAML::Load(text), "", 1});
   } catch (const YAML::Exception &e) {
     // Syntax errors land here; our readers avoid the conversions that throw.
     fail(e.mark.line >= 0 ? e.mark.line + 1 : 0, "", "invalid YAML: " + e.msg);

@@ -456,6 +456,41 @@ TEST_CASE("YAML syntax errors and duplicate keys point at their line") {
   CHECK(r.errors[0].reason.find("must be a map of settings") != std::string::npos);
 }
 
+TEST_CASE("a second YAML document is an error, and a stray comma cannot hang the loader") {
+  ConfigResult r = parse("log: {level: info}\n---\nlog: {level: debug}\n");
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].to_string() == "test.yaml:2: only one YAML document is allowed");
+
+  // yaml-cpp 0.7's LoadAll loops forever on this; the loader must return an error instead.
+  r = parse("listen: \"127.0.0.1:8080\"\n, b\n");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.errors[0].reason.find("invalid YAML") == 0);
+  r = parse(", b\n");
+  REQUIRE_FALSE(r.ok());
+}
+
+TEST_CASE("mangled copies of the shipped config give errors, never exceptions or hangs") {
+  std::ifstream in(source_root() + "/config/sidecar.yaml");
+  std::string base((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE(base.size() > 1000);
+  const std::string alphabet = "{}[]:-,\"'\n #&*!|>?%@`\t09aKiB";
+  uint32_t seed = 12345; // A fixed linear congruential sequence keeps failures reproducible.
+  auto next = [&seed] { return seed = seed * 1103515245u + 12345u, seed >> 8; };
+  for (int i = 0; i < 400; ++i) {
+    std::string text = base;
+    for (int m = 0; m < 3; ++m) {
+      size_t pos = next() % text.size();
+      if (next() % 2 == 0)
+        text[pos] = alphabet[next() % alphabet.size()];
+      else
+        text.erase(pos, 1 + next() % 16);
+    }
+    ConfigResult r = parse(text);
+    for (const ConfigError &e : r.errors)
+      CHECK_FALSE(e.reason.empty());
+  }
+}
+
 TEST_CASE("origins take a list or a map with allow_missing") {
   ConfigResult r = parse("origins: [\"https://app.example.com\", \"https://*.example.com\"]\n");
   REQUIRE(r.ok());
