@@ -199,7 +199,10 @@ void Server::check_token_expiry(Session &s, bool &warned) {
   if (exp == 0)
     return;
   int64_t now = unix_now();
-  if (cfg_->auth.on_expiry == AuthConfig::Expiry::close && now >= exp) {
+  // The same leeway that admitted the token applies while it is in use, so a token accepted
+  // inside the leeway is not closed a moment after its welcome.
+  if (cfg_->auth.on_expiry == AuthConfig::Expiry::close &&
+      now >= exp + static_cast<int64_t>(cfg_->auth.jwt.leeway_s)) {
     s.close(4001, "token expired");
     return;
   }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "config.h"
+#include "jwt.h"
 #include "log.h"
 #include "server.h"
 
@@ -57,6 +58,14 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (check_only) {
+    // Key files are loaded here too, so that a bad PEM or JWKS fails the check, not the start.
+    if (r.config.auth.mode == sidecar::AuthConfig::Mode::jwt) {
+      std::string err;
+      if (!sidecar::JwtVerifier::create(r.config.auth.jwt, err)) {
+        fprintf(stderr, "%s: auth.jwt: %s\n", config_path.c_str(), err.c_str());
+        return 1;
+      }
+    }
     printf("%s: ok\n", config_path.c_str());
     return 0;
   }

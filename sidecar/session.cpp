@@ -249,7 +249,7 @@ void Session::on_ws_message(Opcode op, const uint8_t *data, size_t len) {
   tokens_ = std::min(lim.inbound_burst, tokens_ + elapsed * lim.inbound_rate);
   if (tokens_ < 1.0) {
     server_.count_rate_limited();
-    if (++violations_ >= lim.inbound_violations_before_close) {
+    if (++violations_ > lim.inbound_violations_before_close) {
       last_error_ = "rate limited";
       close(1008, "rate limit exceeded");
       return;
