@@ -1,7 +1,6 @@
 // RedisBus; see redis_bus.h.
 #include "redis_bus.h"
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
@@ -9,6 +8,7 @@
 #include <random>
 
 #include "log.h"
+#include "redis_uv.h"
 
 namespace sidecar {
 namespace {
@@ -77,7 +77,7 @@ void RedisBus::connect(Link &link) {
     return;
   }
   ac->data = this;
-  if (redisLibuvAttach(ac, loop_) != REDIS_OK) {
+  if (redis_attach_uv(ac, loop_) != 0) {
     redisAsyncFree(ac);
     link_down(link, "cannot attach to the event loop");
     return;

@@ -234,6 +234,34 @@ void Session::send_error(std::string_view code, std::string_view message,
 }
 
 void Session::on_ws_output(const uint8_t *data, size_t len) {
+  // wslay hands a frame over as its header and then its payload, so the budget decision is made
+  // once per frame, at its header, and the payload follows it. Pongs count against the same
+  // budget as relayed messages: a client that floods pings and never reads must not grow our
+  // memory either. A close frame is always let through.
+  if (ws_out_left_ == 0 && len >= 2) {
+    uint64_t payload = data[1] & 0x7f;
+    size_t header = 2;
+    if (payload == 126 && len >= 4) {
+      payload = (uint64_t{data[2]} << 8) | data[3];
+      header = 4;
+    } else if (payload == 127 && len >= 10) {
+      payload = 0;
+      for (int i = 2; i < 10; ++i)
+        payload = (payload << 8) | data[i];
+      header = 10;
+    }
+    ws_out_left_ = header + payload;
+    bool is_close = (data[0] & 0x0f) == 0x08;
+    ws_out_drop_ =
+        !is_close && out_.bytes() + ws_out_left_ > server_.config().limits.max_outbound_bytes;
+    if (ws_out_drop_) {
+      over_budget_ = true;
+      request_flush();
+    }
+  }
+  ws_out_left_ -= len < ws_out_left_ ? len : ws_out_left_;
+  if (ws_out_drop_)
+    return;
   FrameRef f(SharedFrame::make_raw(std::string_view(reinterpret_cast<const char *>(data), len)));
   if (f)
     out_.push(f.get());

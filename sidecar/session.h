@@ -122,7 +122,9 @@ private:
   bool awaiting_pong_ = false;
   uint8_t room_count_ = 0;
   Membership rooms_[3];
+  bool ws_out_drop_ = false; // the wslay frame being handed over is over budget
   unsigned writing_frames_ = 0;
+  uint64_t ws_out_left_ = 0; // bytes of that frame still to come
   size_t writing_bytes_ = 0;
 
   std::unique_ptr<RequestParser> http_; // freed after the request
