@@ -189,21 +189,50 @@ std::string check_template(std::string_view tmpl, std::initializer_list<std::str
 }
 
 // Records where each document starts, so that a second document is an error and not ignored.
-struct DocumentStarts : YAML::EventHandler {
-  std::vector<YAML::Mark> marks;
-  void OnDocumentStart(const YAML::Mark &mark) override { marks.push_back(mark); }
-  void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark &, YAML::anchor_t) override {}
-  void OnAlias(const YAML::Mark &, YAML::anchor_t) override {}
-  void OnScalar(const YAML::Mark &, const std::string &, YAML::anchor_t,
-                const std::string &) override {}
-  void OnSequenceStart(const YAML::Mark &, const std::string &, YAML::anchor_t,
-                       YAML::EmitterStyle::value) override {}
-  void OnSequenceEnd() override {}
-  void OnMapStart(const YAML::Mark &, const std::string &, YAML::anchor_t,
-                  YAML::EmitterStyle::value) override {}
-  void OnMapEnd() override {}
-};
+// The line (1-based) of the first line that is neither blank, a comment nor a document marker.
+int first_content_line(const std::string &text) {
+  int line = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t eol = text.find('\n', pos);
+    std::string_view l(text.data() + pos, (eol == std::string::npos ? text.size() : eol) - pos);
+    ++line;
+    size_t first = l.find_first_not_of(" \t\r");
+    if (first != std::string_view::npos && l[first] != '#' && l.substr(0, 3) != "---" &&
+        l.substr(0, 3) != "...")
+      return line;
+    if (eol == std::string::npos)
+      break;
+    pos = eol + 1;
+  }
+  return 0;
+}
+
+// The line (1-based) of a second YAML document's "---" marker, or 0. A marker at column 0 after
+// any content starts a new document (block scalar content is always indented, so this cannot be
+// inside a value). This is a text scan on purpose: yaml-cpp 0.7's multi-document parsing can
+// spin on a stray token such as a line starting with ",".
+int second_document_line(const std::string &text) {
+  bool content = false;
+  int line = 0;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t eol = text.find('\n', pos);
+    std::string_view l(text.data() + pos, (eol == std::string::npos ? text.size() : eol) - pos);
+    ++line;
+    bool marker =
+        l.substr(0, 3) == "---" && (l.size() == 3 || l[3] == ' ' || l[3] == '\t' || l[3] == '\r');
+    if (marker && content)
+      return line;
+    size_t first = l.find_first_not_of(" \t\r");
+    if (!marker && first != std::string_view::npos && l[first] != '#' && l.substr(0, 3) != "...")
+      content = true;
+    if (eol == std::string::npos)
+      break;
+    pos = eol + 1;
+  }
+  return 0;
+}
 
 // Where a value sits: its dotted key (for messages and key_lines) and its line.
 // The node is held by value: yaml-cpp's iterators hand out temporaries, and a Node is a handle.
@@ -283,21 +312,17 @@ std::optional<std::string> Parser::env(const std::string &name) const {
 
 void Parser::run(const std::string &text) {
   try {
-    DocumentStarts starts;
-    std::istringstream in(text);
-    YAML::Parser parser(in);
-    // Bounded on purpose: yaml-cpp 0.7 can return a new document forever without consuming a
-    // stray token (a line starting with ","), which makes YAML::LoadAll spin.
-    for (int i = 0; i < 3 && parser.HandleNextDocument(starts); ++i) {
-    }
-    const std::vector<YAML::Mark> &docs = starts.marks;
-    if (docs.size() == 3 && docs[1].pos == docs[2].pos)
-      return fail(docs[1].line + 1, "", "invalid YAML: unexpected character");
-    if (docs.size() > 1)
-      return fail(docs[1].line + 1, "", "only one YAML document is allowed");
+    if (int second = second_document_line(text); second != 0)
+      return fail(second, "", "only one YAML document is allowed");
     // An empty text or one of only comments is no document: every default stays in place.
-    if (!docs.empty())
-      read_root(At{YAML::Load(text), "", 1});
+    YAML::Node root = YAML::Load(text);
+    if (root.IsDefined() && !root.IsNull()) {
+      read_root(At{root, "", 1});
+    } else if (int line = first_content_line(text); line != 0) {
+      // yaml-cpp 0.7 reads a document that starts with a stray "," as empty; that must not pass
+      // as "all defaults".
+      return fail(line, "", "invalid YAML: unexpected character");
+    }
   } catch (const YAML::Exception &e) {
     // Syntax errors land here; our readers avoid the conversions that throw.
     fail(e.mark.line >= 0 ? e.mark.line + 1 : 0, "", "invalid YAML: " + e.msg);
