@@ -20,7 +20,7 @@ import time
 
 from harness import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, connect_ws, encode_frame, run, \
     upgrade_request, wait_until
-from resilience_util import FrameReader, RssSampler, active_connections, ghost_upgrade, \
+from resilience_util import RSS_MEANINGFUL, FrameReader, RssSampler, active_connections, ghost_upgrade, \
     raw_socket, read_until_closed, reset_close
 
 ROOM = "org:acme"
@@ -101,7 +101,8 @@ def test_200_clients_resetting_mid_handshake_and_mid_frame_harm_nobody(sidecar_f
     run(main(), 60)
     assert_still_serving(sc, redis)
     grown = sc.rss_kib() - baseline
-    assert grown < RSS_SLACK_KIB, f"RSS {grown} KiB above baseline {baseline} KiB"
+    if RSS_MEANINGFUL:
+        assert grown < RSS_SLACK_KIB, f"RSS {grown} KiB above baseline {baseline} KiB"
 
 
 def test_random_bytes_before_and_after_the_handshake_harm_nobody(sidecar_factory, redis):
@@ -145,7 +146,8 @@ def test_random_bytes_before_and_after_the_handshake_harm_nobody(sidecar_factory
     run(main(), 60)
     assert_still_serving(sc, redis)
     grown = sc.rss_kib() - baseline
-    assert grown < RSS_SLACK_KIB, f"RSS {grown} KiB above baseline {baseline} KiB"
+    if RSS_MEANINGFUL:
+        assert grown < RSS_SLACK_KIB, f"RSS {grown} KiB above baseline {baseline} KiB"
 
 
 def test_websocket_ping_flood_gets_every_pong_in_order(sidecar_factory, redis):
@@ -195,7 +197,8 @@ def test_ping_flood_from_a_client_that_never_reads_is_bounded(sidecar_factory, r
                     break
         print(f"ping flood: sent {sent >> 10} KiB, RSS peak +{rss.peak_kib - baseline} KiB")
         grown = rss.peak_kib - baseline
-        assert grown < 32 * 1024, f"RSS grew {grown} KiB under a ping flood of {sent >> 20} MiB"
+        if RSS_MEANINGFUL:
+            assert grown < 32 * 1024, f"RSS grew {grown} KiB under a ping flood of {sent >> 20} MiB"
     finally:
         reset_close(sock)
     assert_still_serving(sc, redis)
@@ -256,4 +259,5 @@ def test_half_closed_and_close_frame_storms_leave_no_sessions(sidecar_factory, r
     storm()
     assert_still_serving(sc, redis)
     grown = sc.rss_kib() - baseline
-    assert grown < RSS_SLACK_KIB, f"RSS {grown} KiB above baseline {baseline} KiB"
+    if RSS_MEANINGFUL:
+        assert grown < RSS_SLACK_KIB, f"RSS {grown} KiB above baseline {baseline} KiB"

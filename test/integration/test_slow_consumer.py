@@ -14,7 +14,7 @@ import threading
 import time
 
 from harness import OP_CLOSE, OP_TEXT, encode_frame, wait_until
-from resilience_util import FrameReader, RssSampler, active_connections, ghost_upgrade, \
+from resilience_util import RSS_MEANINGFUL, FrameReader, RssSampler, active_connections, ghost_upgrade, \
     log_events, payload_stamp, percentile, start_paced_publisher, status_summary
 
 ROOM = "org:acme"
@@ -87,7 +87,8 @@ def run_slow_consumer_scenario(sc, redis, count: int, interval_s: float, expect_
 
         # Memory stayed bounded although ~count*64 KiB was published.
         grown = rss.peak_kib - baseline
-        assert grown < RSS_HEADROOM_KIB, f"RSS grew {grown} KiB (baseline {baseline} KiB)"
+        if RSS_MEANINGFUL:
+            assert grown < RSS_HEADROOM_KIB, f"RSS grew {grown} KiB (baseline {baseline} KiB)"
 
         # The slow client was cut off, and said so in the log and the status counters.
         wait_until(lambda: status_summary(sc)["slowConsumerCloses"] >= 1, 5,
