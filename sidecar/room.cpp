@@ -33,15 +33,12 @@ void Rooms::leave(Room *room, uint32_t slot) {
   }
 }
 
-size_t Rooms::fan_out(std::string_view channel, SharedFrame *f) {
-  Room *room = find(channel);
-  if (room == nullptr)
-    return 0;
+size_t Rooms::fan_out(Room &room, SharedFrame *f) {
   // Session::send never leaves a room or frees anything: a session over its budget is only
   // marked here and closed later in the loop turn, so this vector cannot change under us.
-  for (Session *s : room->members)
+  for (Session *s : room.members)
     s->send(f);
-  return room->members.size();
+  return room.members.size();
 }
 
 Room *Rooms::find(std::string_view channel) {

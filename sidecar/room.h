@@ -40,8 +40,8 @@ public:
   // Removes the member at `slot`. The member moved into the hole gets its new slot through
   // Session::moved_in_room.
   void leave(Room *room, uint32_t slot);
-  // Queues f to every member of the room of `channel`, if there is one. Returns the recipients.
-  size_t fan_out(std::string_view channel, SharedFrame *f);
+  // Queues f to every member of the room. Returns the recipients.
+  size_t fan_out(Room &room, SharedFrame *f);
 
   Room *find(std::string_view channel);
   size_t size() const { return rooms_.size(); }

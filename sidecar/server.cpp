@@ -248,7 +248,7 @@ void Server::on_redis_message(std::string_view channel, std::string_view payload
     log_error("out_of_memory", {{"channel", channel}, {"bytes", payload.size()}});
     return;
   }
-  metrics_.frames_delivered += rooms_.fan_out(channel, f.get());
+  metrics_.frames_delivered += rooms_.fan_out(*room, f.get());
 }
 
 void Server::on_redis_state(bool connected) {
