@@ -164,4 +164,4 @@ if [ "$client_rc" -ne 0 ] || [ "$sidecar_rc" -ne 0 ]; then
   cat "$work/sidecar.log" >&2
   exit 1
 fi
-echo "demo: done. Next: scripts/run.sh for a long-running sidecar, docs/deploying.md to deploy it."
+echo "demo: done. Next: scripts/run.sh for a long-running sidecar, README.md "Deploying" to deploy it."
