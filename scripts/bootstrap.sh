@@ -11,7 +11,7 @@ packages=(
   libuv1-dev libwslay-dev libhiredis-dev libyaml-cpp-dev doctest-dev libssl-dev node-llhttp
   nlohmann-json3-dev libsimdjson-dev
   redis-server redis-tools
-  python3 python3-websockets python3-jwt python3-pytest
+  python3 python3-websockets python3-jwt python3-pytest python3-yaml
   clang libclang-rt-14-dev
   prometheus nginx openssl procps curl
 )
