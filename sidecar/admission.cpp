@@ -4,6 +4,7 @@
 #include <chrono>
 #include <openssl/crypto.h>
 
+#include "clock.h"
 #include "jwt.h"
 #include "log.h"
 #include "origin.h"
@@ -11,17 +12,6 @@
 
 namespace sidecar {
 namespace {
-
-int64_t unix_now() {
-  using namespace std::chrono;
-  return duration_cast<seconds>(system_clock::now().time_since_epoch()).count();
-}
-
-uint64_t mono_ns() {
-  using namespace std::chrono;
-  return static_cast<uint64_t>(
-      duration_cast<nanoseconds>(steady_clock::now().time_since_epoch()).count());
-}
 
 struct FoundToken {
   std::string token;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <ctime>
 
+#include "clock.h"
 #include "log.h"
 #include "server.h"
 
@@ -21,11 +22,6 @@ std::string iso_time(int64_t ms) {
   snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", t.tm_year + 1900, t.tm_mon + 1,
            t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, static_cast<int>(ms % 1000));
   return buf;
-}
-
-int64_t wall_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
 HttpAnswer json_answer(int status, const nlohmann::json &j) {

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <random>
 
+#include "clock.h"
 #include "jwt.h"
 #include "log.h"
 
@@ -13,12 +14,6 @@ namespace sidecar {
 namespace {
 
 template <typename T> Server *server_of(T *h) { return static_cast<Server *>(h->data); }
-
-uint64_t mono_ns() {
-  using namespace std::chrono;
-  return static_cast<uint64_t>(
-      duration_cast<nanoseconds>(steady_clock::now().time_since_epoch()).count());
-}
 
 void close_handle(void *h) {
   auto *handle = static_cast<uv_handle_t *>(h);

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "clock.h"
 #include "log.h"
 #include "room.h"
 #include "server.h"
@@ -16,11 +17,6 @@ namespace {
 constexpr unsigned kMaxIov = 64;
 
 Session *session_of(uv_handle_t *h) { return static_cast<Session *>(h->data); }
-
-int64_t wall_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
 
 std::string peer_ip(uv_tcp_t *tcp) {
   sockaddr_storage ss{};
