@@ -192,6 +192,7 @@ workload() {
   stop_pid "$SERVER_PID"
 }
 
+W2_P99_MS=${BENCH_W2_P99_MS:-500}
 COMMON_SEARCH=(--fixed-rate "$FIXED_RATE" --fixed-seconds "$FIXED_S" --rates "$RATES"
                --step-seconds "$STEP_S")
 
@@ -205,7 +206,7 @@ if [[ -n $URL ]]; then
   run_load ext-w1 --url "$URL" --publish "$PUBLISH" "${PID_ARGS[@]}" --connections "$CONNS" \
     --rooms "$ROOMS" "${COMMON_SEARCH[@]}" --churn "$CHURN"
   run_load ext-w2 --url "$URL" --publish "$PUBLISH" "${PID_ARGS[@]}" --connections "$CONNS" \
-    --rooms 1 "${COMMON_SEARCH[@]}"
+    --rooms 1 "${COMMON_SEARCH[@]}" --p99-limit-ms "$W2_P99_MS"
   run_load ext-w3 --url "$URL" --publish "$PUBLISH" "${PID_ARGS[@]}" --connections "$CONNS" \
     --rooms "$ROOMS"
   /usr/bin/python3 "$ROOT/test/bench/table.py" "$OUT" ext | tee "$OUT/table.txt"
@@ -239,7 +240,10 @@ for kind in $SERVERS; do
   [[ $kind == sidecar && -z $SIDECAR ]] && continue
   COLUMNS_RUN+=("$kind")
   workload "$kind" w1 --connections "$CONNS" --rooms "$ROOMS" "${COMMON_SEARCH[@]}" --churn "$CHURN"
-  workload "$kind" w2 --connections "$CONNS" --rooms 1 "${COMMON_SEARCH[@]}"
+  # One message to 10,000 sockets is 10,000 sends: tens of milliseconds on loopback for any
+  # server, so W2's search allows a p99 of W2_P99_MS (default 500) instead of W1's 50 ms.
+  workload "$kind" w2 --connections "$CONNS" --rooms 1 "${COMMON_SEARCH[@]}" \
+    --p99-limit-ms "$W2_P99_MS"
   workload "$kind" w3a --connections "$CONNS" --rooms "$ROOMS"
   workload "$kind" w3b --connections "$IDLE_MAX" --rooms "$ROOMS"
 done
