@@ -130,7 +130,10 @@ void Session::handle_http(const char *data, size_t len) noexcept {
     answer(a);
     return;
   }
-  const HttpRequest &req = http_->request();
+  // The request is decided now; the parser (and the request it holds) lives only until this
+  // function returns, whatever the server does with the session meanwhile.
+  std::unique_ptr<RequestParser> parser = std::move(http_);
+  const HttpRequest &req = parser->request();
   if (const std::string *ua = req.header("user-agent"))
     user_agent_ = ua->substr(0, 256);
   server_.on_request(*this, req);
@@ -154,7 +157,7 @@ void Session::answer(const HttpAnswer &a) noexcept {
 }
 
 void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json) noexcept {
-  http_.reset(); // the parser is not needed again: an idle session stays small
+  http_.reset(); // normally gone already: an upgraded session keeps no HTTP state
   grant_ = std::move(grant);
   ws_.emplace(*this, server_.config().limits.max_message_bytes);
   std::string head = build_switching_protocols(grant_.key, grant_.protocol);
