@@ -12,6 +12,15 @@ set -uo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
+# Two runs at once would rebuild build/ and build-asan/ under each other's running tests, so
+# runs on one checkout take turns.
+lock_file="${TMPDIR:-/tmp}/sidecar-test-$(printf '%s' "$repo_root" | cksum | cut -d' ' -f1).lock"
+exec 9>"$lock_file"
+if ! flock -n 9; then
+  echo "test.sh: another run on $repo_root is in progress; waiting for it (at most 1 hour)"
+  flock -w 3600 9 || { echo "test.sh: gave up waiting for $lock_file" >&2; exit 1; }
+fi
+
 jobs="$(nproc 2>/dev/null || echo 2)"
 timeout_s="${SIDECAR_TEST_TIMEOUT:-600}"
 summary=()
