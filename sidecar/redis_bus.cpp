@@ -158,7 +158,8 @@ void RedisBus::link_down(Link &link, const std::string &why) {
       it->second.state = ChanState::none;
       it = it->second.wanted ? std::next(it) : chans_.erase(it);
     }
-    if (was_up)
+    // A disconnect we asked for at shutdown is not an outage.
+    if (was_up && !stopping_)
       sink_.on_redis_state(false);
   }
   if (stopping_)
