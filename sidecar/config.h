@@ -168,6 +168,8 @@ ConfigResult parse_config(const std::string &yaml_text, const std::string &file,
                           const EnvLookup &env);
 ConfigResult load_config_file(const std::string &path, const EnvLookup &env);
 
+// A plain decimal number (no sign, prefix, exponent or separators).
+bool parse_u64(std::string_view text, uint64_t &out);
 // Parses "host:port" ("[::1]:8080" for IPv6); false with a reason on error.
 bool parse_host_port(const std::string &text, HostPort &out, std::string &reason);
 // Parses redis://[user:pass@]host[:port][/db] and unix:///path[?db=N]; fills the url fields.

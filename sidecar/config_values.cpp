@@ -1,0 +1,287 @@
+// Config values: the small text parsers behind config checks and routing (host:port, Redis
+// URLs, route templates, org ids, channel templates). Pure functions; config.cpp uses them while
+// loading, the server uses match and expand on every upgrade.
+#include "config.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <charconv>
+
+namespace sidecar {
+namespace {
+
+std::string quote(std::string_view text) { return "\"" + std::string(text) + "\""; }
+
+bool is_ipv4(const std::string &host) {
+  in_addr addr{};
+  return inet_pton(AF_INET, host.c_str(), &addr) == 1;
+}
+
+bool is_ipv6(const std::string &host) {
+  in6_addr addr{};
+  return inet_pton(AF_INET6, host.c_str(), &addr) == 1;
+}
+
+bool parse_port(std::string_view text, uint16_t &out, std::string &reason) {
+  uint64_t port = 0;
+  if (!parse_u64(text, port) || port < 1 || port > 65535) {
+    reason = "port must be 1..65535, got " + quote(text);
+    return false;
+  }
+  out = static_cast<uint16_t>(port);
+  return true;
+}
+
+// Redis URLs may carry percent-encoded user names and passwords ("p%40ss" for "p@ss").
+bool percent_decode(std::string_view text, std::string &out) {
+  out.clear();
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out += text[i];
+      continue;
+    }
+    unsigned value = 0;
+    if (i + 2 >= text.size())
+      return false;
+    auto [end, ec] = std::from_chars(text.data() + i + 1, text.data() + i + 3, value, 16);
+    if (ec != std::errc() || end != text.data() + i + 3)
+      return false;
+    out += static_cast<char>(value);
+    i += 2;
+  }
+  return true;
+}
+
+} // namespace
+
+// Only plain decimal digits: "0x10", "1e3", "+5" and "1_000" are refused rather than guessed at.
+bool parse_u64(std::string_view text, uint64_t &out) {
+  if (text.empty())
+    return false;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc() && end == text.data() + text.size();
+}
+
+bool parse_host_port(const std::string &text, HostPort &out, std::string &reason) {
+  std::string host;
+  std::string_view port;
+  if (text.starts_with("[")) {
+    size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      reason = "must be [IPv6]:PORT like \"[::1]:8080\", got " + quote(text);
+      return false;
+    }
+    host = text.substr(1, close - 1);
+    port = std::string_view(text).substr(close + 2);
+    if (!is_ipv6(host)) {
+      reason = quote(host) + " is not an IPv6 address";
+      return false;
+    }
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      reason = "must be HOST:PORT like \"127.0.0.1:8080\", got " + quote(text);
+      return false;
+    }
+    host = text.substr(0, colon);
+    port = std::string_view(text).substr(colon + 1);
+    if (host.find(':') != std::string::npos) {
+      reason = "IPv6 addresses need brackets, like \"[::1]:8080\", got " + quote(text);
+      return false;
+    }
+    // Only numeric addresses and localhost: resolving names at bind time would make the
+    // listening address depend on DNS.
+    if (host != "localhost" && !is_ipv4(host)) {
+      reason = "host must be an IPv4 address, [IPv6] or localhost, got " + quote(host);
+      return false;
+    }
+  }
+  uint16_t port_number = 0;
+  if (!parse_port(port, port_number, reason))
+    return false;
+  out.host = std::move(host);
+  out.port = port_number;
+  return true;
+}
+
+bool parse_redis_url(const std::string &url, RedisConfig &out, std::string &reason) {
+  RedisConfig r = out;
+  r.url = url;
+  r.host.clear();
+  r.port = 0;
+  r.unix_path.clear();
+  r.username.clear();
+  r.password.clear();
+  r.db = 0;
+  auto parse_db = [&](std::string_view text) {
+    uint64_t db = 0;
+    if (!parse_u64(text, db) || db > 15) {
+      reason = "database must be 0..15, got " + quote(text);
+      return false;
+    }
+    r.db = static_cast<int>(db);
+    return true;
+  };
+  if (url.starts_with("rediss://")) {
+    reason = "TLS is not supported (rediss://); use redis:// on a trusted network or a local "
+             "TLS proxy";
+    return false;
+  }
+  if (url.starts_with("unix://")) {
+    std::string_view rest = std::string_view(url).substr(7);
+    size_t query = rest.find('?');
+    r.unix_path = std::string(rest.substr(0, query));
+    if (!r.unix_path.starts_with("/")) {
+      reason = "unix socket path must be absolute, like unix:///run/redis.sock, got " + quote(url);
+      return false;
+    }
+    if (query != std::string_view::npos) {
+      std::string_view q = rest.substr(query + 1);
+      if (!q.starts_with("db=")) {
+        reason = "the only query parameter is db=N, got " + quote(q);
+        return false;
+      }
+      if (!parse_db(q.substr(3)))
+        return false;
+    }
+    out = std::move(r);
+    return true;
+  }
+  if (!url.starts_with("redis://")) {
+    reason = "must be redis://[user[:password]@]host[:port][/db] or unix:///path[?db=N], got " +
+             quote(url);
+    return false;
+  }
+  std::string_view rest = std::string_view(url).substr(8);
+  size_t slash = rest.find('/');
+  std::string_view authority = rest.substr(0, slash);
+  if (slash != std::string_view::npos) {
+    std::string_view db = rest.substr(slash + 1);
+    if (!db.empty() && !parse_db(db))
+      return false;
+  }
+  if (size_t at = authority.rfind('@'); at != std::string_view::npos) {
+    std::string_view userinfo = authority.substr(0, at);
+    size_t colon = userinfo.find(':');
+    if (!percent_decode(userinfo.substr(0, colon), r.username) ||
+        (colon != std::string_view::npos &&
+         !percent_decode(userinfo.substr(colon + 1), r.password))) {
+      reason = "bad percent-encoding in the user or password";
+      return false;
+    }
+    authority = authority.substr(at + 1);
+  }
+  std::string_view port = "6379";
+  if (authority.starts_with("[")) {
+    size_t close = authority.find(']');
+    if (close == std::string_view::npos) {
+      reason = "unclosed \"[\" in the host of " + quote(url);
+      return false;
+    }
+    r.host = std::string(authority.substr(1, close - 1));
+    if (!is_ipv6(r.host)) {
+      reason = quote(r.host) + " is not an IPv6 address";
+      return false;
+    }
+    std::string_view after = authority.substr(close + 1);
+    if (!after.empty() && !after.starts_with(":")) {
+      reason = "unexpected " + quote(after) + " after the host";
+      return false;
+    }
+    if (!after.empty())
+      port = after.substr(1);
+  } else {
+    size_t colon = authority.find(':');
+    r.host = std::string(authority.substr(0, colon));
+    if (colon != std::string_view::npos)
+      port = authority.substr(colon + 1);
+  }
+  // A bracketed host was checked as IPv6 above; a plain one is a name or an IPv4 address.
+  bool name_ok = !r.host.empty() &&
+                 (is_ipv6(r.host) ||
+                  r.host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                           "0123456789.-") == std::string::npos);
+  if (!name_ok) {
+    reason = "missing or invalid host in " + quote(url);
+    return false;
+  }
+  if (!parse_port(port, r.port, reason))
+    return false;
+  out = std::move(r);
+  return true;
+}
+
+bool parse_route_template(const std::string &path, Route &out, std::string &reason) {
+  constexpr std::string_view kOrg = "{org}";
+  if (!path.starts_with("/")) {
+    reason = "must start with \"/\", like \"/ws/{org}\", got " + quote(path);
+    return false;
+  }
+  size_t pos = path.find(kOrg);
+  if (pos == std::string::npos || path.find(kOrg, pos + 1) != std::string::npos) {
+    reason = "must contain \"{org}\" exactly once, like \"/ws/{org}\", got " + quote(path);
+    return false;
+  }
+  size_t end = pos + kOrg.size();
+  if (path[pos - 1] != '/' || (end < path.size() && path[end] != '/')) {
+    reason = "\"{org}\" must be a whole path segment, like \"/ws/{org}\", got " + quote(path);
+    return false;
+  }
+  std::string rest = path.substr(0, pos) + path.substr(end);
+  if (rest.find_first_of("{}") != std::string::npos) {
+    reason = "must not contain braces other than \"{org}\", got " + quote(path);
+    return false;
+  }
+  if (rest.find_first_of("?# \t") != std::string::npos) {
+    reason = "must be a plain path without a query, fragment or spaces, got " + quote(path);
+    return false;
+  }
+  out.path = path;
+  out.prefix = path.substr(0, pos);
+  out.suffix = path.substr(end);
+  return true;
+}
+
+bool is_valid_org(std::string_view org) {
+  if (org.empty() || org.size() > 128)
+    return false;
+  return std::all_of(org.begin(), org.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '_' || ch == ':' || ch == '-';
+  });
+}
+
+bool match_route(const Route &route, std::string_view path, std::string &org) {
+  if (path.size() <= route.prefix.size() + route.suffix.size())
+    return false;
+  if (!path.starts_with(route.prefix) || !path.ends_with(route.suffix))
+    return false;
+  std::string_view middle =
+      path.substr(route.prefix.size(), path.size() - route.prefix.size() - route.suffix.size());
+  if (middle.find('/') != std::string_view::npos || !is_valid_org(middle))
+    return false;
+  org = std::string(middle);
+  return true;
+}
+
+std::string expand_channel(const std::string &tmpl, std::string_view org, std::string_view user) {
+  // One pass over the template, so that a user id containing "{org}" is never expanded again.
+  std::string out;
+  out.reserve(tmpl.size() + org.size() + user.size());
+  for (size_t i = 0; i < tmpl.size();) {
+    std::string_view rest = std::string_view(tmpl).substr(i);
+    if (rest.starts_with("{org}")) {
+      out += org;
+      i += 5;
+    } else if (rest.starts_with("{user}")) {
+      out += user;
+      i += 6;
+    } else {
+      out += tmpl[i++];
+    }
+  }
+  return out;
+}
+
+} // namespace sidecar
