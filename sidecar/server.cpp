@@ -17,10 +17,8 @@ template <typename T> Server *server_of(T *h) { return static_cast<Server *>(h->
 
 void close_handle(void *h) {
   auto *handle = static_cast<uv_handle_t *>(h);
-  if (uv_is_active(handle) || !uv_is_closing(handle)) {
-    if (!uv_is_closing(handle))
-      uv_close(handle, nullptr);
-  }
+  if (!uv_is_closing(handle))
+    uv_close(handle, nullptr);
 }
 
 } // namespace

@@ -31,8 +31,6 @@ public:
 
   // Binds and starts everything. On failure prints what is wrong and returns false.
   bool start();
-  // Exit status for main once the loop has ended.
-  int exit_code() const { return exit_code_; }
 
   // For sessions.
   const Config &config() const { return *cfg_; }
@@ -108,7 +106,6 @@ private:
   uint64_t next_id_ = 1;
   std::string instance_; // random prefix of connection ids, unique across sidecars
   bool shutting_down_ = false;
-  int exit_code_ = 0;
   uint64_t last_summary_ms_ = 0;
   uint64_t started_ms_ = 0;
   uint64_t turn_first_message_ns_ = 0; // first Redis message since the last flush, for latency
