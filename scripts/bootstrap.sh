@@ -13,7 +13,7 @@ packages=(
   redis-server redis-tools
   python3 python3-websockets python3-jwt python3-pytest python3-yaml
   clang libclang-rt-14-dev
-  prometheus nginx openssl procps curl
+  prometheus nginx openssl procps curl chromium
 )
 # Node and npm may come from elsewhere (nodesource, nvm); Debian's are only a fallback.
 if ! command -v node >/dev/null 2>&1; then packages+=(nodejs); fi
