@@ -121,7 +121,16 @@ bool Server::start() {
 void Server::on_connection(uv_stream_t *l, int status) {
   Server *self = server_of(l);
   if (status < 0) {
-    log_warn("accept_failed", {{"err", uv_err_name(status)}});
+    // Out of file descriptors, this repeats for every waiting client: one line a second.
+    ++self->accept_failures_;
+    uint64_t now = self->now_ms();
+    if (now - self->accept_failure_logged_ms_ >= 1000) {
+      self->accept_failure_logged_ms_ = now;
+      log_warn("accept_failed", {{"err", uv_err_name(status)},
+                                 {"failures_total", self->accept_failures_},
+                                 {"action", "raise the open-file limit (ulimit -n) or "
+                                            "limits.max_connections, or add sidecars"}});
+    }
     return;
   }
   Listener &which =

@@ -108,6 +108,8 @@ private:
   bool shutting_down_ = false;
   uint64_t last_summary_ms_ = 0;
   uint64_t started_ms_ = 0;
+  uint64_t accept_failures_ = 0;
+  uint64_t accept_failure_logged_ms_ = 0;
   uint64_t turn_first_message_ns_ = 0; // first Redis message since the last flush, for latency
 
   // Live connection counts for the limits.
