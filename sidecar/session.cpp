@@ -174,8 +174,11 @@ void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json) noexcep
   Rooms &rooms = server_.rooms();
   const std::string *channels[] = {&grant_.room_channel, &grant_.user_channel,
                                    &server_.config().channels.broadcast};
-  for (const std::string *ch : channels) {
-    if (ch->empty())
+  for (size_t i = 0; i < 3; ++i) {
+    const std::string *ch = channels[i];
+    // A channel named twice (templates that expand alike) is joined once: a room holds each
+    // session at most once, or it would get every message twice.
+    if (ch->empty() || (i > 0 && *ch == *channels[0]) || (i > 1 && *ch == *channels[1]))
       continue;
     Membership &m = rooms_[room_count_++];
     m.room = rooms.join(*ch, this, m.slot);
