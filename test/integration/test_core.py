@@ -192,6 +192,23 @@ def test_every_client_of_a_room_receives_each_message(sidecar, redis):
     run(main())
 
 
+def test_a_channel_named_by_two_templates_delivers_once(sidecar_factory, redis):
+    """The broadcast channel configured equal to a room's channel must not double deliveries."""
+    sc = sidecar_factory(extra_yaml={"channels": {"broadcast": "org:acme"}})
+
+    async def main():
+        ws = await connect_ws(sc.ws_url())
+        wait_subscribed(redis)
+        redis.publish(ROOM, "first")
+        redis.publish(ROOM, "second")
+        assert await recv_message(ws) == "first"
+        # Were the room joined twice, "first" would arrive again here.
+        assert await recv_message(ws) == "second"
+        await ws.close()
+
+    run(main())
+
+
 def test_late_joiner_gets_nothing_published_before_it_joined(sidecar, redis):
     async def main():
         early = await connect_ws(sidecar.ws_url())
