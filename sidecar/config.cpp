@@ -3,6 +3,8 @@
 // ConfigErrors that name the file, the line, the dotted key and the reason, all of them at once.
 #include "config.h"
 
+#include "client_ip.h"
+
 #include <arpa/inet.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
@@ -507,6 +509,21 @@ void Parser::read_root(const At &at) {
   using Mode = AuthConfig::Mode;
   using Expiry = AuthConfig::Expiry;
   std::vector<Field> fields = {
+      {"trusted_proxies",
+       [this, &c](const At &a) {
+         std::vector<std::string> items;
+         bool ok = walk_list(a, [&](const At &item) {
+           std::string value, reason;
+           if (!read_nonempty(item, value))
+             return;
+           if (TrustedProxies::valid_pattern(value, reason))
+             items.push_back(std::move(value));
+           else
+             fail(item, reason);
+         });
+         if (ok)
+           c.trusted_proxies = std::move(items);
+       }},
       {"listen",
        [this, &c](const At &a) {
          std::string reason;

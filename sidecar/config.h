@@ -137,6 +137,8 @@ struct Config {
   std::string file; // where it was loaded from
   std::string listen = "127.0.0.1:8080";
   HostPort listen_addr{"127.0.0.1", 8080};
+  // Proxies whose X-Forwarded-For names the client (addresses or networks); empty: trust none.
+  std::vector<std::string> trusted_proxies;
   RedisConfig redis;
   std::vector<Route> routes = {Route{"/ws/{org}", "org:{org}", "/ws/", ""}};
   ChannelsConfig channels;

@@ -24,7 +24,7 @@ void close_handle(void *h) {
 } // namespace
 
 Server::Server(uv_loop_t *loop, Config cfg)
-    : loop_(loop), cfg_(std::make_unique<Config>(std::move(cfg))),
+    : loop_(loop), cfg_(std::make_unique<Config>(std::move(cfg))), proxies_(cfg_->trusted_proxies),
       read_buf_(new char[kReadBufferSize]), ping_frame_(SharedFrame::make(Opcode::ping, {})),
       bus_(loop, cfg_->redis, *this), rooms_(bus_) {
   std::random_device rd;
@@ -157,6 +157,9 @@ void Server::accept_from(Listener &l) {
 }
 
 void Server::on_request(Session &s, const HttpRequest &req) {
+  // Behind a trusted proxy the client is named by X-Forwarded-For; limits and status use it.
+  if (!proxies_.empty())
+    s.set_ip(proxies_.client_ip(s.ip(), req.header_list("x-forwarded-for")));
   if (s.admin_listener_ || is_endpoint(req.path)) {
     if (s.admin_listener_ || !cfg_->admin.listen_addr || req.path == "/health" ||
         req.path == "/ready" || req.path == "/ws/config") {
@@ -408,6 +411,7 @@ void Server::reload() {
   // Sessions read config() on every use, so new limits apply from the next message on.
   *cfg_ = std::move(next);
   jwt_ = std::move(jwt);
+  proxies_ = TrustedProxies(cfg_->trusted_proxies);
   log_configure(cfg_->log.level, cfg_->log.format);
   log_info("reloaded", {{"not_applied_live", kept_s.empty() ? "none" : kept_s}});
 }

@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "client_ip.h"
 #include "config.h"
 #include "handshake.h"
 #include "metrics.h"
@@ -89,6 +90,7 @@ private:
   uv_loop_t *loop_;
   std::unique_ptr<Config> cfg_;
   std::unique_ptr<JwtVerifier> jwt_;
+  TrustedProxies proxies_;
   std::unique_ptr<char[]> read_buf_;
   FrameRef ping_frame_;
   RedisBus bus_;

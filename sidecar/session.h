@@ -73,6 +73,8 @@ public:
   const std::string &org() const { return grant_.org; }
   const std::string &user() const { return grant_.user; }
   const std::string &ip() const { return ip_; }
+  // Only before admission: the connection counts are keyed by it.
+  void set_ip(std::string ip) { ip_ = std::move(ip); }
   const std::string &user_agent() const { return user_agent_; }
   const std::string &last_error() const { return last_error_; }
   int64_t connected_at_ms() const { return connected_at_ms_; }

@@ -614,3 +614,14 @@ TEST_CASE("expand_channel replaces every {org} and {user} once, without re-expan
   CHECK(expand_channel("u:{user}", "a", "{org}") == "u:{org}");
   CHECK(expand_channel("sidecar:broadcast", "a", "b") == "sidecar:broadcast");
 }
+
+TEST_CASE("trusted_proxies takes addresses and networks and names a bad one with its line") {
+  ConfigResult r = parse("trusted_proxies: [\"127.0.0.1\", \"10.0.0.0/8\"]\n");
+  REQUIRE(r.ok());
+  CHECK(r.config.trusted_proxies.size() == 2);
+  r = parse("trusted_proxies:\n  - 127.0.0.1\n  - 10.0.0.0/99\n");
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].to_string().find("test.yaml:3: trusted_proxies[1]: must be an IP address") ==
+        0);
+  CHECK(parse("trusted_proxies: []\n").ok());
+}
