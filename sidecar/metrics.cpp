@@ -109,6 +109,9 @@ std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s) {
           s.redis_reconnects);
   counter(out, "sidecar_redis_messages_total", "Messages received from Redis pub/sub.",
           m.redis_messages);
+  counter(out, "sidecar_redis_messages_unrouted_total",
+          "Messages from Redis for a room with no members left on this sidecar.",
+          m.redis_messages_unrouted);
   counter(out, "sidecar_frames_delivered_total", "Frames queued to recipients by fan-out.",
           m.frames_delivered);
   counter(out, "sidecar_bytes_out_total", "Bytes written to client sockets.", m.bytes_out);

@@ -49,6 +49,7 @@ public:
   void count_refusal(int status) { metrics_.count_refusal(status); }
   void count_slow_consumer() { ++metrics_.slow_consumer_closes; }
   void count_rate_limited() { ++metrics_.inbound_rate_limited; }
+  void count_inbound() { ++metrics_.inbound_messages; }
   void count_timeout() { ++metrics_.pong_timeouts; }
   void count_bytes_out(size_t n) { metrics_.bytes_out += n; }
 

@@ -271,6 +271,7 @@ void Session::on_ws_output(const uint8_t *data, size_t len) {
 
 void Session::on_ws_message(Opcode op, const uint8_t *data, size_t len) {
   ++messages_in_;
+  server_.count_inbound();
   last_message_ms_ = server_.now_ms();
   // Token bucket: `inbound_rate` per second, up to `inbound_burst` at once.
   const LimitsConfig &lim = server_.config().limits;
