@@ -170,25 +170,29 @@ class RfcConn:
 
     # -- reading
 
+    def _recv_by(self, deadline: float, timeout_message) -> bytes:
+        """One recv() that must finish by ``deadline``; b"" (and ``eof`` set) when TCP ended.
+        ``timeout_message()`` builds the TimeoutError's text, so it shows the latest bytes."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(timeout_message())
+        self.sock.settimeout(remaining)
+        try:
+            chunk = self.sock.recv(1 << 16)
+        except ConnectionResetError:
+            chunk = b""
+        except socket.timeout:
+            raise TimeoutError(timeout_message()) from None
+        if not chunk:
+            self.eof = True
+        return chunk
+
     def _need(self, n: int, deadline: float):
         while len(self.buf) < n:
             if self.eof:
                 raise Eof(f"EOF with {len(self.buf)} of {n} bytes")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no complete server frame in time; have {self.buf[:32]!r}")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(1 << 16)
-            except ConnectionResetError:
-                chunk = b""
-            except socket.timeout:
-                raise TimeoutError(f"no complete server frame in time; have "
-                                   f"{self.buf[:32]!r}") from None
-            if not chunk:
-                self.eof = True
-                continue
-            self.buf += chunk
+            self.buf += self._recv_by(
+                deadline, lambda: f"no complete server frame in time; have {self.buf[:32]!r}")
 
     def recv_frame(self, timeout: float = 5.0) -> ServerFrame | None:
         """The next server frame, checked; None when TCP ended on a frame boundary."""
@@ -257,20 +261,8 @@ class RfcConn:
         got = self.buf
         self.buf = b""
         while not self.eof:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"server kept TCP open for {timeout}s; got {got[:64]!r}")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(1 << 16)
-            except ConnectionResetError:
-                chunk = b""
-            except socket.timeout:
-                raise TimeoutError(f"server kept TCP open for {timeout}s; got "
-                                   f"{got[:64]!r}") from None
-            if not chunk:
-                self.eof = True
-            got += chunk
+            got += self._recv_by(
+                deadline, lambda: f"server kept TCP open for {timeout}s; got {got[:64]!r}")
         return got
 
     def expect_failure(self, code: int, timeout: float = 5.0) -> ServerFrame:
