@@ -241,11 +241,15 @@ bool jwk_ec(const nlohmann::json &jwk, JwtKey &key, std::string &error) {
   }
   auto x = b64_member(jwk, "x");
   auto y = b64_member(jwk, "y");
-  // RFC 7518 section 6.2.1.2: each coordinate is exactly the field size, leading zeros kept.
-  if (!x || !y || x->size() != coord || y->size() != coord) {
-    error = "EC key x and y must be base64url of the curve's field size";
+  // RFC 7518 section 6.2.1.2 says each coordinate is exactly the field size, leading zeros kept,
+  // but some producers (PyJWT before 2.7) drop leading zero bytes. A shorter coordinate is padded
+  // back; a longer one is refused. The point is still checked to lie on the curve.
+  if (!x || !y || x->empty() || y->empty() || x->size() > coord || y->size() > coord) {
+    error = "EC key x and y must be base64url of at most the curve's field size";
     return false;
   }
+  x->insert(0, coord - x->size(), '\0');
+  y->insert(0, coord - y->size(), '\0');
   std::string point = "\x04" + *x + *y; // uncompressed point, SEC 1 section 2.3.3
   Bld bld(OSSL_PARAM_BLD_new());
   if (!bld ||
