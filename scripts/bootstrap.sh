@@ -6,6 +6,7 @@ set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
+# systemd is here for systemd-analyze, which verifies deploy/systemd/sidecar.service in the tests.
 packages=(
   build-essential cmake pkg-config
   libuv1-dev libwslay-dev libhiredis-dev libyaml-cpp-dev doctest-dev libssl-dev node-llhttp
@@ -13,7 +14,7 @@ packages=(
   redis-server redis-tools
   python3 python3-websockets python3-jwt python3-pytest python3-yaml
   clang libclang-rt-14-dev
-  prometheus nginx openssl procps curl chromium
+  prometheus nginx openssl procps curl chromium systemd
 )
 # Node and npm may come from elsewhere (nodesource, nvm); Debian's are only a fallback.
 if ! command -v node >/dev/null 2>&1; then packages+=(nodejs); fi
