@@ -6,10 +6,14 @@ tokens (alg confusion, bad base64, bad JSON) are assembled by hand with the stan
 because PyJWT refuses to produce them.
 
 Handshakes go over raw sockets so that every refusal can be checked as what it is: an HTTP status
-with a JSON body, and no Redis SUBSCRIBE for the refused org. "No SUBSCRIBE" is proved with a
-sentinel: after the refusal, a connection that must be accepted joins a fresh org; once its channel
-shows up in PUBSUB CHANNELS, any SUBSCRIBE the refused request might have caused would have been
-sent earlier on the same Redis link, so its absence then is conclusive rather than a race.
+with a JSON body, and no Redis SUBSCRIBE at all. "No SUBSCRIBE" is seen in Redis's own command
+stream: a MONITOR connection opened before the request records every SUBSCRIBE Redis executes, and
+after the refusal a sentinel connection that must be accepted joins a fresh org. The refused
+request's SUBSCRIBE, if any, went out earlier on the same Redis link as the sentinel's, so once
+MONITOR shows the sentinel's SUBSCRIBE, everything before it has been seen. Looking for the refused
+org in PUBSUB CHANNELS afterwards (as this check once did) misses a SUBSCRIBE that an UNSUBSCRIBE
+undid a moment later; counting SUBSCRIBE calls in INFO commandstats cannot tell them from the
+shared broadcast channel's, which every session joins and the last one leaving unsubscribes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import hmac
 import itertools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -32,7 +37,7 @@ import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from harness import HOST, RawWs, read_http_head, upgrade_request, wait_until
+from harness import HOST, RawWs, RespConn, read_http_head, upgrade_request, wait_until
 
 _sentinel_ids = itertools.count(1)
 
@@ -190,29 +195,76 @@ def wait_channel(redis, channel: str, present: bool = True, timeout: float = 10.
                f"{channel} to be {'subscribed' if present else 'unsubscribed'}")
 
 
+class SubscribeWatch:
+    """Every SUBSCRIBE-family command Redis executes from now on, seen through MONITOR."""
+
+    KINDS = (b"SUBSCRIBE", b"SSUBSCRIBE", b"PSUBSCRIBE")
+
+    def __init__(self, redis):
+        self.conn = RespConn(redis.port)
+        assert self.conn.command("MONITOR") == b"OK"
+        self.seen: list[list[str]] = []
+
+    def until(self, channel: str, timeout: float = 10.0) -> list[list[str]]:
+        """Reads the stream until a SUBSCRIBE naming ``channel``; returns the SUBSCRIBE commands
+        before that one, each as [command, channel...]."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"MONITOR showed no SUBSCRIBE {channel} within {timeout}s; "
+                                   f"saw {self.seen}")
+            self.conn.sock.settimeout(remaining)
+            line = self.conn.read_reply()  # 1700000000.123456 [0 127.0.0.1:5555] "SUBSCRIBE" "c"
+            args = [a.decode("unicode_escape") for a in _MONITOR_ARG.findall(line)]
+            if not args or args[0].upper().encode() not in self.KINDS:
+                continue
+            if channel in args[1:]:
+                return self.seen
+            self.seen.append(args)
+
+    def close(self):
+        self.conn.close()
+
+
+_MONITOR_ARG = re.compile(rb'"((?:[^"\\]|\\.)*)"')
+
+
 def assert_not_subscribed(redis, port: int, orgs, sentinel_headers, sentinel_path="/ws/{org}",
-                          src_ip: str | None = None):
-    """Proves that no channel of ``orgs`` was SUBSCRIBEd, using an accepted sentinel connection
-    (see the module docstring). ``sentinel_headers(org)`` gives headers that must be admitted."""
+                          src_ip: str | None = None, watch: SubscribeWatch | None = None):
+    """Proves that the refused request(s) before this call subscribed no channel of ``orgs``,
+    using an accepted sentinel connection (see the module docstring). ``watch``, opened before
+    the refused request, sees every SUBSCRIBE; without it only the weaker check runs (no channel
+    of ``orgs`` is subscribed now). ``sentinel_headers(org)`` gives headers that must be
+    admitted."""
     org = f"sentinel{next(_sentinel_ids)}"
     ans = handshake(port, sentinel_path.format(org=org), sentinel_headers(org), src_ip=src_ip)
     assert ans.status == 101, f"sentinel refused: {ans.status} {ans.body!r}"
+    orgs = [orgs] if isinstance(orgs, str) else list(orgs)
+    ours = lambda c: any(c == f"org:{o}" or c.startswith(f"org:{o}:") for o in orgs)
     try:
+        if watch is not None:
+            before = watch.until(f"org:{org}")
+            leaked = [cmd for cmd in before if any(ours(c) for c in cmd[1:])]
+            assert not leaked, f"the refused request caused {leaked} (all SUBSCRIBEs: {before})"
         wait_channel(redis, f"org:{org}")
-        chans = redis.pubsub_channels()
-        for o in ([orgs] if isinstance(orgs, str) else orgs):
-            leaked = {c for c in chans if c == f"org:{o}" or c.startswith(f"org:{o}:")}
-            assert not leaked, f"refused request still subscribed {leaked}"
+        leaked = {c for c in redis.pubsub_channels() if ours(c)}
+        assert not leaked, f"refused request still subscribed {leaked}"
     finally:
         ans.ws.close()
 
 
 def refused(sc, redis, path: str, headers: dict | None, status: int, code: str | None = None,
             sentinel_headers=lambda org: {}, src_ip: str | None = None) -> dict:
-    """One refused handshake: status, JSON body, and no SUBSCRIBE for the path's org."""
+    """One refused handshake: status, JSON body (and its ``error`` code when ``code`` is given),
+    and no SUBSCRIBE for the path's org, seen by MONITOR (see the module docstring)."""
     org = path.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
-    body = check_refusal(handshake(sc.port, path, headers, src_ip=src_ip), status, code)
-    assert_not_subscribed(redis, sc.port, org, sentinel_headers)
+    watch = SubscribeWatch(redis)
+    try:
+        body = check_refusal(handshake(sc.port, path, headers, src_ip=src_ip), status, code)
+        assert_not_subscribed(redis, sc.port, org, sentinel_headers, watch=watch)
+    finally:
+        watch.close()
     return body
 
 
@@ -270,16 +322,22 @@ def close_all(*conns):
 
 @dataclass
 class TokenLog:
-    """Remembers every token a test sent, to check none of it reached the sidecar's log."""
+    """Remembers every token a test sent, to check none of it reached the sidecar's log.
+    ``sidecars`` are the sidecars whose logs a test fixture checks at teardown."""
     tokens: list = field(default_factory=list)
+    sidecars: list = field(default_factory=list)
 
     def add(self, token: str) -> str:
         self.tokens.append(token)
         return token
 
-    def assert_absent(self, log: str):
-        for t in self.tokens:
-            for part in [t, *t.split(".")]:
-                # Short pieces (a bare "e30" header) could appear by chance; 16+ chars cannot.
-                if len(part) >= 16:
-                    assert part not in log, f"the sidecar log contains token text {part[:24]}..."
+    def assert_absent(self, log: str, must_include=()):
+        """No remembered token, and no segment of one of 16+ characters (a signature, a payload),
+        is in ``log``. ``must_include`` names tokens or segments that must be among those checked,
+        so that a test can prove the check covers what it sent."""
+        pieces = {part for t in self.tokens for part in [t, *t.split(".")] if len(part) >= 16}
+        for want in must_include:
+            assert want in pieces, f"{want[:24]}... is not among the tokens checked"
+        for part in pieces:
+            # Short pieces (a bare "e30" header) could appear by chance; 16+ chars cannot.
+            assert part not in log, f"the sidecar log contains token text {part[:24]}..."
