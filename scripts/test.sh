@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs every check the project has, in order: bootstrap, a RelWithDebInfo build with all ctest
-# tests (unit + integration), the same under ASan/UBSan, then a short fuzz run. Every stage runs
+# tests (unit + integration), the same under ASan/UBSan, a short fuzz run (20 s per target) and a
+# one-minute soak of the default build (scripts/soak.sh). Every stage runs
 # even when an earlier one failed, so one report shows everything; the exit status is non-zero
 # when any stage failed.
 #   SIDECAR_TEST_SANITIZE=0  skip the sanitizer stage
 #   SIDECAR_TEST_FUZZ=0      skip the fuzz stage
+#   SIDECAR_TEST_SOAK=0      skip the soak stage
 #   SIDECAR_TEST_TIMEOUT=N   per-test timeout in seconds for tests without their own (default 600)
 #   SIDECAR_TEST_REGEX=RE    only ctest tests whose name matches RE
 set -uo pipefail
@@ -88,14 +90,22 @@ fi
 
 if [ -x "$repo_root/scripts/fuzz.sh" ] && [ "${SIDECAR_TEST_FUZZ:-1}" != "0" ]; then
   echo "==== fuzz"
-  "$repo_root/scripts/fuzz.sh" 30
+  "$repo_root/scripts/fuzz.sh" 20
   record fuzz $?
 elif [ -e "$repo_root/scripts/fuzz.sh" ] && [ "${SIDECAR_TEST_FUZZ:-1}" != "0" ]; then
   echo "==== fuzz"
-  bash "$repo_root/scripts/fuzz.sh" 30
+  bash "$repo_root/scripts/fuzz.sh" 20
   record fuzz $?
 else
   summary+=("SKIP  fuzz")
+fi
+
+if [ "${SIDECAR_TEST_SOAK:-1}" != "0" ]; then
+  echo "==== soak"
+  SOAK_BIN="$repo_root/build/sidecar" bash "$repo_root/scripts/soak.sh" 1
+  record soak $?
+else
+  summary+=("SKIP  soak (SIDECAR_TEST_SOAK=0)")
 fi
 
 echo
