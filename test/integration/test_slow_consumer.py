@@ -24,6 +24,9 @@ P99_LIMIT_MS = 50.0
 # budget; the rest is allocator and hiredis slack. An unbounded queue would hold ~45 MiB.
 RSS_HEADROOM_KIB = 24 * 1024
 SLOW_RCVBUF = 4096
+DEFAULT_BUDGET = 4 * 1024 * 1024  # limits.max_outbound_bytes when the config does not set it
+# One relayed payload as it sits in a queue: a 64 KiB payload needs the 8-byte length form.
+FRAME_BYTES = PAYLOAD + 10
 
 
 class FastReader(threading.Thread):
@@ -53,7 +56,8 @@ class FastReader(threading.Thread):
             self.error = e
 
 
-def run_slow_consumer_scenario(sc, redis, count: int, interval_s: float, expect_code: int):
+def run_slow_consumer_scenario(sc, redis, count: int, interval_s: float, expect_code: int,
+                               budget: int = DEFAULT_BUDGET):
     slow, slow_rest = ghost_upgrade(sc.port, "/ws/acme", rcvbuf=SLOW_RCVBUF)
     fast_sock, fast_rest = ghost_upgrade(sc.port, "/ws/acme")
     fast = FrameReader(fast_sock, fast_rest)
@@ -93,7 +97,15 @@ def run_slow_consumer_scenario(sc, redis, count: int, interval_s: float, expect_
         # The slow client was cut off, and said so in the log and the status counters.
         wait_until(lambda: status_summary(sc)["slowConsumerCloses"] >= 1, 5,
                    "slowConsumerCloses to count the slow client")
-        assert log_events(sc, "slow_consumer"), "no slow_consumer log line"
+        closes = log_events(sc, "slow_consumer")
+        assert len(closes) == 1, closes
+        # The cut-off is the budget: the queue held at most `budget` bytes (a frame that would
+        # pass it is never queued) and was full to within one frame of it, so the close came
+        # when the next frame did not fit, not sooner and not later. The log line reports the
+        # queue as it was at the close.
+        queued = int(closes[0]["queued_bytes"])
+        assert budget - FRAME_BYTES < queued <= budget, \
+            f"closed with {queued} bytes queued; budget {budget}, frames of {FRAME_BYTES}"
         assert active_connections(sc) == 1
 
         # When it finally reads, it finds an in-order prefix of the messages, then the close
@@ -142,8 +154,10 @@ def test_slow_consumer_close_code_1013_is_used_when_configured(sidecar_factory, 
 def test_smaller_budget_cuts_off_sooner(sidecar_factory, redis):
     sc = sidecar_factory(extra_yaml={"websocket": {"close_timeout_ms": 60000},
                                      "limits": {"max_outbound_bytes": "256KiB"}})
-    _, _, _, got = run_slow_consumer_scenario(sc, redis, count=200, interval_s=0.004,
-                                              expect_code=1008)
+    # One every 20 ms: 256 KiB is four payloads, so the fast client may fall 80 ms behind (a
+    # loaded machine) before it too would be over budget.
+    _, _, _, got = run_slow_consumer_scenario(sc, redis, count=200, interval_s=0.02,
+                                              expect_code=1008, budget=256 * 1024)
     # 256 KiB of queue plus what the kernel buffers hold: far fewer than the 200 published.
     assert got < 150, got
 
