@@ -338,6 +338,11 @@ void Server::begin_shutdown() {
       s->send_json("{\"type\":\"server_shutdown\",\"reconnect_after_ms\":" + std::to_string(after) +
                    "}");
       s->close(1001, "server shutdown");
+    } else if (s->phase() == Session::Phase::http) {
+      // A client still sending its request gets the answer admission would give it, not a
+      // dropped socket; the session closes once the answer is written, so the drain is short.
+      metrics_.count_refusal(503);
+      s->answer(json_error(503, "SHUTTING_DOWN", "this sidecar is shutting down"));
     } else {
       s->abort("server shutdown");
     }
