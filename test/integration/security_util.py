@@ -335,9 +335,17 @@ class TokenLog:
         """No remembered token, and no segment of one of 16+ characters (a signature, a payload),
         is in ``log``. ``must_include`` names tokens or segments that must be among those checked,
         so that a test can prove the check covers what it sent."""
-        pieces = {part for t in self.tokens for part in [t, *t.split(".")] if len(part) >= 16}
+        # Whole tokens first, then signatures, payloads and headers, so that a failure names the
+        # most telling piece. Short pieces (a bare "e30" header) could appear by chance; 16+
+        # characters cannot.
+        pieces = {}
+        for t in self.tokens:
+            parts = t.split(".")
+            for what, part in [("token", t), *zip(("header", "payload", "signature"), parts)]:
+                if len(part) >= 16:
+                    pieces.setdefault(part, what)
         for want in must_include:
             assert want in pieces, f"{want[:24]}... is not among the tokens checked"
-        for part in pieces:
-            # Short pieces (a bare "e30" header) could appear by chance; 16+ chars cannot.
-            assert part not in log, f"the sidecar log contains token text {part[:24]}..."
+        rank = {"token": 0, "signature": 1, "payload": 2, "header": 3}
+        for part, what in sorted(pieces.items(), key=lambda kv: rank[kv[1]]):
+            assert part not in log, f"the sidecar log contains a token's {what}: {part[:24]}..."
