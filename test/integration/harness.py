@@ -12,7 +12,8 @@ The API is deliberately small and stable; other test files import it:
 - ``RedisServer``: ``start()``, ``port``, ``url``, ``cli()``, ``command()``, ``publish()``,
   ``publish_many()``, ``pubsub_channels()``, ``numsub()``, ``kill()``, ``restart()``, ``stop()``
 - ``Sidecar``: ``start()``, ``port``, ``ws_url()``, ``http()``, ``raw_connect()``,
-  ``send_signal()``, ``wait_exit()``, ``log()``, ``wait_log()``, ``rss_kib()``, ``stop()``
+  ``send_signal()``, ``wait_exit()``, ``log()``, ``wait_log()``, ``rss_kib()``, ``stop()``,
+  ``expect_exit``, ``exit_problem()``
 - ``RawWs`` and ``encode_frame()`` / ``upgrade_request()`` / ``read_http_head()`` for raw sockets
 - ``connect_ws()``, ``recv_json()``, ``recv_message()``, ``ws_close_code()`` for ``websockets``
   (Debian 12 ships websockets 10.4, so the legacy asyncio API is used)
@@ -552,6 +553,16 @@ class Sidecar:
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self._log_file = None
+        # Whether the test means the process to end before teardown. Set it (or call
+        # wait_exit(), or send_signal() with SIGKILL) in a test that kills or crashes it on
+        # purpose; otherwise exit_problem() reports an exit the test did not ask for.
+        self.expect_exit = False
+        self._stop_signal: int | None = None  # SIGTERM/SIGINT the test sent itself
+        self._start_failed = False  # start() raised: the test has already heard about it
+        self._found_dead_rc: int | None = None  # exited before stop() was first called
+        self._stop_rc: int | None = None  # the exit code of our own SIGTERM stop
+        self._stop_killed = False  # SIGTERM was not enough; stop() used SIGKILL
+        self._stopped = False
 
     def config(self) -> str:
         if self.config_text is not None:
@@ -580,6 +591,7 @@ class Sidecar:
             except RuntimeError:
                 if self.config_text is not None or attempt == 2 or "listen" in self.extra_yaml \
                         or "in use" not in self.log().lower():
+                    self._start_failed = True
                     raise
                 self.port = free_port()
         return self
@@ -620,10 +632,18 @@ class Sidecar:
             return read_http_response(s, timeout)
 
     def send_signal(self, sig: int):
+        """Sends ``sig``. SIGTERM and SIGINT ask for a graceful exit, which must still end with
+        code 0 by teardown; SIGKILL declares the exit expected (see ``expect_exit``)."""
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self._stop_signal = sig
+        elif sig == signal.SIGKILL:
+            self.expect_exit = True
         self.proc.send_signal(sig)
 
     def wait_exit(self, timeout: float = 10.0) -> int:
-        """Waits for the process to exit and returns its code (negative: killed by a signal)."""
+        """Waits for the process to exit and returns its code (negative: killed by a signal).
+        Waiting for the exit declares it expected: the caller checks the code it gets."""
+        self.expect_exit = True
         return self.proc.wait(timeout * SLOW)
 
     def running(self) -> bool:
@@ -654,7 +674,10 @@ class Sidecar:
         return log if any(m in log for m in SANITIZER_MARKERS) else None
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM, then SIGKILL if it has not exited within ``timeout``; returns the exit code."""
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout``; returns the exit code.
+
+        What it finds is kept for ``exit_problem()``: whether the process had already exited
+        before the first stop(), and the code our own SIGTERM got."""
         rc = None
         if self.proc is not None:
             if self.proc.poll() is None:
@@ -664,12 +687,40 @@ class Sidecar:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     rc = self.proc.wait(10)
+                    self._stop_killed = True
+                if not self._stopped:
+                    self._stop_rc = rc
             else:
                 rc = self.proc.returncode
+                if not self._stopped:
+                    self._found_dead_rc = rc
+            self._stopped = True
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
         return rc
+
+    def exit_problem(self) -> str | None:
+        """Why the way this process ended is a failure, or None. Call after ``stop()``.
+
+        SIGTERM (ours at stop(), or one the test sent) must end it with code 0 within the
+        timeout. A process that had exited before stop() for any other reason died
+        unexpectedly, unless the test declared it (``expect_exit``) or start() already raised."""
+        if self.proc is None or self._start_failed:
+            return None
+        if self._stop_killed:
+            return "sidecar did not exit within its stop timeout after SIGTERM; SIGKILL was used"
+        if self._stop_rc is not None and self._stop_rc != 0:
+            return f"sidecar exited with {self._stop_rc} on SIGTERM (expected 0)"
+        rc = self._found_dead_rc
+        if rc is None or self.expect_exit:
+            return None
+        if self._stop_signal is not None:
+            if rc != 0:
+                name = signal.Signals(self._stop_signal).name
+                return f"sidecar exited with {rc} after the test's {name} (expected 0)"
+            return None
+        return f"sidecar died unexpectedly before teardown with exit code {rc}"
 
     def cleanup(self):
         """Stops the process and removes its temp dir."""
