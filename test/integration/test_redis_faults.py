@@ -182,7 +182,7 @@ def test_reconnect_delays_at_the_cap_are_jittered_20_percent(sidecar_factory):
             times = sorted(r["_t"] for r in failures(link))[:per_link]
             gaps += [(b - a) * 1000 for a, b in zip(times, times[1:])]
         shown = [round(g) for g in gaps]
-        lo, hi = 0.8 * cap - 20, 1.2 * cap + 60 + 100 * SLOW
+        lo, hi = 0.8 * cap - 20, 1.2 * cap + 60 + 250 * SLOW
         assert all(lo <= g <= hi for g in gaps), f"gaps outside [{lo:.0f}, {hi:.0f}] ms: {shown}"
         assert min(gaps) < 0.97 * cap, f"no delay shorter than the cap: no jitter? {shown}"
         spread = statistics.stdev(gaps)
