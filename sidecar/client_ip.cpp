@@ -10,8 +10,11 @@ namespace sidecar {
 namespace {
 
 // Parses an IPv4 or IPv6 address into 16 bytes (IPv4 in the first 4); returns the family or 0.
+// inet_pton stops at a NUL, so "1.2.3.4\0junk" would pass and the junk would be stored with it.
 int parse_address(const std::string &text, uint8_t out[16]) {
   std::memset(out, 0, 16);
+  if (text.find('\0') != std::string::npos)
+    return 0;
   if (inet_pton(AF_INET, text.c_str(), out) == 1)
     return AF_INET;
   if (inet_pton(AF_INET6, text.c_str(), out) == 1)

@@ -111,4 +111,74 @@ std::optional<std::string> base64_decode(std::string_view text) {
 
 std::optional<std::string> base64url_decode(std::string_view text) { return decode(text, true); }
 
+Utf8Step utf8_step(std::string_view s, size_t i) {
+  auto byte = [&](size_t k) { return static_cast<uint8_t>(s[k]); };
+  uint8_t b0 = byte(i);
+  if (b0 < 0x80)
+    return {b0, 1, true};
+  // The length a lead byte announces, its payload bits, and the range its second byte must fall
+  // in: narrower than 80..BF after E0, ED, F0 and F4, which is what rules out overlong forms,
+  // surrogates and code points above U+10FFFF (RFC 3629 section 4).
+  size_t need = 0;
+  char32_t cp = 0;
+  uint8_t lo = 0x80, hi = 0xBF;
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    need = 2;
+    cp = b0 & 0x1F;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    need = 3;
+    cp = b0 & 0x0F;
+    lo = b0 == 0xE0 ? 0xA0 : 0x80;
+    hi = b0 == 0xED ? 0x9F : 0xBF;
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    need = 4;
+    cp = b0 & 0x07;
+    lo = b0 == 0xF0 ? 0x90 : 0x80;
+    hi = b0 == 0xF4 ? 0x8F : 0xBF;
+  } else {
+    return {0, 1, false}; // a continuation byte, C0, C1 or F5..FF: never a lead
+  }
+  size_t len = 1;
+  while (len < need) {
+    if (i + len >= s.size())
+      return {0, len, false}; // cut short by the end of the text
+    uint8_t b = byte(i + len);
+    if (b < (len == 1 ? lo : 0x80) || b > (len == 1 ? hi : 0xBF))
+      return {0, len, false};
+    cp = (cp << 6) | (b & 0x3F);
+    ++len;
+  }
+  return {cp, len, true};
+}
+
+std::string_view utf8_truncate(std::string_view s, size_t max_bytes) {
+  if (s.size() <= max_bytes)
+    return s;
+  size_t cut = max_bytes;
+  // Back up over continuation bytes to the start of the character that the limit cuts; a
+  // sequence is at most four bytes, so at most three steps.
+  for (int steps = 0; steps < 3 && cut > 0 && (static_cast<uint8_t>(s[cut]) & 0xC0) == 0x80;
+       ++steps) {
+    --cut;
+  }
+  if ((static_cast<uint8_t>(s[cut]) & 0xC0) == 0x80)
+    cut = max_bytes; // not UTF-8 here anyway: no boundary to find
+  return s.substr(0, cut);
+}
+
+std::string sanitize_utf8(std::string_view s, size_t max_bytes) {
+  constexpr std::string_view kReplacement = "\xEF\xBF\xBD"; // U+FFFD
+  std::string out;
+  out.reserve(s.size() < max_bytes ? s.size() : max_bytes);
+  for (size_t i = 0; i < s.size();) {
+    Utf8Step st = utf8_step(s, i);
+    std::string_view piece = st.valid ? s.substr(i, st.len) : kReplacement;
+    if (out.size() + piece.size() > max_bytes)
+      break;
+    out.append(piece);
+    i += st.len;
+  }
+  return out;
+}
+
 } // namespace sidecar

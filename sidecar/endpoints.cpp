@@ -1,6 +1,7 @@
 // HTTP endpoints served beside the WebSocket routes (or on admin.listen): /health, /ready,
-// /metrics, /api/websocket/status and /ws/config. Bodies are small and built by hand or with
-// nlohmann::json; none of this is on the fan-out path.
+// /metrics, /api/websocket/status and /ws/config. Bodies are small and built with
+// nlohmann::json; none of this is on the fan-out path. They carry strings that clients sent (user
+// agents, addresses, users), so they are written by json_text(), which cannot throw on bad bytes.
 #include <nlohmann/json.hpp>
 #include <openssl/crypto.h>
 
@@ -8,6 +9,8 @@
 #include <ctime>
 
 #include "clock.h"
+#include "guard.h"
+#include "json_text.h"
 #include "log.h"
 #include "server.h"
 
@@ -27,7 +30,7 @@ std::string iso_time(int64_t ms) {
 HttpAnswer json_answer(int status, const nlohmann::json &j) {
   HttpAnswer a;
   a.status = status;
-  a.body = j.dump() + "\n";
+  a.body = json_text(j) + "\n";
   return a;
 }
 
@@ -104,6 +107,7 @@ HttpAnswer Server::endpoint(const HttpRequest &req, bool admin_listener) {
     snap.redis_reconnects = bus_.reconnects();
     snap.redis_connected = bus_.connected();
     snap.uptime_s = static_cast<double>(now_ms() - started_ms_) / 1000.0;
+    snap.internal_errors = internal_errors_total();
     for (auto &[id, s] : sessions_)
       snap.queued_bytes += s->queued_bytes();
     HttpAnswer a;

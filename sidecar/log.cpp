@@ -5,6 +5,8 @@
 #include <ctime>
 #include <sys/time.h>
 
+#include "encoding.h"
+
 namespace sidecar {
 namespace {
 
@@ -40,54 +42,33 @@ bool needs_quotes(std::string_view v) {
   if (v.empty())
     return true;
   for (char c : v) {
-    if (c == ' ' || c == '"' || c == '=' || c == '\\' || static_cast<unsigned char>(c) < 0x20)
+    auto u = static_cast<unsigned char>(c);
+    if (c == ' ' || c == '"' || c == '=' || c == '\\' || u < 0x20 || u >= 0x7f)
       return true;
   }
   return false;
 }
 
+// A value as it goes into a line: cut to kMaxLogValueBytes (on a character boundary, so the cut
+// itself adds no U+FFFD), then escaped to ASCII.
+void escaped_value(std::string &out, std::string_view v) {
+  std::string_view cut = utf8_truncate(v, kMaxLogValueBytes);
+  json_escape_into(out, cut, true);
+  if (cut.size() < v.size())
+    out.append("...");
+}
+
 void logfmt_value(std::string &out, std::string_view v) {
-  if (!needs_quotes(v)) {
+  if (!needs_quotes(v) && v.size() <= kMaxLogValueBytes) {
     out.append(v);
     return;
   }
   out.push_back('"');
-  json_escape_into(out, v);
+  escaped_value(out, v);
   out.push_back('"');
 }
 
 } // namespace
-
-void json_escape_into(std::string &out, std::string_view s) {
-  for (char c : s) {
-    auto u = static_cast<unsigned char>(c);
-    switch (c) {
-    case '"':
-      out.append("\\\"");
-      break;
-    case '\\':
-      out.append("\\\\");
-      break;
-    case '\n':
-      out.append("\\n");
-      break;
-    case '\r':
-      out.append("\\r");
-      break;
-    case '\t':
-      out.append("\\t");
-      break;
-    default:
-      if (u < 0x20) {
-        char buf[8];
-        snprintf(buf, sizeof buf, "\\u%04x", u);
-        out.append(buf);
-      } else {
-        out.push_back(c);
-      }
-    }
-  }
-}
 
 void log_configure(LogConfig::Level level, LogConfig::Format format) {
   g_level = level;
@@ -97,7 +78,7 @@ void log_configure(LogConfig::Level level, LogConfig::Format format) {
 bool log_enabled(LogConfig::Level level) { return level >= g_level; }
 
 void log_event(LogConfig::Level level, std::string_view event,
-               std::initializer_list<LogField> fields) {
+               std::initializer_list<LogField> fields) noexcept try {
   if (!log_enabled(level))
     return;
   std::string line;
@@ -105,15 +86,15 @@ void log_event(LogConfig::Level level, std::string_view event,
   if (g_format == LogConfig::Format::json) {
     line.append("{\"time\":\"").append(timestamp()).append("\",\"level\":\"");
     line.append(level_name(level)).append("\",\"event\":\"");
-    json_escape_into(line, event);
+    escaped_value(line, event);
     line.push_back('"');
     for (const auto &f : fields) {
       line.append(",\"");
-      json_escape_into(line, f.key);
+      escaped_value(line, f.key);
       line.append("\":");
       if (f.quoted_in_json) {
         line.push_back('"');
-        json_escape_into(line, f.value);
+        escaped_value(line, f.value);
         line.push_back('"');
       } else {
         line.append(f.value);
@@ -132,6 +113,8 @@ void log_event(LogConfig::Level level, std::string_view event,
     line.push_back('\n');
   }
   fwrite(line.data(), 1, line.size(), stderr);
+} catch (...) {
+  // Out of memory while building the line: losing one line beats losing the process.
 }
 
 } // namespace sidecar

@@ -1,5 +1,10 @@
 // Log: one line per event, logfmt or JSON, to stderr. Fields are key/value pairs so that both
 // formats come from one call: log_info("redis_connected", {{"addr", a}}).
+//
+// Values may hold anything a client sent (an address, a user, a reason), so every line is
+// printable ASCII: quotes, backslashes, control bytes and all non-ASCII are escaped, invalid
+// UTF-8 becomes U+FFFD and each value is cut at kMaxLogValueBytes. Nobody can end a line early,
+// forge another, or write to the operator's terminal.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +14,7 @@
 #include <utility>
 
 #include "config.h"
+#include "json_text.h"
 
 namespace sidecar {
 
@@ -23,10 +29,13 @@ struct LogField {
   LogField(std::string_view k, N v) : key(k), value(std::to_string(v)), quoted_in_json(false) {}
 };
 
+constexpr size_t kMaxLogValueBytes = 1024;
+
 void log_configure(LogConfig::Level level, LogConfig::Format format);
 bool log_enabled(LogConfig::Level level);
+// Never throws: a line that cannot be built (out of memory) is dropped.
 void log_event(LogConfig::Level level, std::string_view event,
-               std::initializer_list<LogField> fields);
+               std::initializer_list<LogField> fields) noexcept;
 
 inline void log_debug(std::string_view e, std::initializer_list<LogField> f = {}) {
   if (log_enabled(LogConfig::Level::debug))
@@ -41,8 +50,5 @@ inline void log_warn(std::string_view e, std::initializer_list<LogField> f = {})
 inline void log_error(std::string_view e, std::initializer_list<LogField> f = {}) {
   log_event(LogConfig::Level::error, e, f);
 }
-
-// JSON string escaping, shared with the endpoints that build small JSON bodies by hand.
-void json_escape_into(std::string &out, std::string_view s);
 
 } // namespace sidecar

@@ -133,6 +133,9 @@ std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s) {
   histogram(out, "sidecar_fanout_latency_seconds",
             "Time from a Redis message arriving to its frame being written to a socket.",
             m.fanout_seconds);
+  counter(out, "sidecar_internal_errors_total",
+          "Exceptions caught at a callback entry; each cost at most one connection.",
+          s.internal_errors);
   gauge(out, "sidecar_uptime_seconds", "Seconds since start.", s.uptime_s);
   return out;
 }

@@ -56,6 +56,7 @@ struct MetricsSnapshot {
   bool redis_connected = false;
   double uptime_s = 0;
   uint64_t queued_bytes = 0;
+  uint64_t internal_errors = 0; // exceptions caught at a callback entry (guard.h)
 };
 
 std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s);

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "clock.h"
+#include "guard.h"
 #include "jwt.h"
 #include "log.h"
 
@@ -120,22 +121,25 @@ bool Server::start() {
 
 void Server::on_connection(uv_stream_t *l, int status) {
   Server *self = server_of(l);
+  guarded("server.accept", 0, "this client is dropped", [&] { self->accepted(l, status); });
+}
+
+void Server::accepted(uv_stream_t *l, int status) {
   if (status < 0) {
     // Out of file descriptors, this repeats for every waiting client: one line a second.
-    ++self->accept_failures_;
-    uint64_t now = self->now_ms();
-    if (now - self->accept_failure_logged_ms_ >= 1000) {
-      self->accept_failure_logged_ms_ = now;
+    ++accept_failures_;
+    uint64_t now = now_ms();
+    if (now - accept_failure_logged_ms_ >= 1000) {
+      accept_failure_logged_ms_ = now;
       log_warn("accept_failed", {{"err", uv_err_name(status)},
-                                 {"failures_total", self->accept_failures_},
+                                 {"failures_total", accept_failures_},
                                  {"action", "raise the open-file limit (ulimit -n) or "
                                             "limits.max_connections, or add sidecars"}});
     }
     return;
   }
-  Listener &which =
-      reinterpret_cast<uv_tcp_t *>(l) == &self->admin_.tcp ? self->admin_ : self->main_;
-  self->accept_from(which);
+  Listener &which = reinterpret_cast<uv_tcp_t *>(l) == &admin_.tcp ? admin_ : main_;
+  accept_from(which);
 }
 
 void Server::accept_from(Listener &l) {
@@ -218,7 +222,9 @@ void Server::session_closed(Session &s) {
     finish_shutdown();
 }
 
-void Server::on_check(uv_check_t *h) { server_of(h)->flush_pending(); }
+void Server::on_check(uv_check_t *h) {
+  guarded("server.flush", 0, "flushing again next turn", [&] { server_of(h)->flush_pending(); });
+}
 
 void Server::flush_pending() {
   if (pending_.empty())
@@ -238,6 +244,10 @@ void Server::flush_pending() {
 }
 
 void Server::on_redis_message(std::string_view channel, std::string_view payload) {
+  guarded("redis.message", 0, "this message is dropped", [&] { deliver(channel, payload); });
+}
+
+void Server::deliver(std::string_view channel, std::string_view payload) {
   ++metrics_.redis_messages;
   Room *room = rooms_.find(channel);
   if (room == nullptr) {
@@ -257,8 +267,10 @@ void Server::on_redis_message(std::string_view channel, std::string_view payload
 }
 
 void Server::on_redis_state(bool connected) {
-  log_info(connected ? "redis_ready" : "redis_lost",
-           {{"rooms", rooms_.size()}, {"sessions", sessions_.size()}});
+  guarded("redis.state", 0, "nothing else", [&] {
+    log_info(connected ? "redis_ready" : "redis_lost",
+             {{"rooms", rooms_.size()}, {"sessions", sessions_.size()}});
+  });
 }
 
 bool Server::forward_inbound(Session &s, std::string_view text) {
@@ -273,13 +285,20 @@ bool Server::forward_inbound(Session &s, std::string_view text) {
   return ok;
 }
 
-void Server::on_sweep(uv_timer_t *t) { server_of(t)->sweep(); }
+void Server::on_sweep(uv_timer_t *t) {
+  guarded("server.sweep", 0, "sweeping again next time", [&] { server_of(t)->sweep(); });
+}
 
 void Server::sweep() {
   uint64_t now = now_ms();
-  // tick() may close a session, but freeing happens in a close callback, never here.
-  for (auto &[id, s] : sessions_)
-    s->tick(now);
+  // tick() may close a session, but freeing happens in a close callback, never here. A session
+  // whose tick throws is the one dropped; the sweep goes on to the others.
+  for (auto &entry : sessions_) {
+    Session *s = entry.second.get();
+    guarded(
+        "session.tick", s->id(), "closing this connection", [&] { s->tick(now); },
+        [&] { s->abort("internal error"); });
+  }
   if (cfg_->log.summary_interval_s != 0 &&
       now - last_summary_ms_ >= uint64_t{cfg_->log.summary_interval_s} * 1000) {
     last_summary_ms_ = now;
@@ -300,15 +319,18 @@ void Server::log_summary() {
 }
 
 void Server::on_signal(uv_signal_t *h, int signum) {
-  Server *self = server_of(h);
+  guarded("server.signal", 0, "the signal is ignored", [&] { server_of(h)->signalled(signum); });
+}
+
+void Server::signalled(int signum) {
   if (signum == SIGHUP) {
-    self->reload();
-  } else if (self->shutting_down_) {
-    log_warn("shutdown_forced", {{"sessions", self->sessions_.size()}});
+    reload();
+  } else if (shutting_down_) {
+    log_warn("shutdown_forced", {{"sessions", sessions_.size()}});
     fflush(stderr);
     _exit(0);
   } else {
-    self->begin_shutdown();
+    begin_shutdown();
   }
 }
 
@@ -355,9 +377,11 @@ void Server::begin_shutdown() {
       &drain_,
       [](uv_timer_t *t) {
         Server *self = server_of(t);
-        log_warn("drain_timeout", {{"sessions", self->sessions_.size()}});
-        for (auto &[id, s] : self->sessions_)
-          s->abort("drain timeout");
+        guarded("server.drain", 0, "the sessions left close at exit", [&] {
+          log_warn("drain_timeout", {{"sessions", self->sessions_.size()}});
+          for (auto &[id, s] : self->sessions_)
+            s->abort("drain timeout");
+        });
       },
       cfg_->shutdown.drain_timeout_ms, 0);
 }

@@ -53,7 +53,7 @@ public:
   void count_timeout() { ++metrics_.pong_timeouts; }
   void count_bytes_out(size_t n) { metrics_.bytes_out += n; }
 
-  // RedisSink.
+  // RedisSink; entered from hiredis callbacks, so nothing unwinds out of these (guard.h).
   void on_redis_message(std::string_view channel, std::string_view payload) override;
   void on_redis_state(bool connected) override;
 
@@ -70,7 +70,10 @@ private:
   static void on_check(uv_check_t *h);
   static void on_sweep(uv_timer_t *t);
   static void on_signal(uv_signal_t *h, int signum);
+  void accepted(uv_stream_t *l, int status);
+  void signalled(int signum);
   void accept_from(Listener &l);
+  void deliver(std::string_view channel, std::string_view payload);
   void flush_pending();
   void sweep();
   void begin_shutdown();

@@ -7,6 +7,8 @@
 #include <cstring>
 
 #include "clock.h"
+#include "encoding.h"
+#include "guard.h"
 #include "log.h"
 #include "room.h"
 #include "server.h"
@@ -15,6 +17,9 @@ namespace sidecar {
 namespace {
 
 constexpr unsigned kMaxIov = 64;
+// A User-Agent is kept for the status endpoint only; a stranger chooses its bytes and length.
+constexpr size_t kMaxUserAgentBytes = 256;
+constexpr std::string_view kInternalError = "internal error";
 
 Session *session_of(uv_handle_t *h) { return static_cast<Session *>(h->data); }
 
@@ -90,15 +95,20 @@ void Session::on_alloc(uv_handle_t *h, size_t, uv_buf_t *buf) {
 
 void Session::on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   Session *self = session_of(reinterpret_cast<uv_handle_t *>(s));
-  if (n > 0) {
-    self->handle_read(buf->base, static_cast<size_t>(n));
-  } else if (n < 0) {
-    self->last_error_ = n == UV_EOF ? "eof" : uv_err_name(static_cast<int>(n));
-    self->abort(self->last_error_);
-  }
+  guarded(
+      "session.read", self->id_, "closing this connection",
+      [&] {
+        if (n > 0) {
+          self->handle_read(buf->base, static_cast<size_t>(n));
+        } else if (n < 0) {
+          self->last_error_ = n == UV_EOF ? "eof" : uv_err_name(static_cast<int>(n));
+          self->abort(self->last_error_);
+        }
+      },
+      [&] { self->abort(kInternalError); });
 }
 
-void Session::handle_read(const char *data, size_t len) noexcept {
+void Session::handle_read(const char *data, size_t len) {
   last_recv_ms_ = server_.now_ms();
   awaiting_pong_ = false; // any frame from the peer proves it is alive
   if (phase_ == Phase::http) {
@@ -117,7 +127,7 @@ void Session::handle_read(const char *data, size_t len) noexcept {
   request_flush();
 }
 
-void Session::handle_http(const char *data, size_t len) noexcept {
+void Session::handle_http(const char *data, size_t len) {
   if (!http_)
     return; // the answer is on its way; ignore anything else the client sends
   size_t used = 0;
@@ -135,7 +145,7 @@ void Session::handle_http(const char *data, size_t len) noexcept {
   std::unique_ptr<RequestParser> parser = std::move(http_);
   const HttpRequest &req = parser->request();
   if (const std::string *ua = req.header("user-agent"))
-    user_agent_ = ua->substr(0, 256);
+    user_agent_ = sanitize_utf8(*ua, kMaxUserAgentBytes);
   server_.on_request(*this, req);
   if (phase_ == Phase::open && used < len) {
     // The client's first frames came in the same read as its request.
@@ -235,7 +245,26 @@ void Session::send_error(std::string_view code, std::string_view message,
   send_json(body);
 }
 
+// The two WsHandler entries run inside wslay's callbacks, so nothing may unwind from them. The
+// protocol object must outlive the callback: a failed message closes through wslay as the rate
+// limit does, and failed output marks the session to be dropped once flushed, without wslay.
+void Session::on_ws_message(Opcode op, const uint8_t *data, size_t len) {
+  guarded(
+      "session.ws_message", id_, "closing this connection with 1011",
+      [&] { handle_ws_message(op, data, len); }, [&] { close(1011, kInternalError); });
+}
+
 void Session::on_ws_output(const uint8_t *data, size_t len) {
+  guarded(
+      "session.ws_output", id_, "dropping this connection", [&] { take_ws_output(data, len); },
+      [&] {
+        close_when_flushed_ = true;
+        enter_closing(server_.now_ms());
+        request_flush();
+      });
+}
+
+void Session::take_ws_output(const uint8_t *data, size_t len) {
   // wslay hands a frame over as its header and then its payload, so the budget decision is made
   // once per frame, at its header, and the payload follows it. Pongs count against the same
   // budget as relayed messages: a client that floods pings and never reads must not grow our
@@ -269,7 +298,7 @@ void Session::on_ws_output(const uint8_t *data, size_t len) {
     out_.push(f.get());
 }
 
-void Session::on_ws_message(Opcode op, const uint8_t *data, size_t len) {
+void Session::handle_ws_message(Opcode op, const uint8_t *data, size_t len) {
   ++messages_in_;
   server_.count_inbound();
   last_message_ms_ = server_.now_ms();
@@ -296,7 +325,7 @@ void Session::on_ws_message(Opcode op, const uint8_t *data, size_t len) {
   handle_client_text(std::string_view(reinterpret_cast<const char *>(data), len));
 }
 
-void Session::handle_client_text(std::string_view text) noexcept {
+void Session::handle_client_text(std::string_view text) {
   const Config &cfg = server_.config();
   if (json_depth(text) > cfg.limits.max_json_depth) {
     send_error("INVALID_JSON", "message nests deeper than limits.max_json_depth", true);
@@ -383,7 +412,10 @@ void Session::flush() noexcept {
 }
 
 void Session::on_write(uv_write_t *req, int status) {
-  static_cast<Session *>(req->data)->write_done(status);
+  auto *self = static_cast<Session *>(req->data);
+  guarded(
+      "session.write", self->id_, "closing this connection", [&] { self->write_done(status); },
+      [&] { self->abort(kInternalError); });
 }
 
 void Session::write_done(int status) noexcept {
@@ -458,11 +490,13 @@ void Session::abort(std::string_view reason) noexcept {
 void Session::on_close(uv_handle_t *h) {
   Session *self = session_of(h);
   // Pending writes were cancelled before this callback, so nothing refers to us any more.
-  self->out_.clear();
-  self->server_.session_closed(*self);
+  guarded("session.close", self->id_, "the connection is closed already", [&] {
+    self->out_.clear();
+    self->server_.session_closed(*self);
+  });
 }
 
-void Session::tick(uint64_t now) noexcept {
+void Session::tick(uint64_t now) {
   const WebSocketConfig &ws = server_.config().websocket;
   switch (phase_) {
   case Phase::http:

@@ -57,8 +57,9 @@ public:
   void close(uint16_t code, std::string_view reason) noexcept;
   // Drops the connection now, without a closing handshake.
   void abort(std::string_view reason) noexcept;
-  // Timers: handshake, heartbeat, pong, idle, close and token-expiry deadlines.
-  void tick(uint64_t now_ms) noexcept;
+  // Timers: handshake, heartbeat, pong, idle, close and token-expiry deadlines. May throw; the
+  // sweep that calls it closes this one session if it does (guard.h).
+  void tick(uint64_t now_ms);
 
   // The Server decides about a finished request and calls exactly one of these.
   void answer(const HttpAnswer &a) noexcept;
@@ -95,11 +96,15 @@ private:
   static void on_write(uv_write_t *req, int status);
   static void on_close(uv_handle_t *h);
 
-  void handle_read(const char *data, size_t len) noexcept;
-  void handle_http(const char *data, size_t len) noexcept;
+  // These may throw (a request reaches the whole server); the callback entries above and the
+  // WsHandler overrides catch it there and close only this session (guard.h).
+  void handle_read(const char *data, size_t len);
+  void handle_http(const char *data, size_t len);
   void on_ws_message(Opcode op, const uint8_t *data, size_t len) override;
   void on_ws_output(const uint8_t *data, size_t len) override;
-  void handle_client_text(std::string_view text) noexcept;
+  void handle_ws_message(Opcode op, const uint8_t *data, size_t len);
+  void take_ws_output(const uint8_t *data, size_t len);
+  void handle_client_text(std::string_view text);
   void send_error(std::string_view code, std::string_view message, bool recoverable) noexcept;
   void leave_rooms() noexcept;
   void enter_closing(uint64_t now_ms) noexcept;

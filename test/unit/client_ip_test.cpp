@@ -42,3 +42,11 @@ TEST_CASE("the client is the rightmost forwarded address that is not a trusted p
   CHECK(p.client_ip("192.0.2.9", "203.0.113.7") == "192.0.2.9");
   CHECK(TrustedProxies().client_ip("127.0.0.1", "203.0.113.7") == "127.0.0.1");
 }
+
+TEST_CASE("a forwarded entry with a NUL is malformed, not the address before the NUL") {
+  // inet_pton stops at a NUL: without the check, "1.2.3.4\0junk" would be stored whole, a new
+  // per-IP identity for every suffix.
+  TrustedProxies p({"127.0.0.1"});
+  CHECK(p.client_ip("127.0.0.1", std::string_view("1.2.3.4\0junk", 12)) == "127.0.0.1");
+  CHECK(p.client_ip("127.0.0.1", std::string_view("::1\0", 4)) == "127.0.0.1");
+}
