@@ -714,11 +714,13 @@ void Parser::read_origin_patterns(const At &at) {
     if (!read_nonempty(item, pattern))
       return;
     if (pattern.find_first_of(" \t,") != std::string::npos)
-      fail(item, "must be one origin pattern without spaces or commas, got " + quote(pattern));
-    else if (std::count(pattern.begin(), pattern.end(), '*') > 1)
-      fail(item, "may contain at most one \"*\", got " + quote(pattern));
+      return fail(item, "must be one origin pattern without spaces or commas, got " +
+                            quote(pattern));
+    std::string reason;
+    if (auto parsed = parse_origin_pattern(pattern, reason))
+      cfg_.origins.allowed.push_back(std::move(*parsed));
     else
-      cfg_.origins.allowed.push_back(pattern);
+      fail(item, reason + ", got " + quote(pattern));
   });
 }
 

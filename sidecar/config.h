@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "origin.h"
+
 namespace sidecar {
 
 struct ConfigError {
@@ -109,11 +111,6 @@ struct AuthConfig {
   std::string cookie_name = "token";
   Expiry on_expiry = Expiry::close; // close with 4001, or keep the session
   uint32_t expiry_warning_s = 30;   // {"type":"token_expiring"} this long before exp
-};
-
-struct OriginsConfig {
-  std::vector<std::string> allowed; // empty: any origin
-  bool allow_missing = true;        // requests without Origin (non-browser clients)
 };
 
 struct InboundConfig {

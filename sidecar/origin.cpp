@@ -7,15 +7,11 @@
 namespace sidecar {
 namespace {
 
-constexpr int kNoPort = -1;
-constexpr int kAnyPort = -2;
+constexpr int kNoPort = OriginPattern::kNoPort;
+constexpr int kAnyPort = OriginPattern::kAnyPort;
 
-struct Origin {
-  std::string scheme; // lower case
-  std::string host;   // lower case; for a wildcard pattern, the part after "*."
-  bool any_subdomain = false;
-  int port = kNoPort; // kNoPort when absent or the scheme's default
-};
+// A header and a pattern parse into the same parts; a header never has any/any_subdomain.
+using Origin = OriginPattern;
 
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
@@ -149,7 +145,7 @@ bool parse_origin(std::string_view text, bool pattern, Origin &out) {
   return true;
 }
 
-bool host_matches(const Origin &pattern, const std::string &host) {
+bool host_matches(const OriginPattern &pattern, const std::string &host) {
   if (!pattern.any_subdomain)
     return host == pattern.host;
   // At least one whole label before ".<suffix>"; labels were checked non-empty when parsed.
@@ -158,10 +154,7 @@ bool host_matches(const Origin &pattern, const std::string &host) {
          host[host.size() - pattern.host.size() - 1] == '.';
 }
 
-bool matches(std::string_view pattern_text, const Origin &origin) {
-  Origin pattern;
-  if (!parse_origin(pattern_text, true, pattern))
-    return false;
+bool matches(const OriginPattern &pattern, const Origin &origin) {
   return pattern.scheme == origin.scheme &&
          (pattern.port == kAnyPort || pattern.port == origin.port) &&
          host_matches(pattern, origin.host);
@@ -169,13 +162,29 @@ bool matches(std::string_view pattern_text, const Origin &origin) {
 
 } // namespace
 
+std::optional<OriginPattern> parse_origin_pattern(std::string_view text, std::string &reason) {
+  OriginPattern p;
+  p.text = std::string(text);
+  if (text == "*") {
+    p.any = true;
+    return p;
+  }
+  if (!parse_origin(text, true, p)) {
+    reason = "must be \"*\" or scheme://host[:port] with an optional leading \"*.\" label and "
+             "port \"*\", without path, query, userinfo or trailing dot (a browser's Origin "
+             "header has none of them, so this pattern would refuse every browser)";
+    return std::nullopt;
+  }
+  return p;
+}
+
 bool origin_allowed(const OriginsConfig &cfg, std::optional<std::string_view> origin) {
   if (!origin)
     return cfg.allow_missing;
   if (cfg.allowed.empty())
     return true;
   for (const auto &p : cfg.allowed) {
-    if (p == "*")
+    if (p.any)
       return true;
   }
   Origin parsed;
@@ -186,18 +195,6 @@ bool origin_allowed(const OriginsConfig &cfg, std::optional<std::string_view> or
       return true;
   }
   return false;
-}
-
-bool origin_pattern_valid(std::string_view pattern, std::string &reason) {
-  if (pattern == "*")
-    return true;
-  Origin parsed;
-  if (!parse_origin(pattern, true, parsed)) {
-    reason = "must be \"*\" or scheme://host[:port] with an optional leading \"*.\" label and "
-             "port \"*\", without path, userinfo or trailing dot";
-    return false;
-  }
-  return true;
 }
 
 } // namespace sidecar

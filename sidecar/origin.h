@@ -1,24 +1,44 @@
 // Origin allowlist: decides from the raw Origin header whether a browser page may open a socket.
-// Pure string work, no I/O; patterns come from OriginsConfig.
+// Pure string work, no I/O. Patterns are parsed once, when the config is loaded, with the same
+// rules as the header, so a pattern that could never match a browser's Origin is a config error
+// rather than a silent 403 for every browser.
 #pragma once
-
-#include "config.h"
 
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sidecar {
 
-// origin is the raw Origin header; std::nullopt when the request had none. An empty
-// cfg.allowed admits every origin. Patterns are exact origins ("https://app.example.com"), a
-// leading wildcard label ("https://*.example.com": one or more labels, never the bare domain), a
-// wildcard port ("http://localhost:*"), or "*" for anything. Scheme and host compare
-// case-insensitively; an explicit default port equals no port. An origin with a path, userinfo,
-// a trailing dot, whitespace, or the value "null" matches nothing but "*".
-bool origin_allowed(const OriginsConfig &cfg, std::optional<std::string_view> origin);
+// One parsed allowlist entry. Patterns are exact origins ("https://app.example.com"), a leading
+// wildcard label ("https://*.example.com": one or more labels, never the bare domain), a wildcard
+// port ("http://localhost:*"), or "*" for anything. Scheme and host are kept in lower case; an
+// explicit default port equals no port.
+struct OriginPattern {
+  static constexpr int kNoPort = -1;
+  static constexpr int kAnyPort = -2;
 
-// For config checks: true when pattern is one of the forms above, else false with a reason.
-bool origin_pattern_valid(std::string_view pattern, std::string &reason);
+  std::string text;   // as written in the config, for messages and endpoints
+  bool any = false;   // "*"
+  std::string scheme; // lower case
+  std::string host;   // lower case; for a wildcard pattern, the part after "*."
+  bool any_subdomain = false;
+  int port = kNoPort;
+};
+
+struct OriginsConfig {
+  std::vector<OriginPattern> allowed; // empty: any origin
+  bool allow_missing = true;          // requests without Origin (non-browser clients)
+};
+
+// Parses one pattern; std::nullopt with a reason when it is none of the forms above (a path, a
+// query, userinfo, a trailing dot, no scheme, a bad port...).
+std::optional<OriginPattern> parse_origin_pattern(std::string_view text, std::string &reason);
+
+// origin is the raw Origin header; std::nullopt when the request had none. An empty
+// cfg.allowed admits every origin. An origin with a path, userinfo, a trailing dot, whitespace,
+// or the value "null" matches nothing but "*".
+bool origin_allowed(const OriginsConfig &cfg, std::optional<std::string_view> origin);
 
 } // namespace sidecar

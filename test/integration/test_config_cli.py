@@ -76,6 +76,27 @@ def test_typo_bad_type_and_bad_url_are_each_reported_with_key_and_line(tmp_path)
     assert "must be an integer in 100..3600000" in errors["websocket.heartbeat_ms"][1]
 
 
+@pytest.mark.parametrize("pattern", [
+    "https://app.example.com/",         # a path: browsers never send one
+    "https://app.example.com/login",
+    "https://app.example.com?tab=1",    # a query
+    "https://alice@app.example.com",    # userinfo
+    "app.example.com",                  # no scheme
+])
+def test_an_origin_pattern_that_can_never_match_fails_the_check(tmp_path, pattern):
+    # Such a pattern passed --check-config before, and then every browser got 403.
+    config = tmp_path / "origins.yaml"
+    shipped = SHIPPED_CONFIG.read_text()
+    assert "\norigins: []\n" in shipped
+    config.write_text(shipped.replace("\norigins: []\n",
+                                      f'\norigins:\n  - "https://ok.example"\n  - "{pattern}"\n'))
+    result = check_config(config)
+    assert result.returncode == 1, result.stderr
+    errors = error_lines(result.stderr, config)
+    assert set(errors) == {"origins[1]"}, result.stderr
+    assert "scheme://host[:port]" in errors["origins[1]"][1]
+
+
 def test_bad_sidecar_redis_url_overrides_a_good_file(tmp_path):
     config = tmp_path / "ok.yaml"
     config.write_text(SHIPPED_CONFIG.read_text())

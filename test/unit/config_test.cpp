@@ -499,7 +499,8 @@ TEST_CASE("origins take a list or a map with allow_missing") {
 
   r = parse("origins:\n  allowed: [\"https://a.example\"]\n  allow_missing: false\n");
   REQUIRE(r.ok());
-  CHECK(r.config.origins.allowed == std::vector<std::string>{"https://a.example"});
+  REQUIRE(r.config.origins.allowed.size() == 1);
+  CHECK(r.config.origins.allowed[0].text == "https://a.example");
   CHECK_FALSE(r.config.origins.allow_missing);
 
   r = parse("origins:\n  allowed: [\"https://a.example, https://b.example\"]\n"
@@ -507,6 +508,40 @@ TEST_CASE("origins take a list or a map with allow_missing") {
   CHECK(r.errors.size() == 2);
   check_error(r, "origins.allowed[0]", 2, "without spaces or commas");
   check_error(r, "origins.allow_missing", 3, "must be true or false, got \"maybe\"");
+}
+
+TEST_CASE("origin patterns that could never match a browser's Origin are config errors") {
+  // A browser's Origin header is scheme://host[:port] and nothing else, so each of these would
+  // refuse every browser with 403 while the config looked fine.
+  ConfigResult r = parse("origins:\n"
+                         "  - \"https://app.example.com/\"\n"        // 2: a path
+                         "  - \"https://app.example.com/login\"\n"   // 3: a longer path
+                         "  - \"https://app.example.com?x=1\"\n"     // 4: a query
+                         "  - \"https://user@app.example.com\"\n"    // 5: userinfo
+                         "  - \"app.example.com\"\n"                 // 6: no scheme
+                         "  - \"https://app.example.com.\"\n"        // 7: trailing dot
+                         "  - \"https://app.example.com:0\"\n"       // 8: port 0
+                         "  - \"null\"\n"                            // 9
+                         "  - \"https://*\"\n");                     // 10: wildcard of nothing
+  CHECK(r.errors.size() == 9);
+  for (int i = 0; i < 9; ++i)
+    check_error(r, "origins[" + std::to_string(i) + "]", i + 2, "scheme://host[:port]");
+
+  r = parse("origins:\n  allowed: [\"https://ok.example\", \"https://bad.example/x\"]\n");
+  CHECK(r.errors.size() == 1);
+  check_error(r, "origins.allowed[1]", 2, "without path");
+}
+
+TEST_CASE("origin patterns are parsed once, at load, and keep their text") {
+  ConfigResult r = parse("origins: [\"HTTPS://App.Example.com:443\", \"http://localhost:*\", "
+                         "\"https://*.acme.io\", \"*\"]\n");
+  REQUIRE(r.ok());
+  REQUIRE(r.config.origins.allowed.size() == 4);
+  CHECK(r.config.origins.allowed[0].text == "HTTPS://App.Example.com:443");
+  CHECK(r.config.origins.allowed[0].scheme == "https");
+  CHECK(r.config.origins.allowed[0].host == "app.example.com");
+  CHECK(r.config.origins.allowed[2].any_subdomain);
+  CHECK(r.config.origins.allowed[3].any);
 }
 
 TEST_CASE("a missing config file is an error without a line") {
