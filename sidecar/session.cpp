@@ -212,20 +212,23 @@ void Session::leave_rooms() noexcept {
 }
 
 void Session::send(SharedFrame *f) noexcept {
+  // A delivered message is counted only once it is queued; a refused one never was.
+  if (queue(f))
+    ++messages_out_;
+}
+
+bool Session::queue(SharedFrame *f) noexcept {
   if (phase_ != Phase::open)
-    return;
-  if (out_.bytes() + f->size() > server_.config().limits.max_outbound_bytes) {
+    return false;
+  if (out_.bytes() + f->size() > server_.config().limits.max_outbound_bytes || !out_.push(f)) {
     // Over budget: this client cannot keep up. Nothing is queued for it any more, and the close
     // happens in flush(), outside the fan-out loop that called us.
     over_budget_ = true;
     request_flush();
-    return;
+    return false;
   }
-  if (!out_.push(f)) {
-    over_budget_ = true;
-  }
-  ++messages_out_;
   request_flush();
+  return true;
 }
 
 void Session::send_json(std::string_view json) noexcept {
@@ -476,6 +479,7 @@ void Session::abort(std::string_view reason) noexcept {
   log_debug("disconnect", {{"conn", id_},
                            {"org", grant_.org},
                            {"reason", reason},
+                           {"messages_out", messages_out_},
                            {"close_sent", ws_ ? ws_->close_code_sent() : 0},
                            {"close_received", ws_ ? ws_->close_code_received() : 0}});
   phase_ = Phase::gone;
@@ -518,8 +522,7 @@ void Session::tick(uint64_t now) {
     }
     if (!awaiting_pong_ && now - ping_sent_ms_ >= ws.heartbeat_ms &&
         now - last_recv_ms_ >= ws.heartbeat_ms) {
-      send(server_.ping_frame());
-      --messages_out_; // a ping is not a delivered message
+      queue(server_.ping_frame()); // a ping is not a delivered message, so it is not counted
       ping_sent_ms_ = now;
       awaiting_pong_ = true;
     }

@@ -51,6 +51,9 @@ public:
   // Fan-out entry point: queue a shared frame. Never closes or frees anything on the spot; a
   // session over its byte budget is marked and handled in flush().
   void send(SharedFrame *f) noexcept;
+  // Queues f without counting it as a delivered message (pings, the sidecar's own frames);
+  // false when the session is not open or f does not fit its byte budget.
+  bool queue(SharedFrame *f) noexcept;
   // Sends what is queued: called once per loop turn for sessions that asked for it.
   void flush() noexcept;
   // Starts a WebSocket close (or ends an HTTP exchange); idempotent.
