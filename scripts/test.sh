@@ -71,6 +71,15 @@ build_and_test() { # label build_dir cmake_args...
   total_passed=$((total_passed + passed))
   total_failed=$((total_failed + failed))
   record "$label ctest" "$rc" "$passed passed, $failed failed"
+  # ctest hides the output of tests that passed, so a pytest skip would pass unseen; every
+  # skipped test is listed with its reason (pytest -rs prints "SKIPPED [n] file:line: reason").
+  local skipped
+  skipped="$(grep -hE '^SKIPPED \[' "$dir/Testing/Temporary/LastTest.log" 2>/dev/null || true)"
+  if [ -n "$skipped" ]; then
+    echo "==== $label: skipped tests"
+    echo "$skipped"
+    while IFS= read -r line; do summary+=("SKIP  $label: ${line#SKIPPED }"); done <<<"$skipped"
+  fi
 }
 
 echo "==== bootstrap"
