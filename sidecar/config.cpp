@@ -539,6 +539,8 @@ void Parser::read_root(const At &at) {
       {"redis.connect_timeout_ms", num(10, kTenMinutes, c.redis.connect_timeout_ms)},
       {"redis.reconnect_initial_ms", num(1, kTenMinutes, c.redis.reconnect_initial_ms)},
       {"redis.reconnect_max_ms", num(1, kHour, c.redis.reconnect_max_ms)},
+      {"redis.ping_interval_ms", num(100, kTenMinutes, c.redis.ping_interval_ms)},
+      {"redis.reply_timeout_ms", num(100, kTenMinutes, c.redis.reply_timeout_ms)},
       {"routes", [this](const At &a) { read_routes(a); }},
       {"channels.user",
        [this, &c](const At &a) {

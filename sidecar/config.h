@@ -40,6 +40,10 @@ struct RedisConfig {
   uint32_t connect_timeout_ms = 2000;
   uint32_t reconnect_initial_ms = 100; // first retry delay; doubles each failure
   uint32_t reconnect_max_ms = 5000;    // cap of the backoff; jitter is +-20 %
+  // Each link sends PING this often; a command unanswered for reply_timeout_ms means the link is
+  // dead (a partition, a frozen Redis): it is closed and reconnected.
+  uint32_t ping_interval_ms = 1000;
+  uint32_t reply_timeout_ms = 5000;
 };
 
 // A route's path template has exactly one "{org}" segment, e.g. "/api/ws/sync/{org}".

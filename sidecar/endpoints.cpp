@@ -61,7 +61,21 @@ std::string Server::ready_reason() const {
   if (!bus_.connected()) {
     return "redis unreachable" + (bus_.last_error().empty() ? "" : ": " + bus_.last_error());
   }
+  // Every session needs the broadcast channel, so its refusal is the whole sidecar's problem. A
+  // refused room channel is not: rooms are named by clients, and a 503 would let one client take
+  // every sidecar out of rotation by joining a room the ACL forbids (see degraded_reason).
+  const std::string &broadcast = cfg_->channels.broadcast;
+  if (!broadcast.empty() && bus_.refused(broadcast))
+    return "redis refuses SUBSCRIBE " + broadcast + ": " + bus_.last_refusal();
   return "";
+}
+
+std::string Server::degraded_reason() const {
+  size_t n = bus_.refused_channels();
+  if (n == 0)
+    return "";
+  return "redis refused SUBSCRIBE for " + std::to_string(n) + (n == 1 ? " channel" : " channels") +
+         ", retrying with backoff; those rooms receive nothing meanwhile: " + bus_.last_refusal();
 }
 
 HttpAnswer Server::endpoint(const HttpRequest &req, bool admin_listener) {
@@ -78,8 +92,12 @@ HttpAnswer Server::endpoint(const HttpRequest &req, bool admin_listener) {
   }
   if (req.path == "/ready") {
     std::string why = ready_reason();
-    if (why.empty())
-      return json_answer(200, {{"status", "ready"}});
+    if (why.empty()) {
+      std::string degraded = degraded_reason();
+      if (degraded.empty())
+        return json_answer(200, {{"status", "ready"}});
+      return json_answer(200, {{"status", "ready"}, {"degraded", degraded}});
+    }
     return json_answer(503, {{"status", "not_ready"}, {"reason", why}});
   }
   if (req.path == "/ws/config")
@@ -106,6 +124,8 @@ HttpAnswer Server::endpoint(const HttpRequest &req, bool admin_listener) {
     snap.redis_subscriptions = bus_.subscribed_channels();
     snap.redis_reconnects = bus_.reconnects();
     snap.redis_connected = bus_.connected();
+    snap.redis_channels_refused = bus_.refused_channels();
+    snap.redis_subscribe_errors = &bus_.subscribe_errors();
     snap.uptime_s = static_cast<double>(now_ms() - started_ms_) / 1000.0;
     snap.internal_errors = internal_errors_total();
     for (auto &[id, s] : sessions_)

@@ -105,6 +105,17 @@ std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s) {
         static_cast<double>(s.redis_subscriptions));
   gauge(out, "sidecar_redis_connected", "1 when the subscriber connection to Redis is up.",
         s.redis_connected ? 1 : 0);
+  gauge(out, "sidecar_redis_channels_refused",
+        "Channels wanted by a room whose SUBSCRIBE Redis refused; each is retried with backoff.",
+        static_cast<double>(s.redis_channels_refused));
+  if (s.redis_subscribe_errors != nullptr) {
+    line(out, "sidecar_redis_subscribe_errors_total", "counter",
+         "SUBSCRIBE commands Redis answered with an error, by error code.");
+    for (const auto &[code, n] : *s.redis_subscribe_errors) {
+      value(out, "sidecar_redis_subscribe_errors_total{code=\"" + code + "\"}",
+            static_cast<double>(n));
+    }
+  }
   counter(out, "sidecar_redis_reconnects_total", "Successful reconnects to Redis.",
           s.redis_reconnects);
   counter(out, "sidecar_redis_messages_total", "Messages received from Redis pub/sub.",

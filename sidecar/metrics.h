@@ -54,6 +54,9 @@ struct MetricsSnapshot {
   uint64_t redis_subscriptions = 0;
   uint64_t redis_reconnects = 0;
   bool redis_connected = false;
+  uint64_t redis_channels_refused = 0; // wanted channels whose SUBSCRIBE Redis refused
+  // Refused SUBSCRIBEs by error code, every code present (RedisBus::subscribe_errors).
+  const std::map<std::string, uint64_t> *redis_subscribe_errors = nullptr;
   double uptime_s = 0;
   uint64_t queued_bytes = 0;
   uint64_t internal_errors = 0; // exceptions caught at a callback entry (guard.h)

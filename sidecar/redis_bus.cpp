@@ -1,33 +1,43 @@
 // RedisBus; see redis_bus.h.
 #include "redis_bus.h"
 
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
-#include <cstring>
-#include <random>
-
+#include "guard.h"
 #include "log.h"
-#include "redis_uv.h"
 
 namespace sidecar {
 namespace {
 
-// Every context's data points back at its bus; the Link is found by comparing pointers.
-RedisBus *bus_of(const redisAsyncContext *ac) { return static_cast<RedisBus *>(ac->data); }
+// The error codes counted by name; anything else is "other", so a metric label never carries
+// text that Redis (or a proxy in front of it) made up.
+constexpr const char *kErrorCodes[] = {"NOPERM", "OOM",       "READONLY", "LOADING",
+                                       "MOVED",  "CROSSSLOT", "ERR",      "other"};
 
-std::string_view str_of(const redisReply *r) {
-  return r != nullptr && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
+std::string error_code(std::string_view reply) {
+  std::string_view word = reply.substr(0, reply.find(' '));
+  for (const char *code : kErrorCodes) {
+    if (word == code)
+      return code;
+  }
+  return "other";
+}
+
+std::string_view text_of(const redisReply *r) {
+  return r != nullptr && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
+                          r->type == REDIS_REPLY_ERROR)
              ? std::string_view(r->str, r->len)
              : std::string_view();
 }
 
-uint64_t now_ms(uv_loop_t *loop) { return uv_now(loop); }
-
 } // namespace
 
 RedisBus::RedisBus(uv_loop_t *loop, const RedisConfig &cfg, RedisSink &sink)
-    : loop_(loop), cfg_(cfg), sink_(sink) {}
+    : loop_(loop), cfg_(cfg), sink_(sink), sub_(loop, cfg_, "subscriber", true, *this),
+      cmd_(loop, cfg_, "command", false, *this) {
+  for (const char *code : kErrorCodes)
+    subscribe_errors_[code] = 0;
+}
 
 RedisBus::~RedisBus() = default;
 
@@ -37,176 +47,146 @@ int RedisBus::start() {
     return rc;
   timer_init_ = true;
   timer_.data = this;
-  // One coarse timer drives retries and connect deadlines for both links.
+  // One coarse timer drives both links (retries, deadlines, probes) and the retries of refused
+  // channels; 50 ms is well below any deadline a user can configure.
   rc = uv_timer_start(&timer_, &RedisBus::on_timer, 50, 50);
   if (rc != 0)
     return rc;
-  connect(sub_);
-  connect(cmd_);
+  sub_.start();
+  cmd_.start();
   return 0;
 }
 
 void RedisBus::stop() {
   stopping_ = true;
-  for (Link *l : {&sub_, &cmd_}) {
-    if (l->ac != nullptr)
-      redisAsyncDisconnect(l->ac);
-  }
-  if (timer_init_ && !uv_is_closing(reinterpret_cast<uv_handle_t *>(&timer_))) {
+  sub_.stop();
+  cmd_.stop();
+  if (timer_init_ && !uv_is_closing(reinterpret_cast<uv_handle_t *>(&timer_)))
     uv_close(reinterpret_cast<uv_handle_t *>(&timer_), nullptr);
-  }
 }
 
-RedisBus::Link *RedisBus::link_of(const redisAsyncContext *ac) {
-  if (ac == sub_.ac)
-    return &sub_;
-  if (ac == cmd_.ac)
-    return &cmd_;
-  return nullptr;
+void RedisBus::on_timer(uv_timer_t *t) {
+  auto *self = static_cast<RedisBus *>(t->data);
+  guarded("redis.tick", 0, "trying again at the next tick", [&] { self->tick(); });
 }
-
-void RedisBus::connect(Link &link) {
-  link.retry_at_ms = 0;
-  redisAsyncContext *ac = cfg_.unix_path.empty() ? redisAsyncConnect(cfg_.host.c_str(), cfg_.port)
-                                                 : redisAsyncConnectUnix(cfg_.unix_path.c_str());
-  if (ac == nullptr || ac->err != 0) {
-    std::string why = ac != nullptr ? ac->errstr : "out of memory";
-    if (ac != nullptr)
-      redisAsyncFree(ac);
-    link_down(link, why);
-    return;
-  }
-  ac->data = this;
-  if (redis_attach_uv(ac, loop_) != 0) {
-    redisAsyncFree(ac);
-    link_down(link, "cannot attach to the event loop");
-    return;
-  }
-  redisAsyncSetConnectCallback(ac, &RedisBus::on_connect);
-  redisAsyncSetDisconnectCallback(ac, &RedisBus::on_disconnect);
-  link.ac = ac;
-  link.connect_deadline_ms = now_ms(loop_) + cfg_.connect_timeout_ms;
-  // Commands issued before the connection is up are buffered by hiredis and sent in order.
-  if (!cfg_.password.empty()) {
-    if (cfg_.username.empty()) {
-      redisAsyncCommand(ac, &RedisBus::on_cmd_reply, nullptr, "AUTH %b", cfg_.password.data(),
-                        cfg_.password.size());
-    } else {
-      redisAsyncCommand(ac, &RedisBus::on_cmd_reply, nullptr, "AUTH %b %b", cfg_.username.data(),
-                        cfg_.username.size(), cfg_.password.data(), cfg_.password.size());
-    }
-  }
-  if (&link == &cmd_ && cfg_.db != 0) {
-    redisAsyncCommand(ac, &RedisBus::on_cmd_reply, nullptr, "SELECT %d", cfg_.db);
-  }
-}
-
-void RedisBus::on_connect(const redisAsyncContext *ac, int status) {
-  RedisBus *self = bus_of(ac);
-  Link *link = self->link_of(ac);
-  if (link == nullptr)
-    return;
-  if (status != REDIS_OK) {
-    // hiredis frees the context itself after a failed connect.
-    link->ac = nullptr;
-    self->link_down(*link, ac->errstr);
-    return;
-  }
-  link->up = true;
-  link->connect_deadline_ms = 0;
-  if (link->failures > 0)
-    ++self->reconnects_;
-  link->failures = 0;
-  log_info("redis_connected",
-           {{"link", link->name},
-            {"addr", self->cfg_.unix_path.empty()
-                         ? self->cfg_.host + ":" + std::to_string(self->cfg_.port)
-                         : self->cfg_.unix_path}});
-  if (link == &self->sub_) {
-    // Every channel a room still wants is subscribed again on the new connection.
-    for (auto &[name, chan] : self->chans_) {
-      chan.state = ChanState::none;
-    }
-    std::vector<std::string> names;
-    names.reserve(self->chans_.size());
-    for (auto &[name, chan] : self->chans_)
-      names.push_back(name);
-    for (const auto &n : names)
-      self->reconcile(n);
-    self->sink_.on_redis_state(true);
-  }
-}
-
-void RedisBus::on_disconnect(const redisAsyncContext *ac, int status) {
-  RedisBus *self = bus_of(ac);
-  Link *link = self->link_of(ac);
-  if (link == nullptr)
-    return;
-  // hiredis frees the context after this callback returns.
-  link->ac = nullptr;
-  std::string why = status == REDIS_OK ? "disconnected" : (ac->errstr[0] ? ac->errstr : "error");
-  self->link_down(*link, why);
-}
-
-void RedisBus::link_down(Link &link, const std::string &why) {
-  bool was_up = link.up;
-  link.up = false;
-  link.connect_deadline_ms = 0;
-  last_error_ = why;
-  if (&link == &sub_) {
-    for (auto it = chans_.begin(); it != chans_.end();) {
-      it->second.state = ChanState::none;
-      it = it->second.wanted ? std::next(it) : chans_.erase(it);
-    }
-    // A disconnect we asked for at shutdown is not an outage.
-    if (was_up && !stopping_)
-      sink_.on_redis_state(false);
-  }
-  if (stopping_)
-    return;
-  if (was_up || link.failures == 0) {
-    log_warn("redis_down", {{"link", link.name},
-                            {"reason", why},
-                            {"action", "clients stay connected; reconnecting with backoff"}});
-  } else {
-    log_debug("redis_retry_failed", {{"link", link.name}, {"reason", why}});
-  }
-  schedule_retry(link);
-}
-
-void RedisBus::schedule_retry(Link &link) {
-  ++link.failures;
-  uint64_t delay = cfg_.reconnect_initial_ms;
-  for (uint32_t i = 1; i < link.failures && delay < cfg_.reconnect_max_ms; ++i)
-    delay *= 2;
-  if (delay > cfg_.reconnect_max_ms)
-    delay = cfg_.reconnect_max_ms;
-  // +-20 % jitter, so that many sidecars do not hit a restarted Redis in the same millisecond.
-  static std::mt19937_64 rng{std::random_device{}()};
-  std::uniform_real_distribution<double> jitter(0.8, 1.2);
-  link.retry_at_ms =
-      now_ms(loop_) + static_cast<uint64_t>(static_cast<double>(delay) * jitter(rng));
-}
-
-void RedisBus::on_timer(uv_timer_t *t) { static_cast<RedisBus *>(t->data)->tick(); }
 
 void RedisBus::tick() {
   if (stopping_)
     return;
-  uint64_t now = now_ms(loop_);
-  for (Link *l : {&sub_, &cmd_}) {
-    if (l->ac == nullptr && l->retry_at_ms != 0 && now >= l->retry_at_ms) {
-      connect(*l);
-    } else if (l->ac != nullptr && !l->up && l->connect_deadline_ms != 0 &&
-               now >= l->connect_deadline_ms) {
-      // A connect that hangs (a black-holed address) is abandoned. We are in a timer callback,
-      // not inside hiredis, so freeing the context here is allowed.
-      redisAsyncContext *ac = l->ac;
-      l->ac = nullptr;
-      redisAsyncFree(ac);
-      link_down(*l, "connect timed out");
-    }
+  uint64_t now = uv_now(loop_);
+  sub_.tick(now);
+  cmd_.tick(now);
+  std::vector<std::string> due;
+  for (auto &[name, chan] : chans_) {
+    if (chan.state == ChanState::refused && now >= chan.retry_at_ms)
+      due.push_back(name);
   }
+  for (const auto &name : due) {
+    chans_[name].state = ChanState::none;
+    reconcile(name);
+  }
+}
+
+void RedisBus::on_link_up(RedisLink &link) {
+  if (&link != &sub_)
+    return;
+  // Every channel a room still wants is subscribed again on the new connection.
+  std::vector<std::string> names;
+  names.reserve(chans_.size());
+  for (auto &[name, chan] : chans_) {
+    chan.state = ChanState::none;
+    names.push_back(name);
+  }
+  for (const auto &n : names)
+    reconcile(n);
+  sink_.on_redis_state(true);
+}
+
+void RedisBus::on_link_down(RedisLink &link, bool was_up) {
+  last_error_ = link.last_error();
+  if (&link != &sub_)
+    return;
+  for (auto it = chans_.begin(); it != chans_.end();) {
+    it->second.state = ChanState::none;
+    it = it->second.wanted ? std::next(it) : chans_.erase(it);
+  }
+  // A disconnect we asked for at shutdown is not an outage.
+  if (was_up && !stopping_)
+    sink_.on_redis_state(false);
+}
+
+void RedisBus::on_link_message(std::string_view channel, std::string_view payload) {
+  sink_.on_redis_message(channel, payload);
+}
+
+void RedisBus::on_link_reply(RedisLink &, const RedisPending &cmd, const redisReply &reply) {
+  switch (cmd.cmd) {
+  case RedisCmd::subscribe:
+    subscribe_answered(cmd.channel, reply);
+    return;
+  case RedisCmd::unsubscribe:
+    if (auto it = chans_.find(cmd.channel); it != chans_.end()) {
+      if (reply.type == REDIS_REPLY_ERROR) {
+        // Still subscribed, then: its messages count as unrouted until a room wants it again.
+        log_warn("redis_unsubscribe_refused",
+                 {{"channel", cmd.channel}, {"reply", text_of(&reply)}, {"action", "ignored"}});
+      }
+      it->second.state = ChanState::none;
+      reconcile(cmd.channel);
+    }
+    return;
+  default:
+    if (reply.type == REDIS_REPLY_ERROR) {
+      log_error("redis_error",
+                {{"command", redis_cmd_name(cmd.cmd)},
+                 {"reply", text_of(&reply)},
+                 {"action", "check redis.url credentials, ACLs and the stream key"}});
+    }
+    return;
+  }
+}
+
+void RedisBus::subscribe_answered(const std::string &channel, const redisReply &reply) {
+  auto it = chans_.find(channel);
+  if (it == chans_.end())
+    return;
+  Chan &chan = it->second;
+  bool ok = reply.type == REDIS_REPLY_ARRAY && reply.elements == 3 &&
+            text_of(reply.element[0]) == "subscribe";
+  if (ok) {
+    chan.state = ChanState::subscribed;
+    if (chan.refusals > 0) {
+      log_info("redis_subscribe_recovered",
+               {{"channel", channel}, {"attempts", chan.refusals + 1}});
+      chan.refusals = 0;
+      chan.reply.clear();
+    }
+  } else {
+    std::string text = reply.type == REDIS_REPLY_ERROR
+                           ? std::string(text_of(&reply))
+                           : "unexpected reply of type " + std::to_string(reply.type);
+    refuse(chan, channel, std::move(text));
+  }
+  reconcile(channel);
+}
+
+void RedisBus::refuse(Chan &chan, const std::string &channel, std::string reply) {
+  ++subscribe_errors_[error_code(reply)];
+  ++chan.refusals;
+  chan.state = ChanState::refused;
+  uint64_t delay = redis_backoff_ms(cfg_, chan.refusals);
+  chan.retry_at_ms = uv_now(loop_) + delay;
+  // One warning per channel and cause; the retries that follow are debug lines.
+  bool news = chan.refusals == 1 || reply != chan.reply;
+  chan.reply = std::move(reply);
+  last_refusal_ = chan.reply;
+  log_event(news ? LogConfig::Level::warn : LogConfig::Level::debug, "redis_subscribe_refused",
+            {{"channel", channel},
+             {"reply", chan.reply},
+             {"attempt", chan.refusals},
+             {"retry_in_ms", delay},
+             {"action", "this room receives nothing until Redis accepts; retrying with backoff "
+                        "(grant the channel to the redis.url user or fix Redis)"}});
 }
 
 void RedisBus::subscribe(const std::string &channel) {
@@ -223,85 +203,42 @@ void RedisBus::unsubscribe(const std::string &channel) {
 }
 
 // At most one SUBSCRIBE or UNSUBSCRIBE per channel is in flight; when its reply comes the state
-// is compared with what rooms want again. This keeps a quick leave-and-rejoin from racing
-// hiredis's per-channel callback table.
+// is compared with what rooms want again. So a quick leave-and-rejoin never has two commands for
+// one channel in flight, and a refused channel waits for its retry time.
 void RedisBus::reconcile(const std::string &channel) {
   auto it = chans_.find(channel);
   if (it == chans_.end())
     return;
   Chan &c = it->second;
-  if (!sub_.up || sub_.ac == nullptr) {
-    if (!c.wanted)
-      chans_.erase(it);
-    return;
-  }
-  if (c.wanted && c.state == ChanState::none) {
-    c.state = ChanState::subscribing;
-    redisAsyncCommand(sub_.ac, &RedisBus::on_sub_reply, this, "SUBSCRIBE %b", channel.data(),
-                      channel.size());
-  } else if (!c.wanted && c.state == ChanState::subscribed) {
-    c.state = ChanState::unsubscribing;
-    redisAsyncCommand(sub_.ac, &RedisBus::on_sub_reply, this, "UNSUBSCRIBE %b", channel.data(),
-                      channel.size());
-  } else if (!c.wanted && c.state == ChanState::none) {
+  bool idle = c.state == ChanState::none || c.state == ChanState::refused;
+  if (!c.wanted && idle) {
     chans_.erase(it);
-  }
-}
-
-void RedisBus::on_sub_reply(redisAsyncContext *ac, void *r, void *priv) {
-  auto *self = static_cast<RedisBus *>(priv);
-  auto *reply = static_cast<redisReply *>(r);
-  // A null reply means hiredis is tearing the context down; the disconnect callback follows.
-  if (reply == nullptr || self == nullptr || ac != self->sub_.ac)
-    return;
-  if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) {
-    if (reply->type == REDIS_REPLY_ERROR) {
-      log_error("redis_error", {{"reply", std::string(reply->str, reply->len)},
-                                {"action", "check redis.url credentials and ACLs"}});
-    }
     return;
   }
-  std::string_view kind = str_of(reply->element[0]);
-  std::string_view channel = str_of(reply->element[1]);
-  if (kind == "message") {
-    const redisReply *payload = reply->element[2];
-    self->sink_.on_redis_message(channel, std::string_view(payload->str, payload->len));
+  if (!sub_.up())
     return;
-  }
-  auto it = self->chans_.find(std::string(channel));
-  if (it == self->chans_.end())
-    return;
-  if (kind == "subscribe") {
-    it->second.state = ChanState::subscribed;
-  } else if (kind == "unsubscribe") {
-    it->second.state = ChanState::none;
-  }
-  self->reconcile(it->first);
-}
-
-void RedisBus::on_cmd_reply(redisAsyncContext *, void *r, void *) {
-  auto *reply = static_cast<redisReply *>(r);
-  if (reply != nullptr && reply->type == REDIS_REPLY_ERROR) {
-    log_error("redis_error", {{"reply", std::string(reply->str, reply->len)},
-                              {"action", "check redis.url credentials, ACLs and the stream key"}});
+  if (c.wanted && c.state == ChanState::none) {
+    // A refused send means the link is going down; on_link_up subscribes it again.
+    if (sub_.send(RedisCmd::subscribe, channel, {"SUBSCRIBE", channel}))
+      c.state = ChanState::subscribing;
+  } else if (!c.wanted && c.state == ChanState::subscribed) {
+    if (sub_.send(RedisCmd::unsubscribe, channel, {"UNSUBSCRIBE", channel}))
+      c.state = ChanState::unsubscribing;
   }
 }
 
 bool RedisBus::xadd(const std::string &stream, uint32_t maxlen,
                     const std::vector<std::pair<std::string, std::string>> &fields) {
-  if (!cmd_.up || cmd_.ac == nullptr)
+  if (!cmd_.up())
     return false;
   std::string maxlen_s = std::to_string(maxlen);
-  std::vector<const char *> argv = {"XADD", stream.c_str(), "MAXLEN", "~", maxlen_s.c_str(), "*"};
-  std::vector<size_t> lens = {4, stream.size(), 6, 1, maxlen_s.size(), 1};
+  std::vector<std::string_view> args = {"XADD", stream, "MAXLEN", "~", maxlen_s, "*"};
+  args.reserve(args.size() + 2 * fields.size());
   for (const auto &[k, v] : fields) {
-    argv.push_back(k.data());
-    lens.push_back(k.size());
-    argv.push_back(v.data());
-    lens.push_back(v.size());
+    args.push_back(k);
+    args.push_back(v);
   }
-  return redisAsyncCommandArgv(cmd_.ac, &RedisBus::on_cmd_reply, nullptr,
-                               static_cast<int>(argv.size()), argv.data(), lens.data()) == REDIS_OK;
+  return cmd_.send(RedisCmd::xadd, {}, std::span<const std::string_view>(args));
 }
 
 size_t RedisBus::subscribed_channels() const {
@@ -309,6 +246,22 @@ size_t RedisBus::subscribed_channels() const {
   for (const auto &[name, c] : chans_)
     n += c.state == ChanState::subscribed ? 1 : 0;
   return n;
+}
+
+size_t RedisBus::refused_channels() const {
+  size_t n = 0;
+  for (const auto &[name, c] : chans_)
+    n += c.wanted && c.state == ChanState::refused ? 1 : 0;
+  return n;
+}
+
+bool RedisBus::refused(const std::string &channel) const {
+  auto it = chans_.find(channel);
+  return it != chans_.end() && it->second.wanted && it->second.state == ChanState::refused;
+}
+
+std::string RedisBus::last_refusal() const {
+  return refused_channels() > 0 ? last_refusal_ : std::string();
 }
 
 } // namespace sidecar

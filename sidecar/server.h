@@ -89,6 +89,7 @@ private:
   HttpAnswer status_endpoint(const HttpRequest &req);
   HttpAnswer config_endpoint();
   std::string ready_reason() const;
+  std::string degraded_reason() const; // ready, but some rooms cannot receive
   void log_summary();
 
   uv_loop_t *loop_;

@@ -1,0 +1,127 @@
+"""A SUBSCRIBE that Redis refuses (here an ACL that does not grant the channel: NOPERM) costs only
+the room that asked for it. The refusal is logged with what happens next, counted in /metrics by
+error code and shown in /ready's body; the channel is retried with backoff on its own while
+every other room on the same link keeps receiving, and once the ACL grants the channel the next
+retry subscribes it and the room receives.
+
+Why /ready stays 200 for a refused room channel: rooms are named by clients (any org id that
+passes the pattern), so a 503 here would let one client take every sidecar out of the load
+balancer by joining a room the ACL forbids. A refused broadcast channel, which every session
+needs, is a different matter and answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from harness import SLOW, RedisServer, connect_ws, recv_message, run, wait_until
+from resilience_util import log_events, ready_status
+
+# Short backoff: reconnects and per-channel retries both follow it.
+BACKOFF = {"reconnect_initial_ms": 50, "reconnect_max_ms": 300}
+
+
+def acl_user(redis: RedisServer, *channels: str):
+    """User sc (password pw) may run any command on any key but use only ``channels``."""
+    assert redis.command("ACL", "SETUSER", "sc", "reset", "on", ">pw", "~*", "+@all",
+                         "resetchannels", *[f"&{c}" for c in channels]) == b"OK"
+
+
+def sc_url(redis: RedisServer) -> str:
+    return f"redis://sc:pw@127.0.0.1:{redis.port}/0"
+
+
+def metric(sc, name_and_labels: str) -> float | None:
+    status, _, body = sc.http("GET", "/metrics")
+    assert status == 200, status
+    m = re.search(rb"^" + re.escape(name_and_labels.encode()) + rb" (\S+)$", body, re.M)
+    return float(m.group(1)) if m else None
+
+
+def test_refused_subscribe_is_retried_per_channel_and_other_rooms_keep_receiving(
+        sidecar_factory, redis):
+    acl_user(redis, "org:good", "sidecar:broadcast")
+    sc = sidecar_factory(redis_url=sc_url(redis), extra_yaml={"redis": BACKOFF})
+
+    async def main():
+        good = await connect_ws(sc.ws_url("/ws/good"))
+        await asyncio.to_thread(wait_until, lambda: redis.numsub("org:good") == 1, 5 * SLOW,
+                                "org:good subscribed")
+        bad = await connect_ws(sc.ws_url("/ws/bad"))
+        assert bad.welcome["type"] == "connected"
+
+        # The refusal is logged, with the Redis reply and what the sidecar does about it.
+        await asyncio.to_thread(sc.wait_log,
+                                r"event=redis_subscribe_refused .*channel=org:bad", 5)
+        rec = log_events(sc, "redis_subscribe_refused", channel="org:bad")[0]
+        assert rec["reply"].startswith("NOPERM"), rec
+        assert "retry" in rec["action"], rec
+
+        # It is retried on its own: several refusals, and meanwhile the good room receives.
+        def refusals():
+            return metric(sc, 'sidecar_redis_subscribe_errors_total{code="NOPERM"}') or 0
+
+        await asyncio.to_thread(wait_until, lambda: refusals() >= 3, 5 * SLOW,
+                                "three refused SUBSCRIBEs of org:bad counted")
+        for i in range(3):
+            assert redis.publish("org:good", f"good {i}") == 1
+            msg = await recv_message(good, 5)
+            assert msg == f"good {i}", msg
+        assert redis.numsub("org:good") == 1
+        assert redis.numsub("org:bad") == 0
+        assert metric(sc, "sidecar_redis_channels_refused") == 1
+
+        # /ready still 200 (see the module docstring), but says what is wrong.
+        status, body = ready_status(sc)
+        assert status == 200, (status, body)
+        assert "1 channel" in body.get("degraded", "") and "NOPERM" in body["degraded"], body
+
+        # One subscriber connection all along: the refusal never dropped the link.
+        assert len(log_events(sc, "redis_connected", link="subscriber")) == 1, sc.log()
+        assert not log_events(sc, "redis_down", link="subscriber"), sc.log()
+
+        # The operator grants the channel: the next retry subscribes it and the room receives.
+        assert redis.command("ACL", "SETUSER", "sc", "&org:bad") == b"OK"
+        await asyncio.to_thread(wait_until, lambda: redis.numsub("org:bad") == 1,
+                                (0.3 * 1.2 + 2) * SLOW, "org:bad subscribed after the grant")
+        assert redis.publish("org:bad", "finally") == 1
+        assert await recv_message(bad, 5) == "finally"
+        assert redis.publish("org:good", "still") == 1
+        assert await recv_message(good, 5) == "still"
+        await asyncio.to_thread(sc.wait_log,
+                                r"event=redis_subscribe_recovered .*channel=org:bad", 5)
+        status, body = ready_status(sc)
+        assert status == 200 and "degraded" not in body, (status, body)
+        assert metric(sc, "sidecar_redis_channels_refused") == 0
+        await good.close()
+        await bad.close()
+
+    run(main(), 60 * SLOW)
+
+
+def test_refused_broadcast_channel_makes_the_sidecar_not_ready(sidecar_factory, redis):
+    """Every session needs the broadcast channel, so its refusal is the sidecar's problem as a
+    whole: /ready 503 naming it, until the ACL allows it."""
+    acl_user(redis, "org:*")
+    sc = sidecar_factory(redis_url=sc_url(redis), extra_yaml={"redis": BACKOFF})
+
+    async def main():
+        c = await connect_ws(sc.ws_url("/ws/acme"))
+        await asyncio.to_thread(wait_until, lambda: redis.numsub("org:acme") == 1, 5 * SLOW,
+                                "org:acme subscribed")
+        await asyncio.to_thread(wait_until, lambda: ready_status(sc)[0] == 503, 5 * SLOW,
+                                "/ready 503 while sidecar:broadcast is refused")
+        status, body = ready_status(sc)
+        assert "sidecar:broadcast" in body.get("reason", ""), body
+        assert redis.publish("org:acme", "room works") == 1
+        assert await recv_message(c, 5) == "room works"
+
+        assert redis.command("ACL", "SETUSER", "sc", "&sidecar:broadcast") == b"OK"
+        await asyncio.to_thread(wait_until, lambda: ready_status(sc)[0] == 200, 5 * SLOW,
+                                "/ready 200 once the broadcast channel is granted")
+        assert redis.publish("sidecar:broadcast", "all") == 1
+        assert await recv_message(c, 5) == "all"
+        await c.close()
+
+    run(main(), 60 * SLOW)

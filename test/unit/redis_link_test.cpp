@@ -1,0 +1,186 @@
+#include "redis_link.h"
+
+#include <doctest/doctest.h>
+#include <hiredis/hiredis.h>
+
+#include <string>
+#include <vector>
+
+using namespace sidecar;
+
+namespace {
+
+// Records what a RedisReplies hands over, as text: "reply SUBSCRIBE org:a <- subscribe", "message
+// org:a hello". `reset_on` makes the sink reset the parser when a reply of that command arrives,
+// as a link does when an AUTH is refused.
+struct Recorder final : RedisReplies::Sink {
+  RedisReplies *replies = nullptr;
+  std::vector<std::string> seen;
+  bool reset_on_auth = false;
+
+  void on_reply(const RedisPending &cmd, const redisReply &r) override {
+    std::string what;
+    if (r.type == REDIS_REPLY_ERROR || r.type == REDIS_REPLY_STATUS)
+      what = std::string(r.str, r.len);
+    else if (r.type == REDIS_REPLY_ARRAY && r.elements > 0)
+      what = std::string(r.element[0]->str, r.element[0]->len);
+    else if (r.type == REDIS_REPLY_STRING)
+      what = std::string(r.str, r.len);
+    seen.push_back(std::string("reply ") + redis_cmd_name(cmd.cmd) +
+                   (cmd.channel.empty() ? "" : " " + cmd.channel) + " <- " + what);
+    if (reset_on_auth && cmd.cmd == RedisCmd::auth)
+      replies->reset();
+  }
+  void on_message(std::string_view channel, std::string_view payload) override {
+    seen.push_back("message " + std::string(channel) + " " + std::string(payload));
+  }
+};
+
+// Feeds `bytes` split at `cut` (and whole when cut is 0); returns feed()'s verdict on the last
+// part (the first part's verdict must be "").
+std::string feed_split(RedisReplies &r, Recorder &rec, const std::string &bytes, size_t cut) {
+  if (cut > 0 && cut < bytes.size()) {
+    std::string first = r.feed(bytes.data(), cut, rec);
+    if (!first.empty())
+      return first;
+    return r.feed(bytes.data() + cut, bytes.size() - cut, rec);
+  }
+  return r.feed(bytes.data(), bytes.size(), rec);
+}
+
+const std::string kSubscribed = "*3\r\n$9\r\nsubscribe\r\n$5\r\norg:a\r\n:1\r\n";
+const std::string kMessage = "*3\r\n$7\r\nmessage\r\n$5\r\norg:a\r\n$5\r\nhello\r\n";
+const std::string kPong = "*2\r\n$4\r\npong\r\n$0\r\n\r\n";
+
+} // namespace
+
+TEST_CASE("a PING pending while subscribed gets the pong, not the message that arrives first") {
+  const std::string bytes = kSubscribed + kMessage + kPong;
+  for (size_t cut = 0; cut < bytes.size(); ++cut) {
+    CAPTURE(cut);
+    RedisReplies r(true);
+    Recorder rec;
+    r.expect(RedisCmd::subscribe, "org:a", 10);
+    r.expect(RedisCmd::ping, {}, 20);
+    CHECK(feed_split(r, rec, bytes, cut).empty());
+    CHECK(rec.seen == std::vector<std::string>{"reply SUBSCRIBE org:a <- subscribe",
+                                               "message org:a hello", "reply PING <- pong"});
+    CHECK(r.pending() == 0);
+  }
+}
+
+TEST_CASE("an error reply to SUBSCRIBE goes to that SUBSCRIBE and the next reply to the next") {
+  const std::string bytes = "-NOPERM this user has no permissions\r\n" + kSubscribed + kMessage;
+  for (size_t cut = 0; cut < bytes.size(); ++cut) {
+    CAPTURE(cut);
+    RedisReplies r(true);
+    Recorder rec;
+    r.expect(RedisCmd::subscribe, "org:bad", 1);
+    r.expect(RedisCmd::subscribe, "org:a", 2);
+    CHECK(feed_split(r, rec, bytes, cut).empty());
+    CHECK(rec.seen ==
+          std::vector<std::string>{"reply SUBSCRIBE org:bad <- NOPERM this user has no permissions",
+                                   "reply SUBSCRIBE org:a <- subscribe", "message org:a hello"});
+  }
+}
+
+TEST_CASE("pmessage and smessage are pushes; the channel is the one published to") {
+  RedisReplies r(true);
+  Recorder rec;
+  std::string bytes = "*4\r\n$8\r\npmessage\r\n$5\r\norg:*\r\n$5\r\norg:b\r\n$2\r\nhi\r\n"
+                      "*3\r\n$8\r\nsmessage\r\n$5\r\norg:c\r\n$0\r\n\r\n";
+  CHECK(r.feed(bytes.data(), bytes.size(), rec).empty());
+  CHECK(rec.seen == std::vector<std::string>{"message org:b hi", "message org:c "});
+}
+
+TEST_CASE("a PONG outside subscribed mode and an XADD id are replies in order") {
+  RedisReplies r(false);
+  Recorder rec;
+  r.expect(RedisCmd::ping, {}, 1);
+  r.expect(RedisCmd::xadd, {}, 2);
+  std::string bytes = "+PONG\r\n$15\r\n1700000000000-0\r\n";
+  CHECK(r.feed(bytes.data(), bytes.size(), rec).empty());
+  CHECK(rec.seen ==
+        std::vector<std::string>{"reply PING <- PONG", "reply XADD <- 1700000000000-0"});
+}
+
+TEST_CASE("on the command link a message-shaped array is a reply, never a push") {
+  RedisReplies r(false);
+  Recorder rec;
+  r.expect(RedisCmd::xadd, {}, 1);
+  CHECK(r.feed(kMessage.data(), kMessage.size(), rec).empty());
+  CHECK(rec.seen == std::vector<std::string>{"reply XADD <- message"});
+}
+
+TEST_CASE("a reply that no command asked for ends the connection") {
+  RedisReplies r(true);
+  Recorder rec;
+  std::string bytes = "-ERR surprise\r\n";
+  CHECK(r.feed(bytes.data(), bytes.size(), rec) == "a reply that no command asked for");
+  CHECK(rec.seen.empty());
+}
+
+TEST_CASE("bytes that are not RESP end the connection") {
+  RedisReplies r(true);
+  Recorder rec;
+  r.expect(RedisCmd::ping, {}, 1);
+  std::string bytes = "?what\r\n";
+  CHECK(r.feed(bytes.data(), bytes.size(), rec).starts_with("not RESP"));
+}
+
+TEST_CASE("a message of the wrong shape ends the connection") {
+  RedisReplies r(true);
+  Recorder rec;
+  std::string bytes = "*3\r\n$7\r\nmessage\r\n$5\r\norg:a\r\n:5\r\n";
+  CHECK(r.feed(bytes.data(), bytes.size(), rec) == "a pub/sub message of the wrong shape");
+}
+
+TEST_CASE("the oldest pending command sets the deadline until its reply comes") {
+  RedisReplies r(true);
+  Recorder rec;
+  CHECK(r.oldest_sent_ms() == 0);
+  r.expect(RedisCmd::subscribe, "org:a", 100);
+  r.expect(RedisCmd::ping, {}, 250);
+  CHECK(r.oldest_sent_ms() == 100);
+  CHECK(r.oldest_cmd() == RedisCmd::subscribe);
+  // Pushes do not count as replies: the SUBSCRIBE is still the oldest after a message.
+  CHECK(r.feed(kMessage.data(), kMessage.size(), rec).empty());
+  CHECK(r.oldest_sent_ms() == 100);
+  CHECK(r.feed(kSubscribed.data(), kSubscribed.size(), rec).empty());
+  CHECK(r.oldest_sent_ms() == 250);
+  CHECK(r.oldest_cmd() == RedisCmd::ping);
+  CHECK(r.feed(kPong.data(), kPong.size(), rec).empty());
+  CHECK(r.oldest_sent_ms() == 0);
+}
+
+TEST_CASE("a sink that resets the parser stops the dispatch of the old connection's bytes") {
+  RedisReplies r(true);
+  Recorder rec;
+  rec.replies = &r;
+  rec.reset_on_auth = true;
+  r.expect(RedisCmd::auth, {}, 1);
+  r.expect(RedisCmd::subscribe, "org:a", 2);
+  std::string bytes = "-WRONGPASS invalid username-password pair\r\n" + kSubscribed + kMessage;
+  CHECK(r.feed(bytes.data(), bytes.size(), rec).empty());
+  CHECK(rec.seen ==
+        std::vector<std::string>{"reply AUTH <- WRONGPASS invalid username-password pair"});
+  CHECK(r.pending() == 0);
+  // The parser is fresh: a new connection's bytes start clean.
+  r.expect(RedisCmd::subscribe, "org:a", 3);
+  CHECK(r.feed(kSubscribed.data(), kSubscribed.size(), rec).empty());
+  CHECK(rec.seen.back() == "reply SUBSCRIBE org:a <- subscribe");
+}
+
+TEST_CASE("backoff doubles from reconnect_initial_ms up to reconnect_max_ms, within +-20 %") {
+  RedisConfig cfg;
+  cfg.reconnect_initial_ms = 100;
+  cfg.reconnect_max_ms = 1000;
+  const uint64_t want[] = {100, 200, 400, 800, 1000, 1000};
+  for (uint32_t failures = 1; failures <= 6; ++failures) {
+    for (int i = 0; i < 50; ++i) {
+      uint64_t d = redis_backoff_ms(cfg, failures);
+      CHECK(d >= want[failures - 1] * 8 / 10);
+      CHECK(d <= want[failures - 1] * 12 / 10);
+    }
+  }
+}
