@@ -158,7 +158,7 @@ def test_handshakes_per_ip_per_second_refuses_with_429(sidecar_factory, redis):
     admitted = [a for a in answers if a.status == 101]
     for a in admitted:
         assert a.ws.recv_json()["type"] == "connected"
-    for i, a in enumerate(answers):
+    for a in answers:
         if a.status != 101:
             check_refusal(a, 429, "TOO_MANY_HANDSHAKES")
     refused_orgs = [f"h{i}" for i, a in enumerate(answers) if a.status == 429]
@@ -242,8 +242,9 @@ def test_bucket_refills_at_the_configured_rate(sidecar_factory, redis):
     # The sidecar emptied the bucket between t_drain_sent and t_drained, and handled the last
     # ping between t_last_sent and t_end: tokens made in between are rate * that interval, less
     # than one was left over at the start, and at most `burst` may still be unspent at the end.
-    most = int(rate * (t_end - t_drain_sent)) + 1
-    least = int(rate * (t_last_sent - t_drained)) - burst
+    # 10 ms of slack either way for the sidecar's millisecond loop clock.
+    most = int(rate * (t_end - t_drain_sent + 0.01)) + 1
+    least = int(rate * (t_last_sent - t_drained - 0.01)) - burst
     print(f"pongs={pongs} errors={errors} bounds=[{least}, {most}]")
     assert least <= pongs <= most, (pongs, least, most)
     close_all(ws)
