@@ -1,6 +1,7 @@
 // Admission: whether an upgrade request may become a session, and into which rooms. Checks run
 // cheapest first and all of them before any Redis work: protocol, org, handshake rate, origin,
 // token, then connection limits. Every refusal is a real HTTP answer with a short JSON body.
+#include <algorithm>
 #include <chrono>
 #include <openssl/crypto.h>
 
@@ -139,9 +140,12 @@ bool Server::admit(Session &s, const HttpRequest &req, const Route &route, const
       return refuse(403, "BAD_USER", "the token's user claim is not a usable id");
     }
     grant.protocol = tok->protocol;
+    // exp may be any JSON number (1e300, 2^63-1): read it as a double and keep it within year
+    // 9999, so that neither the conversion nor the expiry arithmetic on every sweep overflows.
     auto exp = v.claims.find("exp");
-    if (exp != v.claims.end() && exp->is_number())
-      grant.token_exp = exp->get<int64_t>();
+    if (exp != v.claims.end() && exp->is_number()) {
+      grant.token_exp = static_cast<int64_t>(std::clamp(exp->get<double>(), 1.0, 253402300799.0));
+    }
   }
   if (sessions_open_ >= lim.max_connections) {
     return refuse(503, "AT_CAPACITY", "this sidecar is at limits.max_connections");

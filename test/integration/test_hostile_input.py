@@ -379,3 +379,30 @@ def test_a_client_in_the_room_is_unharmed_by_all_hostile_traffic(redis, config):
         sc.cleanup()
         if report:
             pytest.fail("sanitizer reported a problem:\n" + report, pytrace=False)
+
+
+@pytest.mark.parametrize("exp", [1e300, 2**63 - 1, 2**64 + 5, 4102444800.5],
+                         ids=["1e300", "int64_max", "past_uint64", "fraction"])
+def test_a_far_future_exp_claim_is_a_long_life_not_an_overflow(sidecar_factory, redis, exp):
+    """A signed token may still carry an exp no clock reaches. Converting it to seconds must not
+    overflow (undefined behaviour, which made a token that never expires look expired), nor may
+    the expiry check done on every sweep."""
+    sc = sidecar_factory(extra_yaml={
+        "auth": {"mode": "jwt", "jwt": {"secret": SECRET, "algorithms": ["HS256"]}},
+        "websocket": {"close_timeout_ms": 100}, "log": {"summary_interval_s": 1}})
+    tok = mint(claims(org="acme", ttl=None, exp=exp), SECRET)
+    req = hostile_request("user_agent", b"ok", auth=False)
+    req = req.replace(b"\r\n\r\n", b"\r\nAuthorization: Bearer " + tok.encode() + b"\r\n\r\n")
+    ws = send_and_check(sc.port, req, "far-future exp")
+    assert ws is not None, "the token was refused"
+    try:
+        # The sweep checks the expiry several times a second; a summary line means at least one
+        # full second of sweeps has passed since the welcome.
+        start = sc.log().count("event=summary")
+        wait_until(lambda: sc.log().count("event=summary") > start, 10, "a summary line")
+        wait_until(lambda: redis.numsub("org:acme") == 1, 10, "org:acme subscribed")
+        redis.publish("org:acme", "still-here")
+        f = ws.recv_message(5)
+        assert f is not None and f.opcode == OP_TEXT and f.payload == b"still-here", f
+    finally:
+        ws.close()
