@@ -557,11 +557,13 @@ class Sidecar:
         # wait_exit(), or send_signal() with SIGKILL) in a test that kills or crashes it on
         # purpose; otherwise exit_problem() reports an exit the test did not ask for.
         self.expect_exit = False
+        self._exit_problems: list[str] = []  # what stop() found wrong, process by process
+        self._reset_exit_state()
+
+    def _reset_exit_state(self):
+        """Per process: what the test did to it and whether stop() has judged its end."""
         self._stop_signal: int | None = None  # SIGTERM/SIGINT the test sent itself
         self._start_failed = False  # start() raised: the test has already heard about it
-        self._found_dead_rc: int | None = None  # exited before stop() was first called
-        self._stop_rc: int | None = None  # the exit code of our own SIGTERM stop
-        self._stop_killed = False  # SIGTERM was not enough; stop() used SIGKILL
         self._stopped = False
 
     def config(self) -> str:
@@ -575,6 +577,10 @@ class Sidecar:
     def start(self, timeout: float = 10.0, wait_health: bool = True) -> "Sidecar":
         """Starts the binary and waits until GET /health answers 200 (unless ``wait_health`` is
         False). A port clash at bind time is retried on another port when the port was ours."""
+        if self.proc is not None:  # a restart: judge the previous process, then start afresh
+            self.stop()
+            self.expect_exit = False
+            self._reset_exit_state()
         for attempt in range(3):
             Path(self.config_path).write_text(self.config())
             env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
@@ -676,24 +682,34 @@ class Sidecar:
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL if it has not exited within ``timeout``; returns the exit code.
 
-        What it finds is kept for ``exit_problem()``: whether the process had already exited
-        before the first stop(), and the code our own SIGTERM got."""
+        The first stop() of a process judges how it ended, for ``exit_problem()``: our SIGTERM
+        must end it with code 0 in time; a process that had already exited must have been
+        expected to (``expect_exit``), or have exited 0 after a SIGTERM/SIGINT the test sent."""
         rc = None
         if self.proc is not None:
             if self.proc.poll() is None:
                 self.proc.terminate()
                 try:
                     rc = self.proc.wait(timeout * SLOW)
+                    problem = None if rc == 0 else f"sidecar exited with {rc} on SIGTERM " \
+                                                   f"(expected 0)"
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     rc = self.proc.wait(10)
-                    self._stop_killed = True
-                if not self._stopped:
-                    self._stop_rc = rc
+                    problem = (f"sidecar did not exit within {timeout * SLOW:.0f}s of SIGTERM; "
+                               f"SIGKILL was used")
             else:
                 rc = self.proc.returncode
-                if not self._stopped:
-                    self._found_dead_rc = rc
+                if self.expect_exit or self._start_failed:
+                    problem = None
+                elif self._stop_signal is not None:
+                    name = signal.Signals(self._stop_signal).name
+                    problem = None if rc == 0 else f"sidecar exited with {rc} after the " \
+                                                   f"test's {name} (expected 0)"
+                else:
+                    problem = f"sidecar died unexpectedly before teardown with exit code {rc}"
+            if problem and not self._stopped:
+                self._exit_problems.append(problem)
             self._stopped = True
         if self._log_file is not None:
             self._log_file.close()
@@ -701,26 +717,9 @@ class Sidecar:
         return rc
 
     def exit_problem(self) -> str | None:
-        """Why the way this process ended is a failure, or None. Call after ``stop()``.
-
-        SIGTERM (ours at stop(), or one the test sent) must end it with code 0 within the
-        timeout. A process that had exited before stop() for any other reason died
-        unexpectedly, unless the test declared it (``expect_exit``) or start() already raised."""
-        if self.proc is None or self._start_failed:
-            return None
-        if self._stop_killed:
-            return "sidecar did not exit within its stop timeout after SIGTERM; SIGKILL was used"
-        if self._stop_rc is not None and self._stop_rc != 0:
-            return f"sidecar exited with {self._stop_rc} on SIGTERM (expected 0)"
-        rc = self._found_dead_rc
-        if rc is None or self.expect_exit:
-            return None
-        if self._stop_signal is not None:
-            if rc != 0:
-                name = signal.Signals(self._stop_signal).name
-                return f"sidecar exited with {rc} after the test's {name} (expected 0)"
-            return None
-        return f"sidecar died unexpectedly before teardown with exit code {rc}"
+        """Why the way this sidecar's process ended is a failure, or None; call after
+        ``stop()``. See ``stop()`` for the rules."""
+        return "; ".join(self._exit_problems) or None
 
     def cleanup(self):
         """Stops the process and removes its temp dir."""
