@@ -551,8 +551,9 @@ class Soak:
         print(f"churn clients {self.churn_total} ({self.churn_ok} clean, "
               f"{self.churn_failed_inside} failed inside the outage window, "
               f"{self.churn_failed_outside} outside)")
+        outage = "n/a" if self.outage_s != self.outage_s else f"{self.outage_s:.1f}s"  # NaN: none
         print(f"Redis restarts {self.redis_restarts}; outage seen by the sidecar "
-              f"{self.outage_s:.1f}s (kill to redis_ready); SIGHUP reloads {self.reloads_sent} "
+              f"{outage} (kill to redis_ready); SIGHUP reloads {self.reloads_sent} "
               f"(logged {reloaded}, rejected {rejected}); exit code on SIGTERM {self.exit_code}")
         if problems:
             print("soak: FAIL")
