@@ -125,3 +125,32 @@ def test_refused_broadcast_channel_makes_the_sidecar_not_ready(sidecar_factory, 
         await c.close()
 
     run(main(), 60 * SLOW)
+
+
+def test_a_refused_auth_keeps_the_link_down_with_backoff_until_the_password_works(
+        sidecar_factory, redis):
+    """AUTH is answered before a link counts as up: a wrong password is /ready 503 naming the
+    reply, retried on the backoff (not in a tight loop), and the link comes up once Redis accepts
+    the password."""
+    acl_user(redis, "*")
+    url = f"redis://sc:wrong@127.0.0.1:{redis.port}/0"
+    sc = sidecar_factory(redis_url=url, extra_yaml={"redis": BACKOFF})
+    wait_until(lambda: "WRONGPASS" in ready_status(sc)[1].get("reason", ""), 5 * SLOW,
+               "/ready 503 naming WRONGPASS")
+    assert ready_status(sc)[0] == 503
+
+    def attempts():
+        return log_events(sc, "redis_down", link="subscriber") + \
+            log_events(sc, "redis_retry_failed", link="subscriber")
+
+    wait_until(lambda: len(attempts()) >= 5, 5 * SLOW, "five refused AUTHs")
+    times = sorted(r["_t"] for r in attempts())
+    # 50, 100, 200, then 300 ms (+-20 %): a tight loop would make these gaps a few ms.
+    gaps = [b - a for a, b in zip(times, times[1:])][:4]
+    assert all(g >= 0.04 for g in gaps) and gaps[-1] >= 0.2, gaps
+    assert "AUTH" in attempts()[0]["reason"], attempts()[0]
+
+    assert redis.command("ACL", "SETUSER", "sc", ">wrong") == b"OK"
+    wait_until(lambda: ready_status(sc)[0] == 200, (0.3 * 1.2 + 2) * SLOW,
+               "/ready 200 once the password is accepted")
+    assert log_events(sc, "redis_connected", link="subscriber")
