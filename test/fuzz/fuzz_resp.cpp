@@ -2,13 +2,12 @@
 // size, 1..64):
 //
 // - reader mode: hiredis's redisReader fed arbitrary bytes, then a walk of every reply tree that
-//   reads every byte and makes the checks the subscriber connection makes before it hands a
-//   pub/sub message to the rooms (classify() below mirrors them without copying). The rest of the
-//   input is the byte stream.
-// - link mode (when sidecar/redis_link.h exists): RedisReplies, the pure half of a Redis link,
-//   is told which commands were sent and fed the stream; it must hand each reply to the command
-//   it answers, in order, and pub/sub messages to the sink. Byte 1: bit 0 subscriber link, bits
-//   1-3 the number of commands sent (0..7); then one byte per command (its kind); then the stream.
+//   reads every byte and tells pub/sub pushes from replies the way the subscriber link does
+//   (classify() below). The rest of the input is the byte stream. This is hiredis on its own.
+// - link mode: RedisReplies (sidecar/redis_link.h), the pure half of a Redis link, is told which
+//   commands were sent and fed the stream; it must hand each reply to the command it answers, in
+//   order, and pub/sub messages to the sink. Byte 1: bit 0 subscriber link, bits 1-3 the number
+//   of commands sent (0..7); then one byte per command (its kind); then the stream.
 //
 // Invariants, each an abort when broken:
 // - hiredis hands up well-formed trees: string kinds have str != NULL and a NUL at str[len], arrays
@@ -40,12 +39,7 @@
 
 #include "fuzz_stats.h"
 
-#if __has_include("redis_link.h")
 #include "redis_link.h"
-#define FUZZ_RESP_LINK 1
-#else
-#define FUZZ_RESP_LINK 0
-#endif
 
 // RedisReplies owns its reader, so its arrays are not capped: "*4294967295\r\n" makes hiredis
 // calloc 32 GiB there. Allocations over 512 MiB fail (NULL, which hiredis reports as out of
@@ -77,9 +71,9 @@ fuzz::Stats stats("fuzz_resp", {{"replies", true},
                                 {"error_reply", true},
                                 {"array_capped", true},
                                 {"nested_array", true},
-                                {"link_reply", FUZZ_RESP_LINK != 0},
-                                {"link_message", FUZZ_RESP_LINK != 0},
-                                {"link_closed", FUZZ_RESP_LINK != 0}});
+                                {"link_reply", true},
+                                {"link_message", true},
+                                {"link_closed", true}});
 
 constexpr size_t kMaxElements = 1 << 16;
 
@@ -174,7 +168,6 @@ size_t classify(const redisReply *r) {
   return 0;
 }
 
-#if FUZZ_RESP_LINK
 struct LinkChecker final : sidecar::RedisReplies::Sink {
   void on_reply(const sidecar::RedisPending &cmd, const redisReply &reply) override {
     if (replies >= sent.size())
@@ -230,7 +223,6 @@ void link_mode(const uint8_t *data, size_t size, size_t chunk) {
   volatile size_t keep = c.sink;
   (void)keep;
 }
-#endif
 
 } // namespace
 
@@ -238,12 +230,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1)
     return 0;
   size_t chunk = 1 + (data[0] & 0x3f);
-#if FUZZ_RESP_LINK
   if ((data[0] & 0x80) != 0) {
     link_mode(data + 1, size - 1, chunk);
     return 0;
   }
-#endif
   redisReader *reader = redisReaderCreate();
   if (reader == nullptr)
     return 0;
