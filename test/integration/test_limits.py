@@ -15,8 +15,8 @@ import pytest
 
 from harness import (OP_BINARY, OP_CONT, OP_TEXT, RawWs, connect_ws, encode_frame,
                      read_http_head, run, upgrade_request, wait_until, ws_close_code)
-from security_util import (Answer, accepted, assert_not_subscribed, check_refusal, close_all,
-                           handshake, next_non_probe, wait_channel)
+from security_util import (Answer, SubscribeWatch, accepted, assert_not_subscribed, check_refusal,
+                           close_all, handshake, next_non_probe, wait_channel)
 
 OTHER_IP = "127.0.0.2"
 SECRET = "limits-test-secret-0123456789abcdef"
@@ -99,10 +99,12 @@ def test_max_connections_per_user_refuses_with_429(sidecar_factory, redis):
 def test_max_connections_per_ip_refuses_with_429(sidecar_factory, redis):
     sc = sidecar_factory(extra_yaml={"limits": {"max_connections_per_ip": 2}})
     mine = [accepted(sc, redis, f"/ws/ip{i}") for i in range(2)]
+    watch = SubscribeWatch(redis)
     check_refusal(handshake(sc.port, "/ws/ipover"), 429, "IP_LIMIT")
     # Another address is counted on its own; it also serves as the sentinel proving that the
-    # refused request subscribed nothing.
-    assert_not_subscribed(redis, sc.port, "ipover", lambda o: {}, src_ip=OTHER_IP)
+    # refused request subscribed nothing (MONITOR sees every SUBSCRIBE in between).
+    assert_not_subscribed(redis, sc.port, "ipover", lambda o: {}, src_ip=OTHER_IP, watch=watch)
+    watch.close()
     theirs = accepted(sc, redis, "/ws/other", src_ip=OTHER_IP)
     assert theirs.welcome["org"] == "other"
     mine.pop().close()
@@ -150,6 +152,7 @@ def test_handshakes_per_ip_per_second_refuses_with_429(sidecar_factory, redis):
     # no retry, no skip, the same answer on a slow machine.
     rate, burst = 3, 7
     sc = sidecar_factory(extra_yaml={"limits": {"handshakes_per_ip_per_s": rate}})
+    watch = SubscribeWatch(redis)
     answers = handshake_burst(sc, [f"/ws/h{i}" for i in range(burst)])
     statuses = [a.status for a in answers]
     # Requests on separate sockets may be read in any order: which ones win is not fixed, how
@@ -163,7 +166,9 @@ def test_handshakes_per_ip_per_second_refuses_with_429(sidecar_factory, redis):
             check_refusal(a, 429, "TOO_MANY_HANDSHAKES")
     refused_orgs = [f"h{i}" for i, a in enumerate(answers) if a.status == 429]
     # Another address has its own budget and proves the refused orgs were never subscribed.
-    assert_not_subscribed(redis, sc.port, refused_orgs, lambda o: {}, src_ip=OTHER_IP)
+    assert_not_subscribed(redis, sc.port, refused_orgs, lambda o: {}, src_ip=OTHER_IP,
+                          watch=watch)
+    watch.close()
     close_all(*(a.ws for a in admitted))
     # A later window admits again.
     close_all(admitted_eventually(sc, "/ws/later"))
