@@ -29,6 +29,26 @@ struct ReplyFree {
   void operator()(redisReply *r) const { freeReplyObject(r); }
 };
 
+// hiredis 0.14 allocates an array's element table up front from the count the peer declares, so
+// "*2147483647\r\n" alone asks for 16 GiB. No reply we ask for has more than a handful of
+// elements; a larger count is refused, which hiredis reports as a protocol error, and the link is
+// dropped and reconnected like any other broken link (hiredis 1.x has maxelements for this).
+constexpr int kMaxReplyElements = 1 << 20;
+
+redisReplyObjectFunctions *capped_reply_functions() {
+  static redisReplyObjectFunctions fns = [] {
+    redisReader *probe = redisReaderCreate();
+    redisReplyObjectFunctions copy = *probe->fn;
+    redisReaderFree(probe);
+    return copy;
+  }();
+  static void *(*create_array)(const redisReadTask *, int) = fns.createArray;
+  fns.createArray = [](const redisReadTask *task, int elements) -> void * {
+    return elements > kMaxReplyElements ? nullptr : create_array(task, elements);
+  };
+  return &fns;
+}
+
 std::string_view text_of(const redisReply *r) {
   return r != nullptr && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
              ? std::string_view(r->str, r->len)
@@ -109,7 +129,7 @@ void RedisReplies::reset() {
     redisReaderFree(reader_);
   // hiredis aborts on out-of-memory here (HIREDIS_OOM_HANDLER), so null is not expected; feed()
   // still checks.
-  reader_ = redisReaderCreate();
+  reader_ = redisReaderCreateWithFunctions(capped_reply_functions());
 }
 
 void RedisReplies::expect(RedisCmd cmd, std::string_view channel, uint64_t now_ms) {

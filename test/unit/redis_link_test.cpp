@@ -128,6 +128,25 @@ TEST_CASE("bytes that are not RESP end the connection") {
   CHECK(r.feed(bytes.data(), bytes.size(), rec).starts_with("not RESP"));
 }
 
+TEST_CASE("an array count no reply of ours could have ends the connection, allocating nothing") {
+  // hiredis 0.14 would allocate the element table for the declared count up front: 16 GiB here.
+  for (bool subscriber : {true, false}) {
+    RedisReplies r(subscriber);
+    Recorder rec;
+    r.expect(RedisCmd::ping, {}, 1);
+    std::string bytes = "*2147483647\r\n";
+    CHECK(r.feed(bytes.data(), bytes.size(), rec).starts_with("not RESP"));
+    CHECK(rec.seen.empty());
+  }
+  // A count within the cap is parsed as usual.
+  RedisReplies r(false);
+  Recorder rec;
+  r.expect(RedisCmd::ping, {}, 1);
+  std::string bytes = "*2\r\n$4\r\npong\r\n$0\r\n\r\n";
+  CHECK(r.feed(bytes.data(), bytes.size(), rec).empty());
+  CHECK(rec.seen == std::vector<std::string>{"reply PING <- pong"});
+}
+
 TEST_CASE("a message of the wrong shape ends the connection") {
   RedisReplies r(true);
   Recorder rec;
