@@ -424,8 +424,22 @@ void Server::reload() {
     kept.push_back("listen");
   if (next.admin.listen != cfg_->admin.listen)
     kept.push_back("admin.listen");
-  if (next.redis.url != cfg_->redis.url)
-    kept.push_back("redis.url");
+  // The Redis links read their settings once, when they are made.
+  const RedisConfig &was = cfg_->redis, &now = next.redis;
+  for (auto [changed, key] : {std::pair{now.url != was.url, "redis.url"},
+                              {now.connect_timeout_ms != was.connect_timeout_ms,
+                               "redis.connect_timeout_ms"},
+                              {now.reconnect_initial_ms != was.reconnect_initial_ms,
+                               "redis.reconnect_initial_ms"},
+                              {now.reconnect_max_ms != was.reconnect_max_ms,
+                               "redis.reconnect_max_ms"},
+                              {now.ping_interval_ms != was.ping_interval_ms,
+                               "redis.ping_interval_ms"},
+                              {now.reply_timeout_ms != was.reply_timeout_ms,
+                               "redis.reply_timeout_ms"}}) {
+    if (changed)
+      kept.push_back(key);
+  }
   if (next.channels.broadcast != cfg_->channels.broadcast)
     kept.push_back("channels.broadcast");
   next.listen = cfg_->listen;

@@ -254,3 +254,15 @@ def test_reload_reports_what_cannot_change_live(sidecar):
     status, _, doc = get_json(old_port, "/ws/config")
     assert status == 200
     assert doc["websocket_config"]["connection_limits"]["heartbeat_interval"] == 7000
+
+
+def test_reload_reports_redis_settings_it_keeps_until_a_restart(sidecar):
+    # The Redis links read their settings when they are made; a reload must say it kept them
+    # rather than seem to apply a new deadline.
+    rewrite_config(sidecar, redis={"url": sidecar.redis_url, "ping_interval_ms": 700,
+                                   "reply_timeout_ms": 2500, "reconnect_max_ms": 900})
+    sidecar.send_signal(signal.SIGHUP)
+    m = sidecar.wait_log(r"event=reloaded .*not_applied_live=(\S+)")
+    assert sorted(m.group(1).split(",")) == ["redis.ping_interval_ms", "redis.reconnect_max_ms",
+                                             "redis.reply_timeout_ms"], m.group(0)
+    assert sidecar.http("GET", "/ready")[0] == 200
