@@ -182,8 +182,10 @@ bool parse_route_template(const std::string &path, Route &out, std::string &reas
 
 // Org ids are 1..128 of [A-Za-z0-9._:-].
 bool is_valid_org(std::string_view org);
-// Matches a request path against a route; on success stores the org.
-bool match_route(const Route &route, std::string_view path, std::string &org);
+// The first route whose prefix and suffix enclose one non-empty path segment; that segment is
+// stored in org as sent. Whether it is a valid org id is admission's question (400 BAD_ORG), so
+// a bad org on the first route that fits is refused there and never tried against later routes.
+const Route *match_route(const std::vector<Route> &routes, std::string_view path, std::string &org);
 // Substitutes {org} and {user} in a channel template.
 std::string expand_channel(const std::string &tmpl, std::string_view org, std::string_view user);
 

@@ -252,17 +252,21 @@ bool is_valid_org(std::string_view org) {
   });
 }
 
-bool match_route(const Route &route, std::string_view path, std::string &org) {
-  if (path.size() <= route.prefix.size() + route.suffix.size())
-    return false;
-  if (!path.starts_with(route.prefix) || !path.ends_with(route.suffix))
-    return false;
-  std::string_view middle =
-      path.substr(route.prefix.size(), path.size() - route.prefix.size() - route.suffix.size());
-  if (middle.find('/') != std::string_view::npos || !is_valid_org(middle))
-    return false;
-  org = std::string(middle);
-  return true;
+const Route *match_route(const std::vector<Route> &routes, std::string_view path,
+                         std::string &org) {
+  for (const Route &r : routes) {
+    if (path.size() <= r.prefix.size() + r.suffix.size() || !path.starts_with(r.prefix) ||
+        !path.ends_with(r.suffix)) {
+      continue;
+    }
+    std::string_view middle =
+        path.substr(r.prefix.size(), path.size() - r.prefix.size() - r.suffix.size());
+    if (middle.find('/') != std::string_view::npos)
+      continue;
+    org = std::string(middle);
+    return &r;
+  }
+  return nullptr;
 }
 
 std::string expand_channel(const std::string &tmpl, std::string_view org, std::string_view user) {

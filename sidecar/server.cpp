@@ -174,22 +174,14 @@ void Server::on_request(Session &s, const HttpRequest &req) {
     }
     return;
   }
-  for (const Route &r : cfg_->routes) {
-    const std::string &p = req.path;
-    if (p.size() <= r.prefix.size() + r.suffix.size() ||
-        p.compare(0, r.prefix.size(), r.prefix) != 0 ||
-        p.compare(p.size() - r.suffix.size(), r.suffix.size(), r.suffix) != 0) {
-      continue;
-    }
-    std::string org = p.substr(r.prefix.size(), p.size() - r.prefix.size() - r.suffix.size());
-    if (org.find('/') != std::string::npos)
-      continue;
-    if (!admit(s, req, r, org))
-      return; // admit() answered
+  std::string org;
+  const Route *route = match_route(cfg_->routes, req.path, org);
+  if (route == nullptr) {
+    metrics_.count_refusal(404);
+    s.answer(json_error(404, "NOT_FOUND", "no route or endpoint at this path"));
     return;
   }
-  metrics_.count_refusal(404);
-  s.answer(json_error(404, "NOT_FOUND", "no route or endpoint at this path"));
+  admit(s, req, *route, org);
 }
 
 void Server::session_leaving(Session &s) {
