@@ -85,7 +85,7 @@ HttpAnswer Server::endpoint(const HttpRequest &req, bool admin_listener) {
     return a;
   }
   if (req.path == "/health") {
-    size_t open = sessions_open_;
+    size_t open = counts_.total();
     return json_answer(
         200,
         {{"status", "ok"}, {"connections", open}, {"uptime_s", (now_ms() - started_ms_) / 1000}});
@@ -119,7 +119,7 @@ HttpAnswer Server::endpoint(const HttpRequest &req, bool admin_listener) {
   }
   if (req.path == "/metrics") {
     MetricsSnapshot snap;
-    snap.open_connections = sessions_open_;
+    snap.open_connections = counts_.total();
     snap.rooms = rooms_.size();
     snap.redis_subscriptions = bus_.subscribed_channels();
     snap.redis_reconnects = bus_.reconnects();
@@ -166,7 +166,7 @@ HttpAnswer Server::status_endpoint(const HttpRequest &req) {
   nlohmann::json body = {{"status", "ok"},
                          {"timestamp", iso_time(wall_ms())},
                          {"summary",
-                          {{"activeConnections", sessions_open_},
+                          {{"activeConnections", counts_.total()},
                            {"rooms", rooms_.size()},
                            {"redisConnected", bus_.connected()},
                            {"totalConnections", metrics_.connections_upgraded},

@@ -1,5 +1,6 @@
 // Server: listeners, the session table, fan-out of Redis messages, timers, signals and shutdown.
-// Admission of upgrades is in admission.cpp, the HTTP endpoints in endpoints.cpp.
+// Admission decides about upgrades (admission.cpp) and the Server applies its decision here; the
+// HTTP endpoints are in endpoints.cpp.
 #include "server.h"
 
 #include <chrono>
@@ -181,23 +182,39 @@ void Server::on_request(Session &s, const HttpRequest &req) {
     s.answer(json_error(404, "NOT_FOUND", "no route or endpoint at this path"));
     return;
   }
-  admit(s, req, *route, org);
+  std::string connection_id = instance_ + "-" + std::to_string(s.id());
+  AdmissionRequest ar{req,           *route,         org,      s.ip(),
+                      connection_id, shutting_down_, now_ms(), unix_now()};
+  apply(s, org, admit(ar, *cfg_, jwt_.get(), {counts_, handshake_rates_}));
+}
+
+void Server::apply(Session &s, const std::string &org, Admission a) {
+  if (!a.upgrade) {
+    metrics_.count_refusal(a.answer.status);
+    if (!a.auth_event.empty()) {
+      log_info(a.auth_event, {{"conn", s.id()}, {"org", org}, {a.auth_field, a.auth_value}});
+    }
+    if (!a.code.empty()) {
+      log_debug("refused",
+                {{"conn", s.id()}, {"status", a.answer.status}, {"code", a.code}, {"ip", s.ip()}});
+    }
+    s.answer(a.answer);
+    return;
+  }
+  counts_.add(a.grant.org, a.grant.user, s.ip());
+  s.counted_ = true;
+  ++metrics_.connections_upgraded;
+  metrics_.handshake_seconds.observe(static_cast<double>(mono_ns() - s.accepted_ns_) / 1e9);
+  log_debug("connect",
+            {{"conn", s.id()}, {"org", a.grant.org}, {"user", a.grant.user}, {"ip", s.ip()}});
+  s.upgrade(std::move(a.grant), a.welcome);
 }
 
 void Server::session_leaving(Session &s) {
   if (!s.counted_)
     return;
   s.counted_ = false;
-  --sessions_open_;
-  auto dec = [](std::unordered_map<std::string, uint32_t> &m, const std::string &k) {
-    auto it = m.find(k);
-    if (it != m.end() && --it->second == 0)
-      m.erase(it);
-  };
-  dec(per_org_, s.org());
-  if (!s.user().empty())
-    dec(per_user_, s.org() + "\n" + s.user());
-  dec(per_ip_, s.ip());
+  counts_.remove(s.org(), s.user(), s.ip());
 }
 
 void Server::session_closed(Session &s) {
@@ -449,6 +466,24 @@ void Server::reload() {
   proxies_ = TrustedProxies(cfg_->trusted_proxies);
   log_configure(cfg_->log.level, cfg_->log.format);
   log_info("reloaded", {{"not_applied_live", kept_s.empty() ? "none" : kept_s}});
+}
+
+void Server::check_token_expiry(Session &s, bool &warned) {
+  int64_t exp = s.token_exp();
+  if (exp == 0)
+    return;
+  int64_t now = unix_now();
+  // The same leeway that admitted the token applies while it is in use, so a token accepted
+  // inside the leeway is not closed a moment after its welcome.
+  if (cfg_->auth.on_expiry == AuthConfig::Expiry::close &&
+      now >= exp + static_cast<int64_t>(cfg_->auth.jwt.leeway_s)) {
+    s.close(4001, "token expired");
+    return;
+  }
+  if (!warned && exp - now <= static_cast<int64_t>(cfg_->auth.expiry_warning_s)) {
+    warned = true;
+    s.send_json("{\"type\":\"token_expiring\",\"expires_at\":" + std::to_string(exp) + "}");
+  }
 }
 
 } // namespace sidecar

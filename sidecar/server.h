@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "admission.h"
 #include "client_ip.h"
 #include "config.h"
 #include "handshake.h"
@@ -81,8 +82,8 @@ private:
   void reload();
   void close_listeners();
 
-  // Admission: routes, origin, auth and limits (admission.cpp).
-  bool admit(Session &s, const HttpRequest &req, const Route &route, const std::string &org);
+  // Applies admission's decision (admission.h) to a session: answers it, or counts and upgrades it.
+  void apply(Session &s, const std::string &org, Admission a);
   // Endpoints (endpoints.cpp).
   bool is_endpoint(std::string_view path) const;
   HttpAnswer endpoint(const HttpRequest &req, bool admin_listener);
@@ -119,14 +120,9 @@ private:
   uint64_t accept_failure_logged_ms_ = 0;
   uint64_t turn_first_message_ns_ = 0; // first Redis message since the last flush, for latency
 
-  // Live connection counts for the limits.
-  uint32_t sessions_open_ = 0;
-  std::unordered_map<std::string, uint32_t> per_org_, per_user_, per_ip_;
-  struct Rate {
-    uint64_t window_ms = 0;
-    uint32_t count = 0;
-  };
-  std::unordered_map<std::string, Rate> handshakes_per_ip_;
+  // What admission reads: the admitted connections, and the handshake rate per address.
+  ConnectionCounts counts_;
+  HandshakeRates handshake_rates_;
 };
 
 } // namespace sidecar

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 
+#include "admission.h"
 #include "handshake.h"
 #include "out_queue.h"
 #include "ws_protocol.h"
@@ -22,17 +23,6 @@ namespace sidecar {
 
 class Server;
 struct Room;
-
-// What the admission checks decided for an upgrade.
-struct UpgradeGrant {
-  std::string org;
-  std::string user;     // empty when not authenticated
-  std::string protocol; // subprotocol to echo, or empty
-  std::string key;      // Sec-WebSocket-Key
-  std::string room_channel;
-  std::string user_channel; // empty unless authenticated and configured
-  int64_t token_exp = 0;    // unix seconds; 0: none
-};
 
 class Session final : public WsHandler {
 public:
