@@ -170,8 +170,8 @@ HttpAnswer Server::status_endpoint(const HttpRequest &req) {
                            {"rooms", rooms_.size()},
                            {"redisConnected", bus_.connected()},
                            {"totalConnections", metrics_.connections_upgraded},
-                           {"totalMessages", metrics_.redis_messages},
-                           {"totalFramesDelivered", metrics_.frames_delivered},
+                           {"totalMessages", metrics_.publish.messages},
+                           {"totalFramesDelivered", metrics_.publish.frames},
                            {"slowConsumerCloses", metrics_.slow_consumer_closes}}},
                          {"page", {{"offset", offset}, {"limit", limit}, {"matched", matched}}},
                          {"connections", conns}};

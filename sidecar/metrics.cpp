@@ -119,12 +119,12 @@ std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s) {
   counter(out, "sidecar_redis_reconnects_total", "Successful reconnects to Redis.",
           s.redis_reconnects);
   counter(out, "sidecar_redis_messages_total", "Messages received from Redis pub/sub.",
-          m.redis_messages);
+          m.publish.messages);
   counter(out, "sidecar_redis_messages_unrouted_total",
           "Messages from Redis for a room with no members left on this sidecar.",
-          m.redis_messages_unrouted);
+          m.publish.unrouted);
   counter(out, "sidecar_frames_delivered_total", "Frames queued to recipients by fan-out.",
-          m.frames_delivered);
+          m.publish.frames);
   counter(out, "sidecar_bytes_out_total", "Bytes written to client sockets.", m.bytes_out);
   gauge(out, "sidecar_queued_bytes", "Bytes queued for clients and not yet written.",
         static_cast<double>(s.queued_bytes));

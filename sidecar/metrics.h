@@ -28,13 +28,18 @@ struct Histogram {
   }
 };
 
+// Counted by Rooms::publish as each Redis message is routed.
+struct PublishCounters {
+  uint64_t messages = 0; // received from Redis pub/sub
+  uint64_t unrouted = 0; // arrived for a room with no members left
+  uint64_t frames = 0;   // queued to a recipient
+};
+
 struct Metrics {
   uint64_t connections_accepted = 0;
   uint64_t connections_upgraded = 0;
   std::map<std::string, uint64_t> refused; // reason -> count
-  uint64_t redis_messages = 0;
-  uint64_t redis_messages_unrouted = 0; // arrived for a room with no members left
-  uint64_t frames_delivered = 0;        // queued to a recipient
+  PublishCounters publish;
   uint64_t bytes_out = 0;
   uint64_t slow_consumer_closes = 0;
   uint64_t pong_timeouts = 0;

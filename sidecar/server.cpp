@@ -28,7 +28,7 @@ void close_handle(void *h) {
 Server::Server(uv_loop_t *loop, Config cfg)
     : loop_(loop), cfg_(std::make_unique<Config>(std::move(cfg))), proxies_(cfg_->trusted_proxies),
       read_buf_(new char[kReadBufferSize]), ping_frame_(SharedFrame::make(Opcode::ping, {})),
-      bus_(loop, cfg_->redis, *this), rooms_(bus_) {
+      bus_(loop, cfg_->redis, *this), rooms_(bus_, metrics_.publish) {
   std::random_device rd;
   char buf[16];
   snprintf(buf, sizeof buf, "%08x", rd());
@@ -253,26 +253,13 @@ void Server::flush_pending() {
 }
 
 void Server::on_redis_message(std::string_view channel, std::string_view payload) {
-  guarded("redis.message", 0, "this message is dropped", [&] { deliver(channel, payload); });
-}
-
-void Server::deliver(std::string_view channel, std::string_view payload) {
-  ++metrics_.redis_messages;
-  Room *room = rooms_.find(channel);
-  if (room == nullptr) {
-    ++metrics_.redis_messages_unrouted;
-    return;
-  }
-  if (turn_first_message_ns_ == 0)
-    turn_first_message_ns_ = mono_ns();
-  // Framed once for the whole room: text when the payload is valid UTF-8, else binary.
-  Opcode op = is_valid_utf8(payload) ? Opcode::text : Opcode::binary;
-  FrameRef f(SharedFrame::make(op, payload));
-  if (!f) {
-    log_error("out_of_memory", {{"channel", channel}, {"bytes", payload.size()}});
-    return;
-  }
-  metrics_.frames_delivered += rooms_.fan_out(*room, f.get());
+  guarded("redis.message", 0, "this message is dropped", [&] {
+    // The fan-out latency of a loop turn runs from its first routed message to the end of the
+    // flush, so the clock is read before that message is framed and queued.
+    if (turn_first_message_ns_ == 0 && rooms_.find(channel) != nullptr)
+      turn_first_message_ns_ = mono_ns();
+    rooms_.publish(channel, payload);
+  });
 }
 
 void Server::on_redis_state(bool connected) {
@@ -322,8 +309,8 @@ void Server::log_summary() {
   log_info("summary", {{"connections", open},
                        {"rooms", rooms_.size()},
                        {"redis", bus_.connected() ? "up" : "down"},
-                       {"messages_total", metrics_.redis_messages},
-                       {"frames_total", metrics_.frames_delivered},
+                       {"messages_total", metrics_.publish.messages},
+                       {"frames_total", metrics_.publish.frames},
                        {"slow_consumer_closes_total", metrics_.slow_consumer_closes}});
 }
 

@@ -1,6 +1,6 @@
 // Server: owns the listener(s), every Session, the Rooms, the Redis bus and the loop's timers and
-// signal handlers. It is the one place where a request becomes an upgrade or an answer, and where
-// a Redis message becomes one shared frame for a room.
+// signal handlers. It is the one place where a request becomes an upgrade or an answer; a Redis
+// message goes straight to Rooms::publish.
 #pragma once
 
 #include <uv.h>
@@ -74,7 +74,6 @@ private:
   void accepted(uv_stream_t *l, int status);
   void signalled(int signum);
   void accept_from(Listener &l);
-  void deliver(std::string_view channel, std::string_view payload);
   void flush_pending();
   void sweep();
   void begin_shutdown();
@@ -99,9 +98,9 @@ private:
   TrustedProxies proxies_;
   std::unique_ptr<char[]> read_buf_;
   FrameRef ping_frame_;
+  Metrics metrics_; // before rooms_, which counts into it
   RedisBus bus_;
   Rooms rooms_;
-  Metrics metrics_;
   Listener main_;
   Listener admin_;
   uv_check_t check_{};

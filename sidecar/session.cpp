@@ -181,37 +181,30 @@ void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json) noexcep
   last_message_ms_ = ping_sent_ms_ = server_.now_ms();
   tokens_ = server_.config().limits.inbound_burst;
   tokens_at_ms_ = last_message_ms_;
+  if (join_rooms(
+          {&grant_.room_channel, &grant_.user_channel, &server_.config().channels.broadcast}))
+    send_json(welcome_json);
+}
+
+bool Session::join_rooms(std::initializer_list<const std::string *> channels) noexcept {
   Rooms &rooms = server_.rooms();
-  const std::string *channels[] = {&grant_.room_channel, &grant_.user_channel,
-                                   &server_.config().channels.broadcast};
-  for (size_t i = 0; i < 3; ++i) {
-    const std::string *ch = channels[i];
-    // A channel named twice (templates that expand alike) is joined once: a room holds each
-    // session at most once, or it would get every message twice.
-    if (ch->empty() || (i > 0 && *ch == *channels[0]) || (i > 1 && *ch == *channels[1]))
+  for (const std::string *ch : channels) {
+    if (ch->empty() || rooms_.join(rooms, *ch, this))
       continue;
-    Membership &m = rooms_[room_count_++];
-    m.room = rooms.join(*ch, this, m.slot);
+    // Out of memory beyond the inline memberships: a session that silently misses a channel is
+    // worse than one that is told to come back.
+    log_error("out_of_memory", {{"conn", id_}, {"channel", *ch}});
+    close(1011, kInternalError);
+    return false;
   }
-  send_json(welcome_json);
+  return true;
 }
 
-void Session::moved_in_room(Room *room, uint32_t slot) noexcept {
-  for (uint8_t i = 0; i < room_count_; ++i) {
-    if (rooms_[i].room == room)
-      rooms_[i].slot = slot;
-  }
-}
+void Session::moved_in_room(Room *room, uint32_t slot) noexcept { rooms_.moved(room, slot); }
 
-void Session::leave_rooms() noexcept {
-  Rooms &rooms = server_.rooms();
-  while (room_count_ > 0) {
-    Membership m = rooms_[--room_count_];
-    rooms.leave(m.room, m.slot);
-  }
-}
+void Session::leave_rooms() noexcept { rooms_.leave_all(server_.rooms()); }
 
-void Session::send(SharedFrame *f) noexcept {
+void Session::deliver(SharedFrame *f) noexcept {
   // A delivered message is counted only once it is queued; a refused one never was.
   if (queue(f))
     ++messages_out_;

@@ -1,6 +1,7 @@
 // Session: one client connection, from accept to close. It reads the HTTP request (llhttp via
 // RequestParser), then either answers it and closes, or upgrades and speaks WebSocket (WsProtocol)
-// while it is a member of up to three rooms. Everything it writes goes through its OutQueue.
+// while it is a member of its rooms (any number; three or fewer cost no heap). Everything it writes
+// goes through its OutQueue.
 //
 // Lifetime: the Server owns every Session. close()/abort() may be called any number of times;
 // the first call leaves the rooms and uv_closes the socket, and the socket's close callback asks
@@ -10,6 +11,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,14 +19,14 @@
 #include "admission.h"
 #include "handshake.h"
 #include "out_queue.h"
+#include "room.h"
 #include "ws_protocol.h"
 
 namespace sidecar {
 
 class Server;
-struct Room;
 
-class Session final : public WsHandler {
+class Session final : public WsHandler, public RoomMember {
 public:
   enum class Phase : uint8_t { http, open, closing, gone };
 
@@ -38,9 +40,10 @@ public:
   // Called once accepted: records the peer address and starts reading.
   void start(uint64_t now_ms);
 
-  // Fan-out entry point: queue a shared frame. Never closes or frees anything on the spot; a
-  // session over its byte budget is marked and handled in flush().
-  void send(SharedFrame *f) noexcept;
+  // RoomMember, the fan-out entry point: queue a shared frame. Never closes, leaves a room or
+  // frees anything on the spot; a session over its byte budget is marked and handled in flush().
+  void deliver(SharedFrame *f) noexcept override;
+  void moved_in_room(Room *room, uint32_t slot) noexcept override;
   // Queues f without counting it as a delivered message (pings, the sidecar's own frames);
   // false when the session is not open or f does not fit its byte budget.
   bool queue(SharedFrame *f) noexcept;
@@ -58,7 +61,6 @@ public:
   void answer(const HttpAnswer &a) noexcept;
   void upgrade(UpgradeGrant grant, std::string_view welcome_json) noexcept;
 
-  void moved_in_room(Room *room, uint32_t slot) noexcept;
   void send_json(std::string_view json) noexcept;
 
   uint64_t id() const { return id_; }
@@ -79,9 +81,8 @@ public:
   int64_t token_exp() const { return grant_.token_exp; }
   bool counted_ = false;        // admitted into the server's connection counts
   bool admin_listener_ = false; // accepted on admin.listen: endpoints only
+  bool pending_ = false;        // on the server's flush list
   uint64_t accepted_ns_ = 0;    // monotonic, for the handshake latency histogram
-
-  bool pending_ = false; // on the server's flush list
 
 private:
   static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -99,16 +100,14 @@ private:
   void take_ws_output(const uint8_t *data, size_t len);
   void handle_client_text(std::string_view text);
   void send_error(std::string_view code, std::string_view message, bool recoverable) noexcept;
+  // Joins each non-empty channel once; false (and the session closing with 1011) when a
+  // membership cannot be stored.
+  bool join_rooms(std::initializer_list<const std::string *> channels) noexcept;
   void leave_rooms() noexcept;
   void enter_closing(uint64_t now_ms) noexcept;
   void request_flush() noexcept;
   void write_done(int status) noexcept;
   void after_drain() noexcept;
-
-  struct Membership {
-    Room *room = nullptr;
-    uint32_t slot = 0;
-  };
 
   Server &server_;
   uint64_t id_;
@@ -120,11 +119,13 @@ private:
   bool over_budget_ = false;
   bool close_when_flushed_ = false;
   bool awaiting_pong_ = false;
-  uint8_t room_count_ = 0;
-  Membership rooms_[3];
   bool ws_out_drop_ = false; // the wslay frame being handed over is over budget
+  bool expiry_warned_ = false;
+  Memberships rooms_;
+  // The small fields sit together so that no padding follows them: every idle session pays it.
   unsigned writing_frames_ = 0;
-  uint64_t ws_out_left_ = 0; // bytes of that frame still to come
+  uint32_t violations_ = 0;  // inbound rate limit, with tokens_ below
+  uint64_t ws_out_left_ = 0; // bytes of the wslay frame being handed over still to come
   size_t writing_bytes_ = 0;
 
   std::unique_ptr<RequestParser> http_; // freed after the request
@@ -146,8 +147,6 @@ private:
   uint64_t messages_in_ = 0;
   double tokens_ = 0; // inbound rate limiter (token bucket)
   uint64_t tokens_at_ms_ = 0;
-  uint32_t violations_ = 0;
-  bool expiry_warned_ = false;
 };
 
 } // namespace sidecar

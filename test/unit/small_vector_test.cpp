@@ -2,6 +2,9 @@
 
 #include <doctest/doctest.h>
 
+#include "room.h"
+#include "session.h"
+
 using namespace sidecar;
 
 namespace {
@@ -65,4 +68,14 @@ TEST_CASE("reserve makes room at once and keeps what is there") {
   CHECK(v.on_heap());
   CHECK(v.capacity() == 10);
   CHECK(v[0].n == 1);
+}
+
+TEST_CASE("an idle session's memberships cost no more than the three fixed slots they replaced") {
+  // Three {Room *, slot} pairs were 48 bytes plus a count; sizeof(Session) was 1152 before
+  // memberships became unbounded (issue 10) and the extra RoomMember base, and still is. Every
+  // idle connection pays for each byte here: a larger bound needs a reason in the commit.
+  MESSAGE("sizeof(Memberships) = " << sizeof(Memberships)
+                                   << ", sizeof(Session) = " << sizeof(Session));
+  CHECK(sizeof(Memberships) <= 56);
+  CHECK(sizeof(Session) <= 1152);
 }
