@@ -369,7 +369,7 @@ void Server::begin_shutdown() {
     finish_shutdown();
     return;
   }
-  uv_timer_start(
+  int rc = uv_timer_start(
       &drain_,
       [](uv_timer_t *t) {
         Server *self = server_of(t);
@@ -380,6 +380,13 @@ void Server::begin_shutdown() {
         });
       },
       cfg_->shutdown.drain_timeout_ms, 0);
+  if (rc != 0) {
+    // Without its deadline the drain could last forever; end it now rather than hang the exit.
+    log_error("drain_timer_failed",
+              {{"err", uv_err_name(rc)}, {"action", "closing every session now"}});
+    for (auto &[id, s] : sessions_)
+      s->abort("drain timer failed");
+  }
 }
 
 void Server::finish_shutdown() {
@@ -422,17 +429,13 @@ void Server::reload() {
     kept.push_back("admin.listen");
   // The Redis links read their settings once, when they are made.
   const RedisConfig &was = cfg_->redis, &now = next.redis;
-  for (auto [changed, key] : {std::pair{now.url != was.url, "redis.url"},
-                              {now.connect_timeout_ms != was.connect_timeout_ms,
-                               "redis.connect_timeout_ms"},
-                              {now.reconnect_initial_ms != was.reconnect_initial_ms,
-                               "redis.reconnect_initial_ms"},
-                              {now.reconnect_max_ms != was.reconnect_max_ms,
-                               "redis.reconnect_max_ms"},
-                              {now.ping_interval_ms != was.ping_interval_ms,
-                               "redis.ping_interval_ms"},
-                              {now.reply_timeout_ms != was.reply_timeout_ms,
-                               "redis.reply_timeout_ms"}}) {
+  for (auto [changed, key] :
+       {std::pair{now.url != was.url, "redis.url"},
+        {now.connect_timeout_ms != was.connect_timeout_ms, "redis.connect_timeout_ms"},
+        {now.reconnect_initial_ms != was.reconnect_initial_ms, "redis.reconnect_initial_ms"},
+        {now.reconnect_max_ms != was.reconnect_max_ms, "redis.reconnect_max_ms"},
+        {now.ping_interval_ms != was.ping_interval_ms, "redis.ping_interval_ms"},
+        {now.reply_timeout_ms != was.reply_timeout_ms, "redis.reply_timeout_ms"}}) {
     if (changed)
       kept.push_back(key);
   }
