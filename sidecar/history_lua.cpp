@@ -1,0 +1,180 @@
+// The Redis Function library that keeps history (issue 11): generated from the `history:` list,
+// loaded with FUNCTION LOAD REPLACE. Every sidecar on one Redis must have the same list, since
+// the last one to connect replaces the library for all of them.
+//
+// sidecar_publish 1 C payload: the channel's template (first match, as find_history), the
+// epoch (made with the metadata hash when it is missing), XADD at the next position, EXPIRE of
+// both keys, PUBLISH of the header and payload; returns the position. The position is written
+// only after XADD succeeded, so a refused XADD leaves no hole behind.
+//
+// sidecar_read 1 C from count: [epoch, top, offset, payload, ...], the entries after `from`,
+// none when top - from > count. It makes the epoch when missing, so it writes; it is marked
+// allow-oom because that write is one small hash with a TTL, and refusing reads at maxmemory
+// would turn every resume into a resync while nothing new can be published anyway.
+//
+// The functions derive their keys from KEYS[1] (the channel) instead of receiving them: the
+// contract is `FCALL sidecar_publish 1 <channel> <payload>`. Both keys hash-tag the whole channel
+// name, so they live in the channel's slot and a Cluster routes the call to the right node.
+#include "history.h"
+
+#include <cstdio>
+#include <string>
+
+namespace sidecar {
+namespace {
+
+// A Lua string literal holding any bytes: printable ASCII but the quote and the backslash as it
+// is, everything else as a decimal escape, so no template can end the literal or the line.
+std::string lua_string(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    bool plain = c >= 0x20 && c < 0x7F && c != '"' && c != '\\';
+    if (plain) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      // Always three digits: Lua reads up to three, so a shorter escape would swallow a digit.
+      char esc[5];
+      std::snprintf(esc, sizeof esc, "\\%03u", static_cast<unsigned>(c));
+      out.append(esc, 4);
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+// An anchored Lua pattern for a template: literals escaped, each placeholder one or more of the
+// characters is_valid_org admits. Lua's matcher backtracks over single-class repetitions as
+// channel_matches_template does, so both agree on every channel.
+std::string lua_pattern(std::string_view tmpl) {
+  std::vector<TemplatePiece> pieces;
+  std::string why;
+  split_template(tmpl, pieces, why);
+  std::string p = "^";
+  for (const TemplatePiece &piece : pieces) {
+    if (piece.placeholder) {
+      p += "[0-9A-Za-z._:%-]+";
+      continue;
+    }
+    for (char c : piece.text) {
+      if (std::string_view("^$()%.[]*+-?").find(c) != std::string_view::npos)
+        p.push_back('%');
+      p.push_back(c);
+    }
+  }
+  return p + "$";
+}
+
+constexpr std::string_view kBody = R"LUA(
+local function config_of(channel)
+  for _, t in ipairs(templates) do
+    if string.find(channel, t.pattern) then
+      return t
+    end
+  end
+  return nil
+end
+
+-- What a channel name can show in an error line: printable ASCII only.
+local function shown(channel)
+  return (string.gsub(string.sub(channel, 1, 200), '[^%w%p ]', '?'))
+end
+
+local function keys_of(channel)
+  return 'sidecar:{' .. channel .. '}:s', 'sidecar:{' .. channel .. '}:m'
+end
+
+-- The channel's epoch, made with the metadata hash when that is missing: seconds and
+-- microseconds of the server clock in fixed-width hex. A stream left without its metadata (evicted
+-- alone) holds positions of an epoch that is gone, so it goes too.
+local function epoch_of(skey, mkey, ttl)
+  local epoch = redis.call('HGET', mkey, 'epoch')
+  if epoch then
+    return epoch
+  end
+  local now = redis.call('TIME')
+  epoch = string.format('%08x%05x', tonumber(now[1]), tonumber(now[2]))
+  redis.call('DEL', skey)
+  redis.call('HSET', mkey, 'epoch', epoch, 'top', 0)
+  redis.call('EXPIRE', mkey, ttl)
+  return epoch
+end
+
+local function history_of(name, keys)
+  if #keys ~= 1 then
+    return nil, redis.error_reply('ERR ' .. name .. ': expected 1 key, the channel')
+  end
+  local t = config_of(keys[1])
+  if not t then
+    return nil, redis.error_reply('ERR ' .. name .. ': no history configured for channel ' ..
+                                  shown(keys[1]) .. '; use PUBLISH')
+  end
+  return t
+end
+
+local function publish(keys, args)
+  local t, err = history_of('sidecar_publish', keys)
+  if not t then
+    return err
+  end
+  if #args ~= 1 then
+    return redis.error_reply('ERR sidecar_publish: expected 1 argument, the payload')
+  end
+  local channel, payload = keys[1], args[1]
+  local skey, mkey = keys_of(channel)
+  local epoch = epoch_of(skey, mkey, t.ttl)
+  local top = tonumber(redis.call('HGET', mkey, 'top')) + 1
+  -- '%d', not tostring: Lua 5.1 writes numbers from 1e14 on with an exponent.
+  local pos = string.format('%d', top)
+  redis.call('XADD', skey, 'MAXLEN', '~', t.size, pos .. '-0', 'd', payload)
+  redis.call('HSET', mkey, 'top', pos)
+  redis.call('EXPIRE', skey, t.ttl)
+  redis.call('EXPIRE', mkey, t.ttl)
+  redis.call('PUBLISH', channel, '\30sidecar1 ' .. epoch .. ' ' .. pos .. '\n' .. payload)
+  return top
+end
+
+local function read(keys, args)
+  local t, err = history_of('sidecar_read', keys)
+  if not t then
+    return err
+  end
+  if #args ~= 2 or not string.match(args[1], '^%d+$') or not string.match(args[2], '^%d+$') then
+    return redis.error_reply('ERR sidecar_read: expected 2 arguments, from and count')
+  end
+  local from, count = tonumber(args[1]), tonumber(args[2])
+  local skey, mkey = keys_of(keys[1])
+  local epoch = epoch_of(skey, mkey, t.ttl)
+  local top = tonumber(redis.call('HGET', mkey, 'top'))
+  local out = {epoch, top}
+  if count > 0 and from < top and top - from <= count then
+    local entries = redis.call('XRANGE', skey, string.format('%d-0', from + 1), '+', 'COUNT', count)
+    for _, e in ipairs(entries) do
+      out[#out + 1] = tonumber(string.match(e[1], '^(%d+)-'))
+      out[#out + 1] = e[2][2]
+    end
+  end
+  return out
+end
+
+redis.register_function{function_name = 'sidecar_publish', callback = publish, flags = {}}
+redis.register_function{function_name = 'sidecar_read', callback = read, flags = {'allow-oom'}}
+)LUA";
+
+} // namespace
+
+std::string history_library(const std::vector<HistoryConfig> &list) {
+  std::string out = "#!lua name=sidecar\n"
+                    "-- Generated by sidecar from its history: list; every sidecar on this Redis\n"
+                    "-- must load the same one. The first template that matches a channel wins.\n"
+                    "local templates = {\n";
+  for (const HistoryConfig &h : list) {
+    out += "  {template = " + lua_string(h.channel_template) +
+           ", pattern = " + lua_string(lua_pattern(h.channel_template)) +
+           ", size = " + std::to_string(h.size) + ", ttl = " + std::to_string(h.ttl_s) + "},\n";
+  }
+  out += "}\n";
+  out += kBody;
+  return out;
+}
+
+} // namespace sidecar
