@@ -207,16 +207,14 @@ def test_a_stream_left_without_its_metadata_is_dropped_with_the_old_epoch(r):
     assert r.command("XRANGE", "sidecar:{org:acme}:s", "-", "+") == [[b"1-0", [b"d", b"new"]]]
 
 
-def test_keys_and_channel_share_one_cluster_slot(r):
+def test_keys_and_channel_share_one_cluster_slot():
+    assert crc16(b"123456789") == 0x31C3  # the check value in the Redis Cluster spec
     for channel in (b"org:acme", b"org:acme:user:bob", b"org:x.y_z-1"):
         slot = key_slot(channel)
         assert key_slot(b"sidecar:{" + channel + b"}:s") == slot
         assert key_slot(b"sidecar:{" + channel + b"}:m") == slot
-    # The crc16 above is Redis's own: check it against CLUSTER KEYSLOT where the server has it.
-    try:
-        assert r.command("CLUSTER", "KEYSLOT", "sidecar:{org:acme}:s") == key_slot(b"org:acme")
-    except RespError:
-        pass  # standalone servers without cluster support refuse the command
+    # CLUSTER KEYSLOT would say the same, but a standalone server refuses it ("cluster support
+    # disabled"), hence the spec's check value above.
 
 
 def test_binary_payloads_round_trip(redis, r):
