@@ -97,6 +97,10 @@ const char *redis_cmd_name(RedisCmd cmd) {
     return "UNSUBSCRIBE";
   case RedisCmd::xadd:
     return "XADD";
+  case RedisCmd::function_load:
+    return "FUNCTION LOAD";
+  case RedisCmd::fcall:
+    return "FCALL";
   }
   return "?";
 }
@@ -132,8 +136,8 @@ void RedisReplies::reset() {
   reader_ = redisReaderCreateWithFunctions(capped_reply_functions());
 }
 
-void RedisReplies::expect(RedisCmd cmd, std::string_view channel, uint64_t now_ms) {
-  fifo_.push_back(RedisPending{cmd, std::string(channel), now_ms});
+void RedisReplies::expect(RedisCmd cmd, std::string_view channel, uint64_t now_ms, uint64_t tag) {
+  fifo_.push_back(RedisPending{cmd, std::string(channel), now_ms, tag});
 }
 
 std::string RedisReplies::feed(const char *data, size_t n, Sink &sink) {
@@ -451,8 +455,8 @@ void RedisLink::on_message(std::string_view channel, std::string_view payload) {
   owner_.on_link_message(channel, payload);
 }
 
-bool RedisLink::send(RedisCmd cmd, std::string_view channel,
-                     std::span<const std::string_view> args) {
+bool RedisLink::send(RedisCmd cmd, std::string_view channel, std::span<const std::string_view> args,
+                     uint64_t tag) {
   if (conn_ == nullptr || doomed_ != nullptr || (state_ != State::up && state_ != State::handshake))
     return false;
   std::vector<const char *> argv;
@@ -488,7 +492,7 @@ bool RedisLink::send(RedisCmd cmd, std::string_view channel,
     return false;
   }
   conn_->queued += w->len;
-  replies_.expect(cmd, channel, uv_now(loop_));
+  replies_.expect(cmd, channel, uv_now(loop_), tag);
   if (conn_->queued > kMaxQueuedWriteBytes)
     doomed_ = "Redis is not reading: too many bytes waiting to be written";
   return true;

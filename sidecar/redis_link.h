@@ -32,12 +32,22 @@ struct redisReply;
 namespace sidecar {
 
 // What a command sent on a link was, so that its reply reaches the right place.
-enum class RedisCmd : uint8_t { auth, select, ping, subscribe, unsubscribe, xadd };
+enum class RedisCmd : uint8_t {
+  auth,
+  select,
+  ping,
+  subscribe,
+  unsubscribe,
+  xadd,
+  function_load, // FUNCTION LOAD REPLACE of the history library
+  fcall,         // FCALL sidecar_read; the tag names the read
+};
 
 struct RedisPending {
   RedisCmd cmd = RedisCmd::ping;
   std::string channel; // SUBSCRIBE and UNSUBSCRIBE only
   uint64_t sent_ms = 0;
+  uint64_t tag = 0; // the sender's own name for the command (RedisBus: which history read)
 };
 
 // The pure half of a link: RESP bytes in, each reply handed over with the command it answers,
@@ -59,7 +69,7 @@ public:
   RedisReplies(const RedisReplies &) = delete;
   RedisReplies &operator=(const RedisReplies &) = delete;
 
-  void expect(RedisCmd cmd, std::string_view channel, uint64_t now_ms);
+  void expect(RedisCmd cmd, std::string_view channel, uint64_t now_ms, uint64_t tag = 0);
   // Parses `data` and dispatches every complete reply. Returns "" or why the connection cannot
   // go on (bytes that are not RESP, a reply no command asked for). A sink that calls reset()
   // stops the dispatch: the rest belongs to a connection that is gone.
@@ -94,7 +104,7 @@ public:
   public:
     virtual void on_link_up(RedisLink &link) = 0;
     virtual void on_link_down(RedisLink &link, bool was_up) = 0;
-    // Replies to SUBSCRIBE, UNSUBSCRIBE and XADD (the link answers AUTH, SELECT and PING).
+    // Replies to every command the owner sent (the link answers AUTH, SELECT and PING itself).
     virtual void on_link_reply(RedisLink &link, const RedisPending &cmd,
                                const redisReply &reply) = 0;
     virtual void on_link_message(std::string_view channel, std::string_view payload) = 0;
@@ -115,10 +125,13 @@ public:
   void tick(uint64_t now_ms);
 
   // Sends one command. False when the link is not up or the write cannot be queued; then the
-  // link is closed at the next tick. Never calls back into the owner.
-  bool send(RedisCmd cmd, std::string_view channel, std::span<const std::string_view> args);
-  bool send(RedisCmd cmd, std::string_view channel, std::initializer_list<std::string_view> args) {
-    return send(cmd, channel, std::span<const std::string_view>(args.begin(), args.size()));
+  // link is closed at the next tick. Never calls back into the owner. `tag` comes back with the
+  // reply in RedisPending::tag.
+  bool send(RedisCmd cmd, std::string_view channel, std::span<const std::string_view> args,
+            uint64_t tag = 0);
+  bool send(RedisCmd cmd, std::string_view channel, std::initializer_list<std::string_view> args,
+            uint64_t tag = 0) {
+    return send(cmd, channel, std::span<const std::string_view>(args.begin(), args.size()), tag);
   }
 
   bool up() const { return state_ == State::up; }

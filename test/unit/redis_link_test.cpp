@@ -203,3 +203,22 @@ TEST_CASE("backoff doubles from reconnect_initial_ms up to reconnect_max_ms, wit
     }
   }
 }
+
+TEST_CASE("each reply comes back with the tag its command was sent with") {
+  RedisReplies r(false);
+  std::vector<uint64_t> tags;
+  struct Tags final : RedisReplies::Sink {
+    std::vector<uint64_t> *tags;
+    void on_reply(const RedisPending &cmd, const redisReply &) override {
+      tags->push_back(cmd.tag);
+    }
+    void on_message(std::string_view, std::string_view) override {}
+  } sink;
+  sink.tags = &tags;
+  r.expect(RedisCmd::function_load, {}, 1);
+  r.expect(RedisCmd::fcall, {}, 2, 7);
+  r.expect(RedisCmd::fcall, {}, 3, 8);
+  std::string bytes = "$7\r\nsidecar\r\n-ERR Function not found\r\n*2\r\n$5\r\nepoch\r\n:0\r\n";
+  CHECK(r.feed(bytes.data(), bytes.size(), sink).empty());
+  CHECK(tags == std::vector<uint64_t>{0, 7, 8});
+}
