@@ -32,11 +32,16 @@ std::string_view text_of(const redisReply *r) {
 
 } // namespace
 
-RedisBus::RedisBus(uv_loop_t *loop, const RedisConfig &cfg, RedisSink &sink)
+RedisBus::RedisBus(uv_loop_t *loop, const RedisConfig &cfg, RedisSink &sink,
+                   std::vector<HistoryConfig> history)
     : loop_(loop), cfg_(cfg), sink_(sink), sub_(loop, cfg_, "subscriber", true, *this),
       cmd_(loop, cfg_, "command", false, *this) {
   for (const char *code : kErrorCodes)
     subscribe_errors_[code] = 0;
+  if (!history.empty()) {
+    library_ = history_library(history);
+    lib_state_ = LibState::waiting;
+  }
 }
 
 RedisBus::~RedisBus() = default;
@@ -52,6 +57,13 @@ int RedisBus::start() {
   rc = uv_timer_start(&timer_, &RedisBus::on_timer, 50, 50);
   if (rc != 0)
     return rc;
+  rc = uv_idle_init(loop_, &idle_);
+  if (rc != 0)
+    return rc;
+  idle_init_ = true;
+  idle_.data = this;
+  if (!reads_.empty())
+    wake_flush();
   sub_.start();
   cmd_.start();
   return 0;
@@ -63,6 +75,13 @@ void RedisBus::stop() {
   cmd_.stop();
   if (timer_init_ && !uv_is_closing(reinterpret_cast<uv_handle_t *>(&timer_)))
     uv_close(reinterpret_cast<uv_handle_t *>(&timer_), nullptr);
+  if (idle_init_ && !uv_is_closing(reinterpret_cast<uv_handle_t *>(&idle_)))
+    uv_close(reinterpret_cast<uv_handle_t *>(&idle_), nullptr);
+  reads_.clear();
+  keys_.clear();
+  tokens_.clear();
+  if (answering_ != nullptr)
+    answering_->clear();
 }
 
 void RedisBus::on_timer(uv_timer_t *t) {
@@ -76,6 +95,27 @@ void RedisBus::tick() {
   uint64_t now = uv_now(loop_);
   sub_.tick(now);
   cmd_.tick(now);
+  if (lib_state_ == LibState::failed && cmd_.up() && now >= load_retry_at_ms_)
+    send_function_load();
+  if (!reads_.empty()) {
+    // A read that cannot be sent (the command link down, or up but its library not loaded)
+    // waits as long as a sent command waits for its reply, then fails.
+    bool sendable = cmd_.up() && (lib_state_ == LibState::loading || lib_state_ == LibState::ready);
+    std::vector<uint64_t> expired;
+    for (const auto &[id, read] : reads_) {
+      if (!read.sent && read.refusal.empty() && !sendable &&
+          now - read.asked_ms >= cfg_.reply_timeout_ms)
+        expired.push_back(id);
+    }
+    if (!expired.empty()) {
+      std::string why =
+          "the Redis command link is down (" +
+          (cmd_.last_error().empty() ? std::string("connecting") : cmd_.last_error()) +
+          "); waited " + std::to_string(cfg_.reply_timeout_ms) + " ms (redis.reply_timeout_ms)";
+      for (uint64_t id : expired)
+        fail_read(id, why);
+    }
+  }
   std::vector<std::string> due;
   for (auto &[name, chan] : chans_) {
     if (chan.state == ChanState::refused && now >= chan.retry_at_ms)
@@ -88,8 +128,18 @@ void RedisBus::tick() {
 }
 
 void RedisBus::on_link_up(RedisLink &link) {
-  if (&link != &sub_)
+  if (&link == &cmd_) {
+    // The library goes first: every read written on this connection is queued behind it.
+    if (history_enabled()) {
+      send_function_load();
+      wake_flush();
+    }
     return;
+  }
+  bool returned = sub_was_up_;
+  sub_was_up_ = true;
+  if (returned)
+    sink_.on_subscriber_reconnected();
   // Every channel a room still wants is subscribed again on the new connection.
   std::vector<std::string> names;
   names.reserve(chans_.size());
@@ -104,8 +154,22 @@ void RedisBus::on_link_up(RedisLink &link) {
 
 void RedisBus::on_link_down(RedisLink &link, bool was_up) {
   last_error_ = link.last_error();
-  if (&link != &sub_)
+  if (&link == &cmd_) {
+    if (history_enabled())
+      lib_state_ = LibState::waiting;
+    // What was written on the dropped connection will never be answered. Reads not yet
+    // written wait for the next connection.
+    std::vector<uint64_t> lost;
+    for (const auto &[id, read] : reads_) {
+      if (read.sent)
+        lost.push_back(id);
+    }
+    std::string why =
+        "the Redis command link dropped with the read in flight: " + link.last_error();
+    for (uint64_t id : lost)
+      fail_read(id, why);
     return;
+  }
   for (auto it = chans_.begin(); it != chans_.end();) {
     it->second.state = ChanState::none;
     it = it->second.wanted ? std::next(it) : chans_.erase(it);
@@ -123,6 +187,12 @@ void RedisBus::on_link_reply(RedisLink &, const RedisPending &cmd, const redisRe
   switch (cmd.cmd) {
   case RedisCmd::subscribe:
     subscribe_answered(cmd.channel, reply);
+    return;
+  case RedisCmd::function_load:
+    function_load_answered(reply);
+    return;
+  case RedisCmd::fcall:
+    read_answered(cmd.tag, reply);
     return;
   case RedisCmd::unsubscribe:
     if (auto it = chans_.find(cmd.channel); it != chans_.end()) {
@@ -168,6 +238,9 @@ void RedisBus::subscribe_answered(const std::string &channel, const redisReply &
     refuse(chan, channel, std::move(text));
   }
   reconcile(channel);
+  // Told last, when the bus is consistent: the sink may subscribe or unsubscribe from here.
+  if (ok && subscribed(channel))
+    sink_.on_subscribed(channel);
 }
 
 void RedisBus::refuse(Chan &chan, const std::string &channel, std::string reply) {
@@ -248,6 +321,11 @@ size_t RedisBus::subscribed_channels() const {
   return n;
 }
 
+bool RedisBus::subscribed(const std::string &channel) const {
+  auto it = chans_.find(channel);
+  return it != chans_.end() && it->second.wanted && it->second.state == ChanState::subscribed;
+}
+
 size_t RedisBus::refused_channels() const {
   size_t n = 0;
   for (const auto &[name, c] : chans_)
@@ -262,6 +340,240 @@ bool RedisBus::refused(const std::string &channel) const {
 
 std::string RedisBus::last_refusal() const {
   return refused_channels() > 0 ? last_refusal_ : std::string();
+}
+
+// ----------------------------------------------------------------------------- history
+
+void RedisBus::send_function_load() {
+  if (cmd_.send(RedisCmd::function_load, {}, {"FUNCTION", "LOAD", "REPLACE", library_})) {
+    lib_state_ = LibState::loading;
+  } else {
+    // The link is going down; the next connection loads it.
+    lib_state_ = LibState::waiting;
+  }
+}
+
+void RedisBus::function_load_answered(const redisReply &reply) {
+  if (reply.type != REDIS_REPLY_ERROR) {
+    ++function_loads_;
+    lib_state_ = LibState::ready;
+    log_info("redis_function_loaded", {{"library", "sidecar"},
+                                       {"bytes", library_.size()},
+                                       {"attempts", load_failures_in_row_ + 1}});
+    load_failures_in_row_ = 0;
+    history_error_.clear();
+    return;
+  }
+  ++function_load_failures_;
+  ++load_failures_in_row_;
+  uint64_t delay = redis_backoff_ms(cfg_, load_failures_in_row_);
+  load_retry_at_ms_ = uv_now(loop_) + delay;
+  std::string text(text_of(&reply));
+  // One warning per cause; the retries that follow are debug lines.
+  bool news = load_failures_in_row_ == 1 || text != history_error_;
+  history_error_ = std::move(text);
+  lib_state_ = LibState::failed;
+  log_event(news ? LogConfig::Level::warn : LogConfig::Level::debug, "redis_function_load_failed",
+            {{"reply", history_error_},
+             {"attempt", load_failures_in_row_},
+             {"retry_in_ms", delay},
+             {"action", "history reads fail and clients get resync unavailable until it loads; "
+                        "retrying with backoff (needs Redis 7 and +function for the redis.url "
+                        "user)"}});
+  // Reads written after this LOAD get their own error replies; those not yet written fail at
+  // the next flush.
+  wake_flush();
+}
+
+HistoryReadToken RedisBus::read_history(std::string channel, uint64_t from, uint32_t count,
+                                        HistoryReadCallback cb) {
+  ReadKey key{std::move(channel), from, count};
+  if (!history_enabled())
+    return refuse_read(std::move(key), std::move(cb), "history is not configured");
+  if (lib_state_ == LibState::failed)
+    return refuse_read(std::move(key), std::move(cb),
+                       "the history library is not loaded: " + history_error_);
+  HistoryReadToken token = next_id_++;
+  if (auto k = keys_.find(key); k != keys_.end() && k->second.collecting != 0) {
+    PendingRead &read = reads_.at(k->second.collecting);
+    tokens_[token] = {k->second.collecting, read.waiters.size()};
+    read.waiters.push_back({token, std::move(cb)});
+    ++reads_coalesced_;
+    return token;
+  }
+  if (reads_.size() >= kMaxHistoryReadsInFlight)
+    return refuse_read(std::move(key), std::move(cb),
+                       "too many history reads in flight (" +
+                           std::to_string(kMaxHistoryReadsInFlight) + ")");
+  uint64_t id = next_id_++;
+  keys_[key].collecting = id;
+  PendingRead &read = reads_[id];
+  read.key = std::move(key);
+  read.asked_ms = uv_now(loop_);
+  read.waiters.push_back({token, std::move(cb)});
+  tokens_[token] = {id, 0};
+  wake_flush();
+  return token;
+}
+
+HistoryReadToken RedisBus::refuse_read(ReadKey key, HistoryReadCallback cb, std::string why) {
+  HistoryReadToken token = next_id_++;
+  uint64_t id = next_id_++;
+  PendingRead &read = reads_[id];
+  read.key = std::move(key);
+  read.asked_ms = uv_now(loop_);
+  read.refusal = std::move(why);
+  read.waiters.push_back({token, std::move(cb)});
+  tokens_[token] = {id, 0};
+  wake_flush();
+  return token;
+}
+
+void RedisBus::cancel_history_read(HistoryReadToken token) {
+  auto t = tokens_.find(token);
+  if (t == tokens_.end())
+    return;
+  WaiterAt at = t->second;
+  tokens_.erase(t);
+  if (auto r = reads_.find(at.read); r != reads_.end())
+    r->second.waiters[at.index].cb = nullptr;
+  else if (answering_ != nullptr && answering_id_ == at.read && at.index < answering_->size())
+    (*answering_)[at.index].cb = nullptr;
+}
+
+void RedisBus::wake_flush() {
+  if (idle_init_ && !stopping_)
+    uv_idle_start(&idle_, &RedisBus::on_idle);
+}
+
+void RedisBus::on_idle(uv_idle_t *h) {
+  auto *self = static_cast<RedisBus *>(h->data);
+  guarded("redis.flush_reads", 0, "reads left waiting fail at their deadline", [&] {
+    uv_idle_stop(h);
+    self->flush_reads();
+  });
+}
+
+// Once per loop turn: refusals are answered, and reads that have gathered their waiters are
+// written, at most one per key on the wire. What a callback asks from here waits for the next
+// turn.
+void RedisBus::flush_reads() {
+  std::vector<uint64_t> ids;
+  ids.reserve(reads_.size());
+  for (const auto &[id, read] : reads_) {
+    if (!read.sent)
+      ids.push_back(id);
+  }
+  bool sendable = cmd_.up() && (lib_state_ == LibState::loading || lib_state_ == LibState::ready);
+  for (uint64_t id : ids) {
+    auto it = reads_.find(id);
+    if (it == reads_.end() || it->second.sent)
+      continue;
+    PendingRead &read = it->second;
+    if (!read.refusal.empty()) {
+      fail_read(id, read.refusal);
+      continue;
+    }
+    bool anyone = false;
+    for (const Waiter &w : read.waiters)
+      anyone = anyone || static_cast<bool>(w.cb);
+    if (!anyone) {
+      answer(id, {}); // every waiter left; nobody is called and nothing is sent
+      continue;
+    }
+    if (lib_state_ == LibState::failed) {
+      fail_read(id, "the history library is not loaded: " + history_error_);
+      continue;
+    }
+    if (!sendable || keys_[read.key].sent != 0)
+      continue;
+    if (!send_read(id, read))
+      return; // the link is going down; these wait for the next one
+  }
+}
+
+bool RedisBus::send_read(uint64_t id, PendingRead &read) {
+  std::string from = std::to_string(read.key.from);
+  std::string count = std::to_string(read.key.count);
+  if (!cmd_.send(RedisCmd::fcall, {}, {"FCALL", "sidecar_read", "1", read.key.channel, from, count},
+                 id))
+    return false;
+  read.sent = true;
+  ++reads_sent_;
+  KeyReads &k = keys_[read.key];
+  if (k.collecting == id)
+    k.collecting = 0;
+  k.sent = id;
+  return true;
+}
+
+void RedisBus::read_answered(uint64_t id, const redisReply &reply) {
+  HistoryReadResult result = parse_history_read(reply);
+  if (reply.type == REDIS_REPLY_ERROR) {
+    // The library went missing under a live connection (FUNCTION FLUSH or DELETE, a replica
+    // promoted without it): load it again at once. Reads already written behind this one fail
+    // the same way but find the state `loading`, so this happens once, not once per read.
+    if (lib_state_ == LibState::ready &&
+        result.error.find("Function not found") != std::string::npos) {
+      history_error_ = "the library is missing from Redis (" + result.error + "); loading it again";
+      log_warn("redis_function_missing",
+               {{"reply", result.error}, {"action", "loading the library again"}});
+      send_function_load();
+    }
+  }
+  if (!result.error.empty()) {
+    // A storm of reads failing for one cause is one warning; the rest are debug lines.
+    bool news = result.error != last_read_error_;
+    last_read_error_ = result.error;
+    auto it = reads_.find(id);
+    log_event(news ? LogConfig::Level::warn : LogConfig::Level::debug, "redis_history_read_failed",
+              {{"channel", it != reads_.end() ? std::string_view(it->second.key.channel) : ""},
+               {"reply", result.error},
+               {"action", "its waiters resync with reason unavailable"}});
+  }
+  answer(id, result);
+}
+
+void RedisBus::fail_read(uint64_t id, const std::string &why) {
+  HistoryReadResult result;
+  result.error = why;
+  answer(id, result);
+}
+
+// Every waiter still there is called in the order it asked, each through guarded() so that one
+// that throws costs only its own answer. The read leaves the tables first, so a callback that
+// asks for the same key again starts a new read instead of joining this finished one.
+void RedisBus::answer(uint64_t id, const HistoryReadResult &result) {
+  auto it = reads_.find(id);
+  if (it == reads_.end())
+    return;
+  std::vector<Waiter> waiters = std::move(it->second.waiters);
+  auto k = keys_.find(it->second.key);
+  if (k != keys_.end() && (k->second.collecting == id || k->second.sent == id)) {
+    if (k->second.collecting == id)
+      k->second.collecting = 0;
+    if (k->second.sent == id)
+      k->second.sent = 0;
+    if (k->second.collecting != 0)
+      wake_flush(); // the read waiting behind this one may go now
+    else if (k->second.sent == 0)
+      keys_.erase(k);
+  }
+  reads_.erase(it);
+  answering_id_ = id;
+  answering_ = &waiters;
+  // By index: a callback that stops the bus empties `waiters` under this loop.
+  for (size_t i = 0; i < waiters.size(); ++i) {
+    Waiter &w = waiters[i];
+    if (!w.cb)
+      continue;
+    HistoryReadCallback cb = std::move(w.cb);
+    w.cb = nullptr;
+    tokens_.erase(w.token);
+    guarded("redis.history_read", 0, "this waiter's answer is lost", [&] { cb(result); });
+  }
+  answering_ = nullptr;
+  answering_id_ = 0;
 }
 
 } // namespace sidecar

@@ -6,11 +6,17 @@
 // A SUBSCRIBE that Redis refuses (NOPERM from an ACL, OOM) costs only its channel: the channel
 // is retried on its own with the same backoff, logged, counted by error code and reported to
 // /ready, while every other channel on the link carries on.
+//
+// With history configured (issue 11) the command link also loads the Redis Function library
+// (FUNCTION LOAD REPLACE) on every connect, before any read it carries, and answers history
+// reads: one FCALL sidecar_read per distinct (channel, from, count) serves every waiter that
+// asked for it before it was written. With history off none of this sends or costs anything.
 #pragma once
 
 #include <uv.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -18,29 +24,58 @@
 #include <vector>
 
 #include "config.h"
+#include "history.h"
 #include "redis_link.h"
 #include "room.h"
 
 namespace sidecar {
 
+// What the bus tells the server. All of it comes from libuv callbacks on the loop.
 class RedisSink {
 public:
   virtual void on_redis_message(std::string_view channel, std::string_view payload) = 0;
   virtual void on_redis_state(bool subscriber_connected) = 0;
+  // Redis confirmed SUBSCRIBE `channel` on the current subscriber connection (the first time,
+  // or again after a reconnect). From here on nothing published on it is missed while the link
+  // stays up, so this is when a history room may send its first read.
+  virtual void on_subscribed(std::string_view) {}
+  // The subscriber link is up again after it had been up and dropped: whatever was published
+  // meanwhile is lost to every room. Told once per return, before on_redis_state(true) and
+  // before any SUBSCRIBE of the new connection is confirmed, so a room can mark itself as
+  // needing a read here and send it from on_subscribed. Not told on the first connect.
+  virtual void on_subscriber_reconnected() {}
 
 protected:
   ~RedisSink() = default;
 };
 
+// The answer to one history read. `error` is "" when `read` holds Redis's answer; otherwise it
+// says why there is none (the link dropped, no reply in time, an error reply, a reply of the
+// wrong shape, history off or its library not loaded, too many reads) and the caller resyncs
+// with `unavailable`. The result is shared by every waiter of the read: copy what you keep.
+using HistoryReadCallback = std::function<void(const HistoryReadResult &)>;
+// Names one waiter, for cancel_history_read. Never 0.
+using HistoryReadToken = uint64_t;
+
+// Distinct history reads (FCALLs sent or waiting to be) at once; more are refused as failed. A
+// resume storm needs about one per room and position, and each pending read holds a channel
+// name and its waiters; this many outstanding means Redis is far behind, and queueing more
+// would only answer them all later than their deadline.
+inline constexpr size_t kMaxHistoryReadsInFlight = 10'000;
+
 class RedisBus final : public Subscriber, private RedisLink::Owner {
 public:
-  RedisBus(uv_loop_t *loop, const RedisConfig &cfg, RedisSink &sink);
+  // `history` must have passed check_history; empty means history is off.
+  RedisBus(uv_loop_t *loop, const RedisConfig &cfg, RedisSink &sink,
+           std::vector<HistoryConfig> history = {});
   RedisBus(const RedisBus &) = delete;
   RedisBus &operator=(const RedisBus &) = delete;
   ~RedisBus();
 
   int start(); // initialises the timer and connects; returns a uv error or 0
-  void stop(); // closes both links and the timer; no reconnects after this
+  // Closes both links and the handles; no reconnects after this. Reads still pending are
+  // forgotten without calling their waiters.
+  void stop();
 
   void subscribe(const std::string &channel) override;
   void unsubscribe(const std::string &channel) override;
@@ -48,6 +83,33 @@ public:
   // XADD stream MAXLEN ~ maxlen * field value ...; false when the command link is down.
   bool xadd(const std::string &stream, uint32_t maxlen,
             const std::vector<std::pair<std::string, std::string>> &fields);
+
+  // Reads the entries of `channel` after position `from`, at most `count` (FCALL sidecar_read).
+  // `cb` is called exactly once, from a later loop callback and never from inside this call,
+  // unless the waiter is cancelled first. Waiters asking for the same (channel, from, count)
+  // before its FCALL is written share it and are answered in the order they asked. The FCALL
+  // that answers a waiter is always written after the waiter asked, so a caller that starts
+  // holding live messages before it asks misses nothing between the read and what it holds.
+  // While the command link is down a read waits for it up to redis.reply_timeout_ms.
+  HistoryReadToken read_history(std::string channel, uint64_t from, uint32_t count,
+                                HistoryReadCallback cb);
+  // The waiter is never called after this (a session closing, a room going away). Unknown or
+  // answered tokens are ignored. The read itself still completes for its other waiters.
+  void cancel_history_read(HistoryReadToken token);
+
+  bool history_enabled() const { return !library_.empty(); }
+  // The library is loaded on the current command connection, so reads can be answered.
+  bool history_ready() const { return lib_state_ == LibState::ready; }
+  // Why it is not: the latest FUNCTION LOAD refusal or the library found missing; "" when the
+  // library is loaded, or while the first load is still on its way.
+  const std::string &history_error() const { return history_error_; }
+  uint64_t function_loads() const { return function_loads_; }
+  uint64_t function_load_failures() const { return function_load_failures_; }
+  uint64_t reads_sent() const { return reads_sent_; }           // FCALLs written
+  uint64_t reads_coalesced() const { return reads_coalesced_; } // waiters that joined one
+
+  // Redis confirmed the SUBSCRIBE of `channel` on the current connection.
+  bool subscribed(const std::string &channel) const;
 
   bool connected() const { return sub_.up(); }
   bool command_connected() const { return cmd_.up(); }
@@ -80,8 +142,47 @@ private:
   void on_link_reply(RedisLink &link, const RedisPending &cmd, const redisReply &reply) override;
   void on_link_message(std::string_view channel, std::string_view payload) override;
 
+  enum class LibState { off, waiting, loading, ready, failed };
+  struct ReadKey {
+    std::string channel;
+    uint64_t from = 0;
+    uint32_t count = 0;
+    auto operator<=>(const ReadKey &) const = default;
+  };
+  struct Waiter {
+    HistoryReadToken token;
+    HistoryReadCallback cb; // empty once cancelled or called
+  };
+  struct PendingRead {
+    ReadKey key;
+    std::vector<Waiter> waiters;
+    bool sent = false;
+    uint64_t asked_ms = 0; // when the first waiter asked; a read not sent by the deadline fails
+    std::string refusal;   // refused when asked: answered with this at the next flush
+  };
+  struct WaiterAt {
+    uint64_t read = 0;
+    size_t index = 0; // into the read's waiters, which only grow until it is answered
+  };
+  // The reads of one key: at most one written and one still taking waiters (0 when none).
+  struct KeyReads {
+    uint64_t collecting = 0;
+    uint64_t sent = 0;
+  };
+
   static void on_timer(uv_timer_t *t);
+  static void on_idle(uv_idle_t *h);
   void tick();
+  void flush_reads();
+  void wake_flush();
+  void send_function_load();
+  void function_load_answered(const redisReply &reply);
+  void history_unavailable(std::string why);
+  void read_answered(uint64_t id, const redisReply &reply);
+  void answer(uint64_t id, const HistoryReadResult &result);
+  void fail_read(uint64_t id, const std::string &why);
+  HistoryReadToken refuse_read(ReadKey key, HistoryReadCallback cb, std::string why);
+  bool send_read(uint64_t id, PendingRead &read);
   void reconcile(const std::string &channel);
   void subscribe_answered(const std::string &channel, const redisReply &reply);
   void refuse(Chan &chan, const std::string &channel, std::string reply);
@@ -91,6 +192,11 @@ private:
   RedisSink &sink_;
   uv_timer_t timer_{};
   bool timer_init_ = false;
+  // Reads are written once per loop turn from this idle handle, so that every waiter that asks
+  // in one turn shares the FCALL, and the answers to refused reads are never given from inside
+  // read_history. Active only while something waits for it.
+  uv_idle_t idle_{};
+  bool idle_init_ = false;
   bool stopping_ = false;
   RedisLink sub_;
   RedisLink cmd_;
@@ -98,6 +204,26 @@ private:
   std::map<std::string, uint64_t> subscribe_errors_;
   std::string last_error_;
   std::string last_refusal_;
+  bool sub_was_up_ = false;
+
+  std::string library_; // FUNCTION LOAD's text; empty when history is off
+  LibState lib_state_ = LibState::off;
+  std::string history_error_;
+  std::string last_read_error_; // the latest error reply to a read, logged once per change
+  uint32_t load_failures_in_row_ = 0;
+  uint64_t load_retry_at_ms_ = 0;
+  uint64_t function_loads_ = 0;
+  uint64_t function_load_failures_ = 0;
+  uint64_t reads_sent_ = 0;
+  uint64_t reads_coalesced_ = 0;
+  uint64_t next_id_ = 1;                  // read ids and waiter tokens, one sequence
+  std::map<uint64_t, PendingRead> reads_; // by id, so in the order asked
+  std::map<ReadKey, KeyReads> keys_;      // which reads a new waiter may join
+  std::unordered_map<HistoryReadToken, WaiterAt> tokens_; // waiters not yet called
+  // The waiters of the read being answered, which has already left reads_: a callback may
+  // cancel one that comes after it.
+  uint64_t answering_id_ = 0;
+  std::vector<Waiter> *answering_ = nullptr;
 };
 
 } // namespace sidecar
