@@ -16,7 +16,6 @@
 #include <uv.h>
 
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -25,6 +24,7 @@
 
 #include "config.h"
 #include "history.h"
+#include "history_reads.h"
 #include "redis_link.h"
 #include "room.h"
 
@@ -49,21 +49,13 @@ protected:
   ~RedisSink() = default;
 };
 
-// The answer to one history read. `error` is "" when `read` holds Redis's answer; otherwise it
-// says why there is none (the link dropped, no reply in time, an error reply, a reply of the
-// wrong shape, history off or its library not loaded, too many reads) and the caller resyncs
-// with `unavailable`. The result is shared by every waiter of the read: copy what you keep.
-using HistoryReadCallback = std::function<void(const HistoryReadResult &)>;
-// Names one waiter, for cancel_history_read. Never 0.
-using HistoryReadToken = uint64_t;
-
 // Distinct history reads (FCALLs sent or waiting to be) at once; more are refused as failed. A
 // resume storm needs about one per room and position, and each pending read holds a channel
 // name and its waiters; this many outstanding means Redis is far behind, and queueing more
 // would only answer them all later than their deadline.
 inline constexpr size_t kMaxHistoryReadsInFlight = 10'000;
 
-class RedisBus final : public Subscriber, private RedisLink::Owner {
+class RedisBus final : public Subscriber, public HistoryReads, private RedisLink::Owner {
 public:
   // `history` must have passed check_history; empty means history is off.
   RedisBus(uv_loop_t *loop, const RedisConfig &cfg, RedisSink &sink,
@@ -84,18 +76,11 @@ public:
   bool xadd(const std::string &stream, uint32_t maxlen,
             const std::vector<std::pair<std::string, std::string>> &fields);
 
-  // Reads the entries of `channel` after position `from`, at most `count` (FCALL sidecar_read).
-  // `cb` is called exactly once, from a later loop callback and never from inside this call,
-  // unless the waiter is cancelled first. Waiters asking for the same (channel, from, count)
-  // before its FCALL is written share it and are answered in the order they asked. The FCALL
-  // that answers a waiter is always written after the waiter asked, so a caller that starts
-  // holding live messages before it asks misses nothing between the read and what it holds.
-  // While the command link is down a read waits for it up to redis.reply_timeout_ms.
+  // HistoryReads. While the command link is down a read waits for it up to
+  // redis.reply_timeout_ms; stop() forgets every read without calling its waiters.
   HistoryReadToken read_history(std::string channel, uint64_t from, uint32_t count,
-                                HistoryReadCallback cb);
-  // The waiter is never called after this (a session closing, a room going away). Unknown or
-  // answered tokens are ignored. The read itself still completes for its other waiters.
-  void cancel_history_read(HistoryReadToken token);
+                                HistoryReadCallback cb) override;
+  void cancel_history_read(HistoryReadToken token) override;
 
   bool history_enabled() const { return !library_.empty(); }
   // The library is loaded on the current command connection, so reads can be answered.
