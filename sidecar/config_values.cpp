@@ -8,10 +8,10 @@
 #include <algorithm>
 #include <charconv>
 
+#include "text.h"
+
 namespace sidecar {
 namespace {
-
-std::string quote(std::string_view text) { return "\"" + std::string(text) + "\""; }
 
 bool is_ipv4(const std::string &host) {
   in_addr addr{};
@@ -33,35 +33,7 @@ bool parse_port(std::string_view text, uint16_t &out, std::string &reason) {
   return true;
 }
 
-// Redis URLs may carry percent-encoded user names and passwords ("p%40ss" for "p@ss").
-bool percent_decode(std::string_view text, std::string &out) {
-  out.clear();
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] != '%') {
-      out += text[i];
-      continue;
-    }
-    unsigned value = 0;
-    if (i + 2 >= text.size())
-      return false;
-    auto [end, ec] = std::from_chars(text.data() + i + 1, text.data() + i + 3, value, 16);
-    if (ec != std::errc() || end != text.data() + i + 3)
-      return false;
-    out += static_cast<char>(value);
-    i += 2;
-  }
-  return true;
-}
-
 } // namespace
-
-// Only plain decimal digits: "0x10", "1e3", "+5" and "1_000" are refused rather than guessed at.
-bool parse_u64(std::string_view text, uint64_t &out) {
-  if (text.empty())
-    return false;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-  return ec == std::errc() && end == text.data() + text.size();
-}
 
 bool parse_host_port(const std::string &text, HostPort &out, std::string &reason) {
   std::string host;
@@ -164,12 +136,19 @@ bool parse_redis_url(const std::string &url, RedisConfig &out, std::string &reas
   if (size_t at = authority.rfind('@'); at != std::string_view::npos) {
     std::string_view userinfo = authority.substr(0, at);
     size_t colon = userinfo.find(':');
-    if (!percent_decode(userinfo.substr(0, colon), r.username) ||
-        (colon != std::string_view::npos &&
-         !percent_decode(userinfo.substr(colon + 1), r.password))) {
+    // Redis URLs may carry percent-encoded user names and passwords ("p%40ss" for "p@ss").
+    std::optional<std::string> user =
+        percent_decode(userinfo.substr(0, colon), PercentRule::strict);
+    std::optional<std::string> password =
+        colon == std::string_view::npos
+            ? std::optional<std::string>("")
+            : percent_decode(userinfo.substr(colon + 1), PercentRule::strict);
+    if (!user || !password) {
       reason = "bad percent-encoding in the user or password";
       return false;
     }
+    r.username = std::move(*user);
+    r.password = std::move(*password);
     authority = authority.substr(at + 1);
   }
   std::string_view port = "6379";
