@@ -8,6 +8,7 @@
 #include <random>
 
 #include "clock.h"
+#include "config_reload.h"
 #include "guard.h"
 #include "jwt.h"
 #include "log.h"
@@ -410,52 +411,24 @@ void Server::reload() {
     }
     return;
   }
-  Config &next = r.config;
+  // What cannot change live keeps its running value; plan_reload decides and names it.
+  ReloadPlan plan = plan_reload(*cfg_, std::move(r.config));
   std::unique_ptr<JwtVerifier> jwt;
-  if (next.auth.mode == AuthConfig::Mode::jwt) {
+  if (plan.config.auth.mode == AuthConfig::Mode::jwt) {
     std::string err;
-    jwt = JwtVerifier::create(next.auth.jwt, err);
+    jwt = JwtVerifier::create(plan.config.auth.jwt, err);
     if (!jwt) {
       log_error("reload_rejected",
                 {{"error", "auth.jwt: " + err}, {"action", "fix the keys and send SIGHUP again"}});
       return;
     }
   }
-  // What needs a new socket or a new Redis connection cannot change live; say so and keep it.
-  std::vector<std::string> kept;
-  if (next.listen != cfg_->listen)
-    kept.push_back("listen");
-  if (next.admin.listen != cfg_->admin.listen)
-    kept.push_back("admin.listen");
-  // The Redis links read their settings once, when they are made.
-  const RedisConfig &was = cfg_->redis, &now = next.redis;
-  for (auto [changed, key] :
-       {std::pair{now.url != was.url, "redis.url"},
-        {now.connect_timeout_ms != was.connect_timeout_ms, "redis.connect_timeout_ms"},
-        {now.reconnect_initial_ms != was.reconnect_initial_ms, "redis.reconnect_initial_ms"},
-        {now.reconnect_max_ms != was.reconnect_max_ms, "redis.reconnect_max_ms"},
-        {now.ping_interval_ms != was.ping_interval_ms, "redis.ping_interval_ms"},
-        {now.reply_timeout_ms != was.reply_timeout_ms, "redis.reply_timeout_ms"}}) {
-    if (changed)
-      kept.push_back(key);
-  }
-  if (next.channels.broadcast != cfg_->channels.broadcast)
-    kept.push_back("channels.broadcast");
-  next.listen = cfg_->listen;
-  next.listen_addr = cfg_->listen_addr;
-  next.admin.listen = cfg_->admin.listen;
-  next.admin.listen_addr = cfg_->admin.listen_addr;
-  next.redis = cfg_->redis;
-  next.channels.broadcast = cfg_->channels.broadcast;
-  std::string kept_s;
-  for (const auto &k : kept)
-    kept_s += (kept_s.empty() ? "" : ",") + k;
   // Sessions read config() on every use, so new limits apply from the next message on.
-  *cfg_ = std::move(next);
+  *cfg_ = std::move(plan.config);
   jwt_ = std::move(jwt);
   proxies_ = TrustedProxies(cfg_->trusted_proxies);
   log_configure(cfg_->log.level, cfg_->log.format);
-  log_info("reloaded", {{"not_applied_live", kept_s.empty() ? "none" : kept_s}});
+  log_info("reloaded", {{"not_applied_live", plan.not_applied_live()}});
 }
 
 void Server::check_token_expiry(Session &s, bool &warned) {
