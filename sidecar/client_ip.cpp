@@ -6,39 +6,31 @@
 #include <charconv>
 #include <cstring>
 
+#include "text.h"
+
 namespace sidecar {
-namespace {
 
-// Parses an IPv4 or IPv6 address into 16 bytes (IPv4 in the first 4); returns the family or 0.
-// inet_pton stops at a NUL, so "1.2.3.4\0junk" would pass and the junk would be stored with it.
-int parse_address(const std::string &text, uint8_t out[16]) {
-  std::memset(out, 0, 16);
-  if (text.find('\0') != std::string::npos)
-    return 0;
-  if (inet_pton(AF_INET, text.c_str(), out) == 1)
-    return AF_INET;
-  if (inet_pton(AF_INET6, text.c_str(), out) == 1)
-    return AF_INET6;
-  return 0;
+std::optional<IpAddress> parse_ip(std::string_view text) {
+  // inet_pton needs a terminated string, and one with no NUL inside it.
+  if (text.find('\0') != std::string_view::npos || text.size() > INET6_ADDRSTRLEN)
+    return std::nullopt;
+  std::string z(text);
+  IpAddress ip;
+  if (inet_pton(AF_INET, z.c_str(), ip.bytes) == 1)
+    return ip;
+  ip.family = IpAddress::Family::v6;
+  if (inet_pton(AF_INET6, z.c_str(), ip.bytes) == 1)
+    return ip;
+  return std::nullopt;
 }
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
-}
-
-} // namespace
 
 bool TrustedProxies::parse(std::string_view pattern, Net &out) {
   size_t slash = pattern.find('/');
-  std::string addr(pattern.substr(0, slash));
-  out.family = parse_address(addr, out.addr);
-  if (out.family == 0)
+  std::optional<IpAddress> addr = parse_ip(pattern.substr(0, slash));
+  if (!addr)
     return false;
-  int max = out.family == AF_INET ? 32 : 128;
+  out.addr = *addr;
+  int max = addr->family == IpAddress::Family::v4 ? 32 : 128;
   out.prefix = max;
   if (slash != std::string_view::npos) {
     std::string_view bits = pattern.substr(slash + 1);
@@ -54,8 +46,7 @@ bool TrustedProxies::valid_pattern(std::string_view pattern, std::string &reason
   Net n;
   if (parse(pattern, n))
     return true;
-  reason = "must be an IP address or network like \"10.0.0.0/8\" or \"::1\", got \"" +
-           std::string(pattern) + "\"";
+  reason = "must be an IP address or network like \"10.0.0.0/8\" or \"::1\", got " + quote(pattern);
   return false;
 }
 
@@ -68,19 +59,19 @@ TrustedProxies::TrustedProxies(const std::vector<std::string> &patterns) {
 }
 
 bool TrustedProxies::contains(std::string_view ip) const {
-  uint8_t a[16];
-  int family = parse_address(std::string(trim(ip)), a);
-  if (family == 0)
+  std::optional<IpAddress> parsed = parse_ip(trim(ip));
+  if (!parsed)
     return false;
+  const uint8_t *a = parsed->bytes;
   for (const Net &n : nets_) {
-    if (n.family != family)
+    if (n.addr.family != parsed->family)
       continue;
     int full = n.prefix / 8, rest = n.prefix % 8;
-    if (std::memcmp(a, n.addr, static_cast<size_t>(full)) != 0)
+    if (std::memcmp(a, n.addr.bytes, static_cast<size_t>(full)) != 0)
       continue;
     if (rest != 0) {
       auto mask = static_cast<uint8_t>(0xff << (8 - rest));
-      if ((a[full] & mask) != (n.addr[full] & mask))
+      if ((a[full] & mask) != (n.addr.bytes[full] & mask))
         continue;
     }
     return true;
@@ -100,9 +91,8 @@ std::string TrustedProxies::client_ip(const std::string &peer,
     size_t comma = rest.rfind(',');
     std::string_view item = trim(comma == std::string_view::npos ? rest : rest.substr(comma + 1));
     rest = comma == std::string_view::npos ? std::string_view() : rest.substr(0, comma);
-    uint8_t scratch[16];
     std::string ip(item);
-    if (parse_address(ip, scratch) == 0)
+    if (!parse_ip(ip))
       return peer; // a malformed entry: trust nothing beyond the proxy itself
     if (!contains(ip))
       return ip;

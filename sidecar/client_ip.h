@@ -5,11 +5,25 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace sidecar {
+
+// A numeric address in network byte order; an IPv4 address fills the first 4 of the 16 bytes.
+struct IpAddress {
+  enum class Family : uint8_t { v4, v6 };
+  Family family = Family::v4;
+  uint8_t bytes[16] = {};
+};
+
+// The one parser for numeric addresses ("10.0.0.1", "::1", "::ffff:1.2.3.4"), for client
+// addresses, proxy patterns, listen addresses and Origin hosts alike. No names, brackets, ports,
+// zone ids or surrounding spaces; a NUL anywhere is refused (inet_pton would stop at it and
+// accept "1.2.3.4\0junk").
+std::optional<IpAddress> parse_ip(std::string_view text);
 
 class TrustedProxies {
 public:
@@ -28,8 +42,7 @@ public:
 
 private:
   struct Net {
-    int family = 0;
-    uint8_t addr[16] = {};
+    IpAddress addr;
     int prefix = 0;
   };
   static bool parse(std::string_view pattern, Net &out);

@@ -3,25 +3,22 @@
 // loading, the server uses match and expand on every upgrade.
 #include "config.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <charconv>
 
+#include "client_ip.h"
 #include "text.h"
 
 namespace sidecar {
 namespace {
 
-bool is_ipv4(const std::string &host) {
-  in_addr addr{};
-  return inet_pton(AF_INET, host.c_str(), &addr) == 1;
+bool is_ip(std::string_view host, IpAddress::Family family) {
+  std::optional<IpAddress> ip = parse_ip(host);
+  return ip && ip->family == family;
 }
 
-bool is_ipv6(const std::string &host) {
-  in6_addr addr{};
-  return inet_pton(AF_INET6, host.c_str(), &addr) == 1;
-}
+bool is_ipv4(std::string_view host) { return is_ip(host, IpAddress::Family::v4); }
+bool is_ipv6(std::string_view host) { return is_ip(host, IpAddress::Family::v6); }
 
 bool parse_port(std::string_view text, uint16_t &out, std::string &reason) {
   uint64_t port = 0;

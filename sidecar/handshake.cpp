@@ -6,43 +6,10 @@
 
 #include "encoding.h"
 #include "log.h"
+#include "text.h"
 
 namespace sidecar {
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-std::string percent_decode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && hex_value(s[i + 1]) >= 0 && hex_value(s[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2])));
-      i += 2;
-    } else if (s[i] == '+') {
-      out.push_back(' ');
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
 
 bool list_contains(std::string_view value, std::string_view token) {
   for (const auto &item : split_list(value)) {
@@ -102,8 +69,10 @@ std::optional<std::string> HttpRequest::query_param(std::string_view name) const
     std::string_view pair = q.substr(0, amp);
     size_t eq = pair.find('=');
     std::string_view k = pair.substr(0, eq);
-    if (percent_decode(k) == name) {
-      return eq == std::string_view::npos ? std::string() : percent_decode(pair.substr(eq + 1));
+    // A query string is form-encoded: "+" is a space and a malformed escape stays as sent.
+    if (percent_decode(k, PercentRule::form) == name) {
+      return eq == std::string_view::npos ? std::string()
+                                          : percent_decode(pair.substr(eq + 1), PercentRule::form);
     }
     if (amp == std::string_view::npos)
       break;

@@ -2,10 +2,10 @@
 #include "log.h"
 
 #include <cstdio>
-#include <ctime>
-#include <sys/time.h>
 
+#include "clock.h"
 #include "encoding.h"
+#include "text.h"
 
 namespace sidecar {
 namespace {
@@ -25,17 +25,6 @@ const char *level_name(LogConfig::Level l) {
     return "error";
   }
   return "info";
-}
-
-std::string timestamp() {
-  timeval tv{};
-  gettimeofday(&tv, nullptr);
-  tm t{};
-  gmtime_r(&tv.tv_sec, &t);
-  char buf[64];
-  snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", t.tm_year + 1900, t.tm_mon + 1,
-           t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, static_cast<int>(tv.tv_usec / 1000));
-  return buf;
 }
 
 bool needs_quotes(std::string_view v) {
@@ -84,7 +73,7 @@ void log_event(LogConfig::Level level, std::string_view event,
   std::string line;
   line.reserve(128);
   if (g_format == LogConfig::Format::json) {
-    line.append("{\"time\":\"").append(timestamp()).append("\",\"level\":\"");
+    line.append("{\"time\":\"").append(iso8601_ms(wall_ms())).append("\",\"level\":\"");
     line.append(level_name(level)).append("\",\"event\":\"");
     escaped_value(line, event);
     line.push_back('"');
@@ -102,7 +91,7 @@ void log_event(LogConfig::Level level, std::string_view event,
     }
     line.append("}\n");
   } else {
-    line.append("time=").append(timestamp()).append(" level=").append(level_name(level));
+    line.append("time=").append(iso8601_ms(wall_ms())).append(" level=").append(level_name(level));
     line.append(" event=");
     logfmt_value(line, event);
     for (const auto &f : fields) {

@@ -4,6 +4,8 @@
 // "https://*.example.com" and "https://evilexample.com" cannot either).
 #include "origin.h"
 
+#include "client_ip.h"
+
 namespace sidecar {
 namespace {
 
@@ -50,15 +52,15 @@ bool parse_name(std::string_view text, std::string &out) {
   return !label_empty;
 }
 
+// A bracketed IPv6 address, kept as written but in lower case: browsers send the compressed
+// form, and a pattern is compared as text, so only its validity is checked here.
 bool parse_ipv6(std::string_view text, std::string &out) {
   // text includes the brackets.
   if (text.size() < 4)
     return false;
-  for (char c : text.substr(1, text.size() - 2)) {
-    bool hex = is_digit(c) || (lower(c) >= 'a' && lower(c) <= 'f');
-    if (!hex && c != ':' && c != '.')
-      return false;
-  }
+  std::optional<IpAddress> ip = parse_ip(text.substr(1, text.size() - 2));
+  if (!ip || ip->family != IpAddress::Family::v6)
+    return false;
   for (char c : text)
     out.push_back(lower(c));
   return true;

@@ -50,3 +50,23 @@ TEST_CASE("a forwarded entry with a NUL is malformed, not the address before the
   CHECK(p.client_ip("127.0.0.1", std::string_view("1.2.3.4\0junk", 12)) == "127.0.0.1");
   CHECK(p.client_ip("127.0.0.1", std::string_view("::1\0", 4)) == "127.0.0.1");
 }
+
+TEST_CASE("parse_ip reads numeric IPv4 and IPv6 addresses and nothing else") {
+  auto v4 = parse_ip("10.1.2.3");
+  REQUIRE(v4.has_value());
+  CHECK(v4->family == IpAddress::Family::v4);
+  CHECK((v4->bytes[0] == 10 && v4->bytes[3] == 3 && v4->bytes[4] == 0));
+  auto v6 = parse_ip("::1");
+  REQUIRE(v6.has_value());
+  CHECK(v6->family == IpAddress::Family::v6);
+  CHECK(v6->bytes[15] == 1);
+  CHECK(parse_ip("::ffff:1.2.3.4").has_value());
+  for (std::string_view bad :
+       {std::string_view(""), std::string_view("localhost"), std::string_view("[::1]"),
+        std::string_view("1.2.3.4:80"), std::string_view(" 1.2.3.4"), std::string_view("1.2.3"),
+        std::string_view("999.1.1.1"), std::string_view("1:2"), std::string_view("fe80::1%eth0"),
+        std::string_view("1.2.3.4\0", 8), std::string_view("::1\0junk", 8)}) {
+    CAPTURE(bad);
+    CHECK_FALSE(parse_ip(bad).has_value());
+  }
+}

@@ -159,7 +159,9 @@ TEST_CASE("any of several patterns may match; bracketed IPv6 hosts compare exact
 TEST_CASE("patterns that could never match a browser's Origin are refused with a reason") {
   for (auto p : {"app.example.com", "https://*", "https://*.*.example.com", "https://a.com/",
                  "https://a.com/login", "https://a.com?x=1", "https://a.com#top", "https://a.com.",
-                 "https://a.com:0", "https://user@a.com", "https://a.com:*:*", "null", ""}) {
+                 "https://a.com:0", "https://user@a.com", "https://a.com:*:*", "null", "",
+                 // Brackets hold an IPv6 address, read by the same parser as client addresses.
+                 "http://[1:2]", "http://[::1::2]", "http://[1.2.3.4]", "http://[fe80::1%25lo]"}) {
     CAPTURE(p);
     std::string reason;
     CHECK_FALSE(parse_origin_pattern(p, reason).has_value());
