@@ -150,6 +150,11 @@ size_t encode_frame_header(uint8_t *out, Opcode op, uint64_t payload_len, bool f
   return 10;
 }
 
+size_t frame_header_size(uint64_t payload_len, bool masked) {
+  size_t extended = payload_len <= 125 ? 0 : (payload_len <= 0xFFFF ? 2 : 8);
+  return 2 + extended + (masked ? 4 : 0);
+}
+
 std::string encode_frame(Opcode op, std::string_view payload) {
   uint8_t header[kMaxFrameHeader];
   const size_t header_len = encode_frame_header(header, op, payload.size());

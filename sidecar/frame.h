@@ -29,6 +29,12 @@ enum class Opcode : uint8_t {
 // kMaxFrameHeader bytes, and returns how many bytes it wrote (2, 4 or 10).
 size_t encode_frame_header(uint8_t *out, Opcode op, uint64_t payload_len, bool fin = true);
 
+// The size of a header in the shortest length form: 2 bytes, the extended length (none, 2 or 8
+// bytes) and the 4-byte masking key when the frame is masked, as every client frame is. For an
+// unmasked frame it is what encode_frame_header returns; for a received frame, the bytes its
+// header took on the wire.
+size_t frame_header_size(uint64_t payload_len, bool masked);
+
 // Header followed by payload; for tests and the rare control frame, not the fan-out path.
 std::string encode_frame(Opcode op, std::string_view payload);
 

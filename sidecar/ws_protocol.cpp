@@ -8,11 +8,6 @@
 namespace sidecar {
 namespace {
 
-uint64_t client_header_size(uint64_t payload) {
-  uint64_t ext = payload < 126 ? 0 : (payload <= 0xffff ? 2 : 8);
-  return 2 + ext + 4; // client frames always carry a 4-byte mask
-}
-
 bool is_data_opcode(uint8_t op) { return op <= 2; }
 
 } // namespace
@@ -41,7 +36,7 @@ ssize_t WsProtocol::send_cb(wslay_event_context_ptr, const uint8_t *data, size_t
 void WsProtocol::frame_start_cb(wslay_event_context_ptr,
                                 const wslay_event_on_frame_recv_start_arg *arg, void *user) {
   auto *self = static_cast<WsProtocol *>(user);
-  self->frame_size_ = client_header_size(arg->payload_length) + arg->payload_length;
+  self->frame_size_ = frame_header_size(arg->payload_length, true) + arg->payload_length;
   self->frame_is_data_ = is_data_opcode(arg->opcode);
   self->frame_is_close_ = arg->opcode == WSLAY_CONNECTION_CLOSE;
   if (self->frame_is_close_)

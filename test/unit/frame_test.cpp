@@ -97,6 +97,18 @@ TEST_CASE("the first header byte carries FIN and the opcode and server frames ar
     CHECK((header_bytes(Opcode::binary, len)[1] & 0x80) == 0);
 }
 
+TEST_CASE("frame_header_size is what the encoder writes, plus 4 bytes of key when masked") {
+  for (uint64_t len : {uint64_t{0}, uint64_t{125}, uint64_t{126}, uint64_t{0xFFFF},
+                       uint64_t{0x10000}, uint64_t{1} << 40, UINT64_MAX}) {
+    CAPTURE(len);
+    CHECK(frame_header_size(len, false) == header_bytes(Opcode::binary, len).size());
+    CHECK(frame_header_size(len, true) == header_bytes(Opcode::binary, len).size() + 4);
+  }
+  CHECK(frame_header_size(125, true) == 6);
+  CHECK(frame_header_size(126, true) == 8);
+  CHECK(frame_header_size(0x10000, true) == 14);
+}
+
 TEST_CASE("encode_frame puts the header before the payload") {
   CHECK(encode_frame(Opcode::text, "hi") == std::string("\x81\x02hi", 4));
   const std::string big(300, 'x');
