@@ -142,15 +142,22 @@ void Parser::add_server_fields(std::vector<Field> &fields) {
            }},
           {"listen",
            [this, &c](const At &a) {
-             std::string reason;
-             if (read_string(a, c.listen) && !parse_host_port(c.listen, c.listen_addr, reason))
-               fail(a, reason);
+             if (!read_string(a, c.listen))
+               return;
+             if (Result<HostPort> addr = parse_host_port(c.listen))
+               c.listen_addr = *addr;
+             else
+               fail(a, addr.error);
            }},
           {"redis.url",
            [this, &c](const At &a) {
-             std::string url, reason;
-             if (read_string(a, url) && !parse_redis_url(url, c.redis, reason))
-               fail(a, reason);
+             std::string url;
+             if (!read_string(a, url))
+               return;
+             if (Result<RedisConfig> redis = parse_redis_url(url, c.redis))
+               c.redis = *redis;
+             else
+               fail(a, redis.error);
            }},
           {"redis.connect_timeout_ms", num(10, kTenMinutes, c.redis.connect_timeout_ms)},
           {"redis.reconnect_initial_ms", num(1, kTenMinutes, c.redis.reconnect_initial_ms)},
@@ -287,14 +294,12 @@ void Parser::add_edge_fields(std::vector<Field> &fields) {
           {"inbound.maxlen", num(1, 1000000000, c.inbound.maxlen)},
           {"admin.listen",
            [this, &c](const At &a) {
-             std::string reason;
-             HostPort addr;
              if (!read_string(a, c.admin.listen) || c.admin.listen.empty())
                return;
-             if (parse_host_port(c.admin.listen, addr, reason))
-               c.admin.listen_addr = addr;
+             if (Result<HostPort> addr = parse_host_port(c.admin.listen))
+               c.admin.listen_addr = *addr;
              else
-               fail(a, reason);
+               fail(a, addr.error);
            }},
           {"admin.token", str(c.admin.token)},
           {"shutdown.drain_timeout_ms", num(0, kTenMinutes, c.shutdown.drain_timeout_ms)},
@@ -315,13 +320,17 @@ void Parser::read_routes(const At &at) {
         item, "",
         {{"path",
           [&](const At &v) {
-            std::string reason;
+            std::string path;
             has_path = true;
-            if (!read_string(v, route.path))
+            if (!read_string(v, path))
               return;
-            if (!parse_route_template(route.path, route, reason))
-              fail(v, reason);
-            else if (auto [prev, fresh] = paths.emplace(route.path, v.line); !fresh)
+            Result<Route> parsed = parse_route_template(path);
+            if (!parsed)
+              return fail(v, parsed.error);
+            // The channel may have been read already: the keys of a route come in any order.
+            parsed->channel = std::move(route.channel);
+            route = std::move(*parsed);
+            if (auto [prev, fresh] = paths.emplace(route.path, v.line); !fresh)
               fail(v, "duplicate route path (first at line " + std::to_string(prev->second) + ")");
           }},
          {"channel", [&](const At &v) { read_template(v, route.channel, {"org"}, {"org"}); }}});
@@ -364,11 +373,10 @@ void Parser::read_origin_patterns(const At &at) {
     if (pattern.find_first_of(" \t,") != std::string::npos)
       return fail(item,
                   "must be one origin pattern without spaces or commas, got " + quote(pattern));
-    std::string reason;
-    if (auto parsed = parse_origin_pattern(pattern, reason))
+    if (Result<OriginPattern> parsed = parse_origin_pattern(pattern))
       cfg_.origins.allowed.push_back(std::move(*parsed));
     else
-      fail(item, reason + ", got " + quote(pattern));
+      fail(item, parsed.error + ", got " + quote(pattern));
   });
 }
 
@@ -436,12 +444,10 @@ void Parser::check_auth() {
 void Parser::finish() {
   Config &c = cfg_;
   if (std::optional<std::string> url = env("SIDECAR_REDIS_URL")) {
-    std::string reason;
-    RedisConfig redis = c.redis;
-    if (parse_redis_url(*url, redis, reason))
-      c.redis = redis;
+    if (Result<RedisConfig> redis = parse_redis_url(*url, c.redis))
+      c.redis = *redis;
     else
-      fail(0, "SIDECAR_REDIS_URL", reason);
+      fail(0, "SIDECAR_REDIS_URL", redis.error);
   }
   if (std::optional<std::string> token = env("SIDECAR_ADMIN_TOKEN"))
     c.admin.token = *token;

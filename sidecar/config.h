@@ -12,6 +12,7 @@
 
 #include "config_error.h"
 #include "origin.h"
+#include "result.h"
 
 namespace sidecar {
 
@@ -163,12 +164,13 @@ ConfigResult load_config_file(const std::string &path, const EnvLookup &env);
 // through this header; its home is text.h. Drop this line once they include text.h.
 bool parse_u64(std::string_view text, uint64_t &out);
 
-// Parses "host:port" ("[::1]:8080" for IPv6); false with a reason on error.
-bool parse_host_port(const std::string &text, HostPort &out, std::string &reason);
-// Parses redis://[user:pass@]host[:port][/db] and unix:///path[?db=N]; fills the url fields.
-bool parse_redis_url(const std::string &url, RedisConfig &out, std::string &reason);
-// Splits a route template at its single "{org}"; false with a reason otherwise.
-bool parse_route_template(const std::string &path, Route &out, std::string &reason);
+// Parses "host:port" ("[::1]:8080" for IPv6).
+Result<HostPort> parse_host_port(const std::string &text);
+// Parses redis://[user:pass@]host[:port][/db] and unix:///path[?db=N]: base with its url fields
+// replaced (the timing settings are base's).
+Result<RedisConfig> parse_redis_url(const std::string &url, const RedisConfig &base);
+// Splits a route template at its single "{org}"; the route gets the default channel.
+Result<Route> parse_route_template(const std::string &path);
 
 // Org ids are 1..128 of [A-Za-z0-9._:-].
 bool is_valid_org(std::string_view org);

@@ -7,6 +7,7 @@
 #include <charconv>
 
 #include "client_ip.h"
+#include "result.h"
 #include "text.h"
 
 namespace sidecar {
@@ -20,62 +21,50 @@ bool is_ip(std::string_view host, IpAddress::Family family) {
 bool is_ipv4(std::string_view host) { return is_ip(host, IpAddress::Family::v4); }
 bool is_ipv6(std::string_view host) { return is_ip(host, IpAddress::Family::v6); }
 
-bool parse_port(std::string_view text, uint16_t &out, std::string &reason) {
+Result<uint16_t> parse_port(std::string_view text) {
   uint64_t port = 0;
-  if (!parse_u64(text, port) || port < 1 || port > 65535) {
-    reason = "port must be 1..65535, got " + quote(text);
-    return false;
-  }
-  out = static_cast<uint16_t>(port);
-  return true;
+  if (!parse_u64(text, port) || port < 1 || port > 65535)
+    return Result<uint16_t>::fail("port must be 1..65535, got " + quote(text));
+  return static_cast<uint16_t>(port);
 }
 
 } // namespace
 
-bool parse_host_port(const std::string &text, HostPort &out, std::string &reason) {
+Result<HostPort> parse_host_port(const std::string &text) {
   std::string host;
   std::string_view port;
   if (text.starts_with("[")) {
     size_t close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      reason = "must be [IPv6]:PORT like \"[::1]:8080\", got " + quote(text);
-      return false;
-    }
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':')
+      return Result<HostPort>::fail("must be [IPv6]:PORT like \"[::1]:8080\", got " + quote(text));
     host = text.substr(1, close - 1);
     port = std::string_view(text).substr(close + 2);
-    if (!is_ipv6(host)) {
-      reason = quote(host) + " is not an IPv6 address";
-      return false;
-    }
+    if (!is_ipv6(host))
+      return Result<HostPort>::fail(quote(host) + " is not an IPv6 address");
   } else {
     size_t colon = text.rfind(':');
-    if (colon == std::string::npos || colon == 0) {
-      reason = "must be HOST:PORT like \"127.0.0.1:8080\", got " + quote(text);
-      return false;
-    }
+    if (colon == std::string::npos || colon == 0)
+      return Result<HostPort>::fail("must be HOST:PORT like \"127.0.0.1:8080\", got " +
+                                    quote(text));
     host = text.substr(0, colon);
     port = std::string_view(text).substr(colon + 1);
-    if (host.find(':') != std::string::npos) {
-      reason = "IPv6 addresses need brackets, like \"[::1]:8080\", got " + quote(text);
-      return false;
-    }
+    if (host.find(':') != std::string::npos)
+      return Result<HostPort>::fail("IPv6 addresses need brackets, like \"[::1]:8080\", got " +
+                                    quote(text));
     // Only numeric addresses and localhost: resolving names at bind time would make the
     // listening address depend on DNS.
-    if (host != "localhost" && !is_ipv4(host)) {
-      reason = "host must be an IPv4 address, [IPv6] or localhost, got " + quote(host);
-      return false;
-    }
+    if (host != "localhost" && !is_ipv4(host))
+      return Result<HostPort>::fail("host must be an IPv4 address, [IPv6] or localhost, got " +
+                                    quote(host));
   }
-  uint16_t port_number = 0;
-  if (!parse_port(port, port_number, reason))
-    return false;
-  out.host = std::move(host);
-  out.port = port_number;
-  return true;
+  Result<uint16_t> port_number = parse_port(port);
+  if (!port_number)
+    return Result<HostPort>::fail(port_number.error);
+  return HostPort{std::move(host), *port_number};
 }
 
-bool parse_redis_url(const std::string &url, RedisConfig &out, std::string &reason) {
-  RedisConfig r = out;
+Result<RedisConfig> parse_redis_url(const std::string &url, const RedisConfig &base) {
+  RedisConfig r = base;
   r.url = url;
   r.host.clear();
   r.port = 0;
@@ -83,52 +72,45 @@ bool parse_redis_url(const std::string &url, RedisConfig &out, std::string &reas
   r.username.clear();
   r.password.clear();
   r.db = 0;
-  auto parse_db = [&](std::string_view text) {
+  // Empty when the db is valid (and stored), else the reason.
+  auto parse_db = [&r](std::string_view text) -> std::string {
     uint64_t db = 0;
-    if (!parse_u64(text, db) || db > 15) {
-      reason = "database must be 0..15, got " + quote(text);
-      return false;
-    }
+    if (!parse_u64(text, db) || db > 15)
+      return "database must be 0..15, got " + quote(text);
     r.db = static_cast<int>(db);
-    return true;
+    return {};
   };
-  if (url.starts_with("rediss://")) {
-    reason = "TLS is not supported (rediss://); use redis:// on a trusted network or a local "
-             "TLS proxy";
-    return false;
-  }
+  if (url.starts_with("rediss://"))
+    return Result<RedisConfig>::fail(
+        "TLS is not supported (rediss://); use redis:// on a trusted network or a local "
+        "TLS proxy");
   if (url.starts_with("unix://")) {
     std::string_view rest = std::string_view(url).substr(7);
     size_t query = rest.find('?');
     r.unix_path = std::string(rest.substr(0, query));
-    if (!r.unix_path.starts_with("/")) {
-      reason = "unix socket path must be absolute, like unix:///run/redis.sock, got " + quote(url);
-      return false;
-    }
+    if (!r.unix_path.starts_with("/"))
+      return Result<RedisConfig>::fail(
+          "unix socket path must be absolute, like unix:///run/redis.sock, got " + quote(url));
     if (query != std::string_view::npos) {
       std::string_view q = rest.substr(query + 1);
-      if (!q.starts_with("db=")) {
-        reason = "the only query parameter is db=N, got " + quote(q);
-        return false;
-      }
-      if (!parse_db(q.substr(3)))
-        return false;
+      if (!q.starts_with("db="))
+        return Result<RedisConfig>::fail("the only query parameter is db=N, got " + quote(q));
+      if (std::string why = parse_db(q.substr(3)); !why.empty())
+        return Result<RedisConfig>::fail(why);
     }
-    out = std::move(r);
-    return true;
+    return r;
   }
-  if (!url.starts_with("redis://")) {
-    reason = "must be redis://[user[:password]@]host[:port][/db] or unix:///path[?db=N], got " +
-             quote(url);
-    return false;
-  }
+  if (!url.starts_with("redis://"))
+    return Result<RedisConfig>::fail(
+        "must be redis://[user[:password]@]host[:port][/db] or unix:///path[?db=N], got " +
+        quote(url));
   std::string_view rest = std::string_view(url).substr(8);
   size_t slash = rest.find('/');
   std::string_view authority = rest.substr(0, slash);
   if (slash != std::string_view::npos) {
     std::string_view db = rest.substr(slash + 1);
-    if (!db.empty() && !parse_db(db))
-      return false;
+    if (std::string why = db.empty() ? "" : parse_db(db); !why.empty())
+      return Result<RedisConfig>::fail(why);
   }
   if (size_t at = authority.rfind('@'); at != std::string_view::npos) {
     std::string_view userinfo = authority.substr(0, at);
@@ -140,10 +122,8 @@ bool parse_redis_url(const std::string &url, RedisConfig &out, std::string &reas
         colon == std::string_view::npos
             ? std::optional<std::string>("")
             : percent_decode(userinfo.substr(colon + 1), PercentRule::strict);
-    if (!user || !password) {
-      reason = "bad percent-encoding in the user or password";
-      return false;
-    }
+    if (!user || !password)
+      return Result<RedisConfig>::fail("bad percent-encoding in the user or password");
     r.username = std::move(*user);
     r.password = std::move(*password);
     authority = authority.substr(at + 1);
@@ -151,20 +131,14 @@ bool parse_redis_url(const std::string &url, RedisConfig &out, std::string &reas
   std::string_view port = "6379";
   if (authority.starts_with("[")) {
     size_t close = authority.find(']');
-    if (close == std::string_view::npos) {
-      reason = "unclosed \"[\" in the host of " + quote(url);
-      return false;
-    }
+    if (close == std::string_view::npos)
+      return Result<RedisConfig>::fail("unclosed \"[\" in the host of " + quote(url));
     r.host = std::string(authority.substr(1, close - 1));
-    if (!is_ipv6(r.host)) {
-      reason = quote(r.host) + " is not an IPv6 address";
-      return false;
-    }
+    if (!is_ipv6(r.host))
+      return Result<RedisConfig>::fail(quote(r.host) + " is not an IPv6 address");
     std::string_view after = authority.substr(close + 1);
-    if (!after.empty() && !after.starts_with(":")) {
-      reason = "unexpected " + quote(after) + " after the host";
-      return false;
-    }
+    if (!after.empty() && !after.starts_with(":"))
+      return Result<RedisConfig>::fail("unexpected " + quote(after) + " after the host");
     if (!after.empty())
       port = after.substr(1);
   } else {
@@ -178,45 +152,38 @@ bool parse_redis_url(const std::string &url, RedisConfig &out, std::string &reas
                  (is_ipv6(r.host) ||
                   r.host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                                            "0123456789.-") == std::string::npos);
-  if (!name_ok) {
-    reason = "missing or invalid host in " + quote(url);
-    return false;
-  }
-  if (!parse_port(port, r.port, reason))
-    return false;
-  out = std::move(r);
-  return true;
+  if (!name_ok)
+    return Result<RedisConfig>::fail("missing or invalid host in " + quote(url));
+  Result<uint16_t> port_number = parse_port(port);
+  if (!port_number)
+    return Result<RedisConfig>::fail(port_number.error);
+  r.port = *port_number;
+  return r;
 }
 
-bool parse_route_template(const std::string &path, Route &out, std::string &reason) {
+Result<Route> parse_route_template(const std::string &path) {
   constexpr std::string_view kOrg = "{org}";
-  if (!path.starts_with("/")) {
-    reason = "must start with \"/\", like \"/ws/{org}\", got " + quote(path);
-    return false;
-  }
+  if (!path.starts_with("/"))
+    return Result<Route>::fail("must start with \"/\", like \"/ws/{org}\", got " + quote(path));
   size_t pos = path.find(kOrg);
-  if (pos == std::string::npos || path.find(kOrg, pos + 1) != std::string::npos) {
-    reason = "must contain \"{org}\" exactly once, like \"/ws/{org}\", got " + quote(path);
-    return false;
-  }
+  if (pos == std::string::npos || path.find(kOrg, pos + 1) != std::string::npos)
+    return Result<Route>::fail("must contain \"{org}\" exactly once, like \"/ws/{org}\", got " +
+                               quote(path));
   size_t end = pos + kOrg.size();
-  if (path[pos - 1] != '/' || (end < path.size() && path[end] != '/')) {
-    reason = "\"{org}\" must be a whole path segment, like \"/ws/{org}\", got " + quote(path);
-    return false;
-  }
+  if (path[pos - 1] != '/' || (end < path.size() && path[end] != '/'))
+    return Result<Route>::fail("\"{org}\" must be a whole path segment, like \"/ws/{org}\", got " +
+                               quote(path));
   std::string rest = path.substr(0, pos) + path.substr(end);
-  if (rest.find_first_of("{}") != std::string::npos) {
-    reason = "must not contain braces other than \"{org}\", got " + quote(path);
-    return false;
-  }
-  if (rest.find_first_of("?# \t") != std::string::npos) {
-    reason = "must be a plain path without a query, fragment or spaces, got " + quote(path);
-    return false;
-  }
-  out.path = path;
-  out.prefix = path.substr(0, pos);
-  out.suffix = path.substr(end);
-  return true;
+  if (rest.find_first_of("{}") != std::string::npos)
+    return Result<Route>::fail("must not contain braces other than \"{org}\", got " + quote(path));
+  if (rest.find_first_of("?# \t") != std::string::npos)
+    return Result<Route>::fail("must be a plain path without a query, fragment or spaces, got " +
+                               quote(path));
+  Route route;
+  route.path = path;
+  route.prefix = path.substr(0, pos);
+  route.suffix = path.substr(end);
+  return route;
 }
 
 bool is_valid_org(std::string_view org) {

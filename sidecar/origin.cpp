@@ -164,19 +164,18 @@ bool matches(const OriginPattern &pattern, const Origin &origin) {
 
 } // namespace
 
-std::optional<OriginPattern> parse_origin_pattern(std::string_view text, std::string &reason) {
+Result<OriginPattern> parse_origin_pattern(std::string_view text) {
   OriginPattern p;
   p.text = std::string(text);
   if (text == "*") {
     p.any = true;
     return p;
   }
-  if (!parse_origin(text, true, p)) {
-    reason = "must be \"*\" or scheme://host[:port] with an optional leading \"*.\" label and "
-             "port \"*\", without path, query, userinfo or trailing dot (a browser's Origin "
-             "header has none of them, so this pattern would refuse every browser)";
-    return std::nullopt;
-  }
+  if (!parse_origin(text, true, p))
+    return Result<OriginPattern>::fail(
+        "must be \"*\" or scheme://host[:port] with an optional leading \"*.\" label and "
+        "port \"*\", without path, query, userinfo or trailing dot (a browser's Origin "
+        "header has none of them, so this pattern would refuse every browser)");
   return p;
 }
 

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "result.h"
+
 namespace sidecar {
 
 // One parsed allowlist entry. Patterns are exact origins ("https://app.example.com"), a leading
@@ -32,9 +34,9 @@ struct OriginsConfig {
   bool allow_missing = true;          // requests without Origin (non-browser clients)
 };
 
-// Parses one pattern; std::nullopt with a reason when it is none of the forms above (a path, a
-// query, userinfo, a trailing dot, no scheme, a bad port...).
-std::optional<OriginPattern> parse_origin_pattern(std::string_view text, std::string &reason);
+// Parses one pattern; an error when it is none of the forms above (a path, a query, userinfo, a
+// trailing dot, no scheme, a bad port...).
+Result<OriginPattern> parse_origin_pattern(std::string_view text);
 
 // origin is the raw Origin header; std::nullopt when the request had none. An empty
 // cfg.allowed admits every origin. An origin with a path, userinfo, a trailing dot, whitespace,

@@ -82,14 +82,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cfg.allow_missing = allow_missing;
   bool any = false;
   for (std::string_view line : lines) {
-    std::string reason;
-    if (auto p = sidecar::parse_origin_pattern(line, reason)) {
+    if (auto p = sidecar::parse_origin_pattern(line)) {
       if (p->text != line)
         broken("a pattern does not keep its text", origin, line);
       any = any || p->any;
       cfg.allowed.push_back(std::move(*p));
       stats.hit(kPatternsParsed);
-    } else if (reason.empty()) {
+    } else if (p.error.empty()) {
       broken("a refused pattern has no reason", origin, line);
     }
   }

@@ -555,60 +555,68 @@ TEST_CASE("a missing config file is an error without a line") {
 }
 
 TEST_CASE("host:port accepts IPv4, bracketed IPv6 and localhost with ports 1..65535") {
-  HostPort hp;
-  std::string why;
-  CHECK(parse_host_port("127.0.0.1:8080", hp, why));
-  CHECK((hp.host == "127.0.0.1" && hp.port == 8080));
-  CHECK(parse_host_port("0.0.0.0:80", hp, why));
-  CHECK(parse_host_port("[::1]:8080", hp, why));
-  CHECK((hp.host == "::1" && hp.port == 8080));
-  CHECK(parse_host_port("localhost:65535", hp, why));
-  CHECK(hp.port == 65535);
+  auto hp = parse_host_port("127.0.0.1:8080");
+  REQUIRE(hp.ok());
+  CHECK((hp->host == "127.0.0.1" && hp->port == 8080));
+  CHECK(parse_host_port("0.0.0.0:80").ok());
+  hp = parse_host_port("[::1]:8080");
+  REQUIRE(hp.ok());
+  CHECK((hp->host == "::1" && hp->port == 8080));
+  hp = parse_host_port("localhost:65535");
+  REQUIRE(hp.ok());
+  CHECK(hp->port == 65535);
   for (std::string bad :
        {"127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:80x", ":80", "::1:8080",
         "[::1]8080", "[zz]:80", "999.1.1.1:80", "host.example:80", "127.0.0.1:-1", ""}) {
     INFO(bad);
-    CHECK_FALSE(parse_host_port(bad, hp, why));
-    CHECK_FALSE(why.empty());
+    auto refused = parse_host_port(bad);
+    CHECK_FALSE(refused.ok());
+    CHECK_FALSE(refused.error.empty());
   }
 }
 
 TEST_CASE("redis URLs: tcp with user, password and db, unix sockets, and refusals") {
   RedisConfig r;
-  std::string why;
-  REQUIRE(parse_redis_url("redis://127.0.0.1", r, why));
+  auto parse = [&r](const std::string &url) {
+    auto parsed = parse_redis_url(url, RedisConfig{});
+    if (parsed)
+      r = *parsed;
+    return parsed;
+  };
+  REQUIRE(parse("redis://127.0.0.1"));
   CHECK((r.host == "127.0.0.1" && r.port == 6379 && r.db == 0 && r.unix_path.empty()));
-  REQUIRE(parse_redis_url("redis://alice:pw@localhost:6390/15", r, why));
+  REQUIRE(parse("redis://alice:pw@localhost:6390/15"));
   CHECK((r.username == "alice" && r.password == "pw" && r.host == "localhost"));
   CHECK((r.port == 6390 && r.db == 15));
-  REQUIRE(parse_redis_url("redis://:pw@[::1]:7000/", r, why));
+  REQUIRE(parse("redis://:pw@[::1]:7000/"));
   CHECK((r.username.empty() && r.password == "pw" && r.host == "::1" && r.port == 7000));
-  REQUIRE(parse_redis_url("unix:///run/redis.sock?db=4", r, why));
+  REQUIRE(parse("unix:///run/redis.sock?db=4"));
   CHECK((r.unix_path == "/run/redis.sock" && r.db == 4 && r.host.empty()));
   CHECK(r.username.empty());
 
-  CHECK_FALSE(parse_redis_url("rediss://127.0.0.1", r, why));
-  CHECK(why.find("TLS is not supported") != std::string::npos);
+  auto tls = parse("rediss://127.0.0.1");
+  CHECK_FALSE(tls.ok());
+  CHECK(tls.error.find("TLS is not supported") != std::string::npos);
   for (std::string bad :
        {"redis://", "redis://127.0.0.1:0", "redis://127.0.0.1/16", "redis://127.0.0.1/x",
         "unix://run/redis.sock", "unix:///r.sock?db=99", "unix:///r.sock?x=1", "http://127.0.0.1",
         "127.0.0.1:6379", "redis://a:b:c@", "redis://u:%zz@127.0.0.1"}) {
     INFO(bad);
-    CHECK_FALSE(parse_redis_url(bad, r, why));
+    CHECK_FALSE(parse(bad).ok());
   }
 }
 
 TEST_CASE("route templates split at their single {org} segment") {
-  Route route;
-  std::string why;
-  REQUIRE(parse_route_template("/api/ws/sync/{org}", route, why));
-  CHECK((route.prefix == "/api/ws/sync/" && route.suffix.empty()));
-  REQUIRE(parse_route_template("/{org}/ws", route, why));
-  CHECK((route.prefix == "/" && route.suffix == "/ws"));
+  auto route = parse_route_template("/api/ws/sync/{org}");
+  REQUIRE(route.ok());
+  CHECK((route->prefix == "/api/ws/sync/" && route->suffix.empty()));
+  route = parse_route_template("/{org}/ws");
+  REQUIRE(route.ok());
+  CHECK((route->prefix == "/" && route->suffix == "/ws"));
   for (std::string bad : {"", "ws/{org}", "/ws", "/ws/{org}{org}", "/ws/{org}x", "/ws/{ORG}",
                           "/ws/{org}/}", "/ws/{org}?a=b"}) {
     INFO(bad);
-    CHECK_FALSE(parse_route_template(bad, route, why));
+    CHECK_FALSE(parse_route_template(bad).ok());
   }
 }
 
@@ -624,10 +632,9 @@ TEST_CASE("org ids are 1 to 128 of letters, digits and ._:-") {
 
 TEST_CASE("match_route takes the exact prefix and suffix and one non-empty segment between") {
   Config cfg;
-  Route route;
-  std::string why;
-  REQUIRE(parse_route_template("/t/{org}/events", route, why));
-  cfg.routes = {route};
+  auto route = parse_route_template("/t/{org}/events");
+  REQUIRE(route.ok());
+  cfg.routes = {*route};
   std::string org;
   CHECK(match_route(cfg.routes, "/t/acme/events", org) == &cfg.routes[0]);
   CHECK(org == "acme");
@@ -664,11 +671,10 @@ TEST_CASE("match_route returns the segment as sent and leaves checking the org t
 
 TEST_CASE("the first route whose shape fits wins, even when its org is invalid") {
   Config cfg;
-  Route first, second;
-  std::string why;
-  REQUIRE(parse_route_template("/a/{org}", first, why));
-  REQUIRE(parse_route_template("/{org}/b%", second, why));
-  cfg.routes = {first, second};
+  auto first = parse_route_template("/a/{org}");
+  auto second = parse_route_template("/{org}/b%");
+  REQUIRE((first.ok() && second.ok()));
+  cfg.routes = {*first, *second};
   std::string org;
   CHECK(match_route(cfg.routes, "/x/b%", org) == &cfg.routes[1]);
   CHECK(org == "x");
