@@ -28,6 +28,33 @@ Result<uint16_t> parse_port(std::string_view text) {
   return static_cast<uint16_t>(port);
 }
 
+Result<int> parse_db(std::string_view text) {
+  uint64_t db = 0;
+  if (!parse_u64(text, db) || db > 15)
+    return Result<int>::fail("database must be 0..15, got " + quote(text));
+  return static_cast<int>(db);
+}
+
+// unix:///path[?db=N]; r has its url fields cleared.
+Result<RedisConfig> parse_unix_url(const std::string &url, RedisConfig r) {
+  std::string_view rest = std::string_view(url).substr(7);
+  size_t query = rest.find('?');
+  r.unix_path = std::string(rest.substr(0, query));
+  if (!r.unix_path.starts_with("/"))
+    return Result<RedisConfig>::fail(
+        "unix socket path must be absolute, like unix:///run/redis.sock, got " + quote(url));
+  if (query != std::string_view::npos) {
+    std::string_view q = rest.substr(query + 1);
+    if (!q.starts_with("db="))
+      return Result<RedisConfig>::fail("the only query parameter is db=N, got " + quote(q));
+    Result<int> db = parse_db(q.substr(3));
+    if (!db)
+      return Result<RedisConfig>::fail(db.error);
+    r.db = *db;
+  }
+  return r;
+}
+
 } // namespace
 
 Result<HostPort> parse_host_port(const std::string &text) {
@@ -72,34 +99,12 @@ Result<RedisConfig> parse_redis_url(const std::string &url, const RedisConfig &b
   r.username.clear();
   r.password.clear();
   r.db = 0;
-  // Empty when the db is valid (and stored), else the reason.
-  auto parse_db = [&r](std::string_view text) -> std::string {
-    uint64_t db = 0;
-    if (!parse_u64(text, db) || db > 15)
-      return "database must be 0..15, got " + quote(text);
-    r.db = static_cast<int>(db);
-    return {};
-  };
   if (url.starts_with("rediss://"))
     return Result<RedisConfig>::fail(
         "TLS is not supported (rediss://); use redis:// on a trusted network or a local "
         "TLS proxy");
-  if (url.starts_with("unix://")) {
-    std::string_view rest = std::string_view(url).substr(7);
-    size_t query = rest.find('?');
-    r.unix_path = std::string(rest.substr(0, query));
-    if (!r.unix_path.starts_with("/"))
-      return Result<RedisConfig>::fail(
-          "unix socket path must be absolute, like unix:///run/redis.sock, got " + quote(url));
-    if (query != std::string_view::npos) {
-      std::string_view q = rest.substr(query + 1);
-      if (!q.starts_with("db="))
-        return Result<RedisConfig>::fail("the only query parameter is db=N, got " + quote(q));
-      if (std::string why = parse_db(q.substr(3)); !why.empty())
-        return Result<RedisConfig>::fail(why);
-    }
-    return r;
-  }
+  if (url.starts_with("unix://"))
+    return parse_unix_url(url, std::move(r));
   if (!url.starts_with("redis://"))
     return Result<RedisConfig>::fail(
         "must be redis://[user[:password]@]host[:port][/db] or unix:///path[?db=N], got " +
@@ -109,8 +114,12 @@ Result<RedisConfig> parse_redis_url(const std::string &url, const RedisConfig &b
   std::string_view authority = rest.substr(0, slash);
   if (slash != std::string_view::npos) {
     std::string_view db = rest.substr(slash + 1);
-    if (std::string why = db.empty() ? "" : parse_db(db); !why.empty())
-      return Result<RedisConfig>::fail(why);
+    if (!db.empty()) {
+      Result<int> number = parse_db(db);
+      if (!number)
+        return Result<RedisConfig>::fail(number.error);
+      r.db = *number;
+    }
   }
   if (size_t at = authority.rfind('@'); at != std::string_view::npos) {
     std::string_view userinfo = authority.substr(0, at);
