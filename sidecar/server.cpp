@@ -29,7 +29,16 @@ void close_handle(void *h) {
 Server::Server(uv_loop_t *loop, Config cfg)
     : loop_(loop), cfg_(std::make_unique<Config>(std::move(cfg))), proxies_(cfg_->trusted_proxies),
       read_buf_(new char[kReadBufferSize]), ping_frame_(SharedFrame::make(Opcode::ping, {})),
-      bus_(loop, cfg_->redis, *this), rooms_(bus_, metrics_.publish) {
+      bus_(loop, cfg_->redis, *this),
+      rooms_(bus_, metrics_.publish), env_{.loop = loop,
+                                           .cfg = *cfg_,
+                                           .metrics = metrics_,
+                                           .rooms = rooms_,
+                                           .flush = flush_,
+                                           .owner = *this,
+                                           .ping_frame = ping_frame_.get(),
+                                           .read_buf = read_buf_.get(),
+                                           .read_buf_size = kReadBufferSize} {
   std::random_device rd;
   char buf[16];
   snprintf(buf, sizeof buf, "%08x", rd());
@@ -146,7 +155,7 @@ void Server::accepted(uv_stream_t *l, int status) {
 
 void Server::accept_from(Listener &l) {
   uint64_t id = next_id_++;
-  auto s = std::make_unique<Session>(*this, id);
+  auto s = std::make_unique<Session>(env_, id);
   if (s->init(loop_) != 0)
     return;
   if (uv_accept(reinterpret_cast<uv_stream_t *>(&l.tcp), s->stream()) != 0) {
@@ -211,7 +220,7 @@ void Server::apply(Session &s, const std::string &org, Admission a) {
   s.upgrade(std::move(a.grant), a.welcome);
 }
 
-void Server::session_leaving(Session &s) {
+void Server::session_leaving(Session &s) noexcept {
   if (!s.counted_)
     return;
   s.counted_ = false;
@@ -219,14 +228,6 @@ void Server::session_leaving(Session &s) {
 }
 
 void Server::session_closed(Session &s) {
-  if (s.pending_) {
-    for (auto *list : {&pending_, &flushing_}) {
-      for (auto &p : *list) {
-        if (p == &s)
-          p = nullptr;
-      }
-    }
-  }
   sessions_.erase(s.id());
   if (shutting_down_ && sessions_.empty())
     finish_shutdown();
@@ -237,16 +238,9 @@ void Server::on_check(uv_check_t *h) {
 }
 
 void Server::flush_pending() {
-  if (pending_.empty())
+  if (flush_.empty())
     return;
-  // Sessions may ask for another flush while we flush (a write completing synchronously adds
-  // nothing, but a close does); those land in the fresh pending_ list for the next turn.
-  flushing_.swap(pending_);
-  for (Session *s : flushing_) {
-    if (s != nullptr)
-      s->flush();
-  }
-  flushing_.clear();
+  flush_.flush_all();
   if (turn_first_message_ns_ != 0) {
     metrics_.fanout_seconds.observe(static_cast<double>(mono_ns() - turn_first_message_ns_) / 1e9);
     turn_first_message_ns_ = 0;
@@ -356,7 +350,7 @@ void Server::begin_shutdown() {
       uint32_t after = cfg_->shutdown.reconnect_after_ms + jitter(rng);
       s->send_json("{\"type\":\"server_shutdown\",\"reconnect_after_ms\":" + std::to_string(after) +
                    "}");
-      s->close(1001, "server shutdown");
+      s->close(CloseCode::going_away, "server shutdown");
     } else if (s->phase() == Session::Phase::http) {
       // A client still sending its request gets the answer admission would give it, not a
       // dropped socket; the session closes once the answer is written, so the drain is short.
@@ -429,24 +423,6 @@ void Server::reload() {
   proxies_ = TrustedProxies(cfg_->trusted_proxies);
   log_configure(cfg_->log.level, cfg_->log.format);
   log_info("reloaded", {{"not_applied_live", plan.not_applied_live()}});
-}
-
-void Server::check_token_expiry(Session &s, bool &warned) {
-  int64_t exp = s.token_exp();
-  if (exp == 0)
-    return;
-  int64_t now = unix_now();
-  // The same leeway that admitted the token applies while it is in use, so a token accepted
-  // inside the leeway is not closed a moment after its welcome.
-  if (cfg_->auth.on_expiry == AuthConfig::Expiry::close &&
-      now >= exp + static_cast<int64_t>(cfg_->auth.jwt.leeway_s)) {
-    s.close(4001, "token expired");
-    return;
-  }
-  if (!warned && exp - now <= static_cast<int64_t>(cfg_->auth.expiry_warning_s)) {
-    warned = true;
-    s.send_json("{\"type\":\"token_expiring\",\"expires_at\":" + std::to_string(exp) + "}");
-  }
 }
 
 } // namespace sidecar

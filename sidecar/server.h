@@ -24,7 +24,7 @@ namespace sidecar {
 
 class JwtVerifier;
 
-class Server final : public RedisSink {
+class Server final : public RedisSink, public SessionOwner {
 public:
   Server(uv_loop_t *loop, Config cfg);
   ~Server();
@@ -34,25 +34,11 @@ public:
   // Binds and starts everything. On failure prints what is wrong and returns false.
   bool start();
 
-  // For sessions.
-  const Config &config() const { return *cfg_; }
-  Rooms &rooms() { return rooms_; }
-  char *read_buffer() { return read_buf_.get(); }
-  size_t read_buffer_size() const { return kReadBufferSize; }
-  uint64_t now_ms() const { return uv_now(loop_); }
-  SharedFrame *ping_frame() { return ping_frame_.get(); }
-  void on_request(Session &s, const HttpRequest &req);
-  void schedule_flush(Session &s) { pending_.push_back(&s); }
-  void session_leaving(Session &s);
-  void session_closed(Session &s);
-  bool forward_inbound(Session &s, std::string_view text);
-  void check_token_expiry(Session &s, bool &warned);
-  void count_refusal(int status) { metrics_.count_refusal(status); }
-  void count_slow_consumer() { ++metrics_.slow_consumer_closes; }
-  void count_rate_limited() { ++metrics_.inbound_rate_limited; }
-  void count_inbound() { ++metrics_.inbound_messages; }
-  void count_timeout() { ++metrics_.pong_timeouts; }
-  void count_bytes_out(size_t n) { metrics_.bytes_out += n; }
+  // SessionOwner: what goes up from a session.
+  void on_request(Session &s, const HttpRequest &req) override;
+  bool forward_inbound(Session &s, std::string_view text) override;
+  void session_leaving(Session &s) noexcept override;
+  void session_closed(Session &s) override;
 
   // RedisSink; entered from hiredis callbacks, so nothing unwinds out of these (guard.h).
   void on_redis_message(std::string_view channel, std::string_view payload) override;
@@ -91,6 +77,7 @@ private:
   std::string ready_reason() const;
   std::string degraded_reason() const; // ready, but some rooms cannot receive
   void log_summary();
+  uint64_t now_ms() const { return uv_now(loop_); }
 
   uv_loop_t *loop_;
   std::unique_ptr<Config> cfg_;
@@ -101,6 +88,8 @@ private:
   Metrics metrics_; // before rooms_, which counts into it
   RedisBus bus_;
   Rooms rooms_;
+  FlushList flush_;
+  SessionEnv env_; // what every session is handed: the members above, and this Server
   Listener main_;
   Listener admin_;
   uv_check_t check_{};
@@ -108,8 +97,6 @@ private:
   uv_timer_t drain_{};
   uv_signal_t sigterm_{}, sigint_{}, sighup_{};
   std::unordered_map<uint64_t, std::unique_ptr<Session>> sessions_;
-  std::vector<Session *> pending_;
-  std::vector<Session *> flushing_;
   uint64_t next_id_ = 1;
   std::string instance_; // random prefix of connection ids, unique across sidecars
   bool shutting_down_ = false;

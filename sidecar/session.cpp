@@ -7,11 +7,12 @@
 #include <cstring>
 
 #include "clock.h"
+#include "config.h"
 #include "encoding.h"
 #include "guard.h"
 #include "log.h"
+#include "metrics.h"
 #include "room.h"
-#include "server.h"
 
 namespace sidecar {
 namespace {
@@ -64,7 +65,25 @@ uint32_t json_depth(std::string_view s) {
 
 } // namespace
 
-Session::Session(Server &server, uint64_t id) : server_(server), id_(id) {}
+void FlushList::forget(const Session *s) noexcept {
+  for (auto *list : {&pending_, &flushing_}) {
+    for (auto &p : *list) {
+      if (p == s)
+        p = nullptr;
+    }
+  }
+}
+
+void FlushList::flush_all() noexcept {
+  flushing_.swap(pending_);
+  for (Session *s : flushing_) {
+    if (s != nullptr)
+      s->flush();
+  }
+  flushing_.clear();
+}
+
+Session::Session(SessionEnv &env, uint64_t id) : env_(env), id_(id) {}
 
 Session::~Session() = default;
 
@@ -81,16 +100,15 @@ void Session::start(uint64_t now_ms) {
   created_ms_ = last_recv_ms_ = now_ms;
   ip_ = peer_ip(&tcp_);
   uv_tcp_nodelay(&tcp_, 1);
-  http_ = std::make_unique<RequestParser>(server_.config().limits.max_header_bytes);
+  http_ = std::make_unique<RequestParser>(env_.cfg.limits.max_header_bytes);
   int rc = uv_read_start(stream(), &Session::on_alloc, &Session::on_read);
   if (rc != 0)
     abort(uv_err_name(rc));
 }
 
 void Session::on_alloc(uv_handle_t *h, size_t, uv_buf_t *buf) {
-  // One read buffer for the whole loop: every read is consumed before the next one starts.
-  Server &srv = session_of(h)->server_;
-  *buf = uv_buf_init(srv.read_buffer(), static_cast<unsigned>(srv.read_buffer_size()));
+  const SessionEnv &env = session_of(h)->env_;
+  *buf = uv_buf_init(env.read_buf, static_cast<unsigned>(env.read_buf_size));
 }
 
 void Session::on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -109,7 +127,7 @@ void Session::on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 }
 
 void Session::handle_read(const char *data, size_t len) {
-  last_recv_ms_ = server_.now_ms();
+  last_recv_ms_ = env_.now_ms();
   awaiting_pong_ = false; // any frame from the peer proves it is alive
   if (phase_ == Phase::http) {
     handle_http(data, len);
@@ -136,7 +154,7 @@ void Session::handle_http(const char *data, size_t len) {
     return;
   if (st == RequestParser::State::error) {
     HttpAnswer a = http_->error_answer();
-    server_.count_refusal(a.status);
+    env_.metrics.count_refusal(a.status);
     answer(a);
     return;
   }
@@ -146,7 +164,7 @@ void Session::handle_http(const char *data, size_t len) {
   const HttpRequest &req = parser->request();
   if (const std::string *ua = req.header("user-agent"))
     user_agent_ = sanitize_utf8(*ua, kMaxUserAgentBytes);
-  server_.on_request(*this, req);
+  env_.owner.on_request(*this, req);
   if (phase_ == Phase::open && used < len) {
     // The client's first frames came in the same read as its request.
     handle_read(data + used, len - used);
@@ -161,7 +179,7 @@ void Session::answer(const HttpAnswer &a) noexcept {
     out_.push(f.get());
   close_when_flushed_ = true;
   phase_ = Phase::closing;
-  closing_since_ms_ = server_.now_ms();
+  closing_since_ms_ = env_.now_ms();
   uv_read_stop(stream());
   request_flush();
 }
@@ -169,7 +187,8 @@ void Session::answer(const HttpAnswer &a) noexcept {
 void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json) noexcept {
   http_.reset(); // normally gone already: an upgraded session keeps no HTTP state
   grant_ = std::move(grant);
-  ws_.emplace(*this, server_.config().limits.max_message_bytes);
+  const Config &cfg = env_.cfg;
+  ws_.emplace(*this, cfg.limits.max_message_bytes);
   std::string head = build_switching_protocols(grant_.key, grant_.protocol);
   grant_.key.clear();
   grant_.key.shrink_to_fit();
@@ -178,23 +197,22 @@ void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json) noexcep
     out_.push(h.get());
   phase_ = Phase::open;
   connected_at_ms_ = wall_ms();
-  last_message_ms_ = ping_sent_ms_ = server_.now_ms();
-  tokens_ = server_.config().limits.inbound_burst;
+  last_message_ms_ = ping_sent_ms_ = env_.now_ms();
+  tokens_ = cfg.limits.inbound_burst;
   tokens_at_ms_ = last_message_ms_;
-  if (join_rooms(
-          {&grant_.room_channel, &grant_.user_channel, &server_.config().channels.broadcast}))
+  if (join_rooms({&grant_.room_channel, &grant_.user_channel, &cfg.channels.broadcast}))
     send_json(welcome_json);
 }
 
 bool Session::join_rooms(std::initializer_list<const std::string *> channels) noexcept {
-  Rooms &rooms = server_.rooms();
+  Rooms &rooms = env_.rooms;
   for (const std::string *ch : channels) {
     if (ch->empty() || rooms_.join(rooms, *ch, this))
       continue;
     // Out of memory beyond the inline memberships: a session that silently misses a channel is
     // worse than one that is told to come back.
     log_error("out_of_memory", {{"conn", id_}, {"channel", *ch}});
-    close(1011, kInternalError);
+    close(CloseCode::internal_error, kInternalError);
     return false;
   }
   return true;
@@ -202,7 +220,7 @@ bool Session::join_rooms(std::initializer_list<const std::string *> channels) no
 
 void Session::moved_in_room(Room *room, uint32_t slot) noexcept { rooms_.moved(room, slot); }
 
-void Session::leave_rooms() noexcept { rooms_.leave_all(server_.rooms()); }
+void Session::leave_rooms() noexcept { rooms_.leave_all(env_.rooms); }
 
 void Session::deliver(SharedFrame *f) noexcept {
   // A delivered message is counted only once it is queued; a refused one never was.
@@ -213,7 +231,7 @@ void Session::deliver(SharedFrame *f) noexcept {
 bool Session::queue(SharedFrame *f) noexcept {
   if (phase_ != Phase::open)
     return false;
-  if (out_.bytes() + f->size() > server_.config().limits.max_outbound_bytes || !out_.push(f)) {
+  if (out_.bytes() + f->size() > env_.cfg.limits.max_outbound_bytes || !out_.push(f)) {
     // Over budget: this client cannot keep up. Nothing is queued for it any more, and the close
     // happens in flush(), outside the fan-out loop that called us.
     over_budget_ = true;
@@ -247,7 +265,8 @@ void Session::send_error(std::string_view code, std::string_view message,
 void Session::on_ws_message(Opcode op, const uint8_t *data, size_t len) {
   guarded(
       "session.ws_message", id_, "closing this connection with 1011",
-      [&] { handle_ws_message(op, data, len); }, [&] { close(1011, kInternalError); });
+      [&] { handle_ws_message(op, data, len); },
+      [&] { close(CloseCode::internal_error, kInternalError); });
 }
 
 void Session::on_ws_output(const uint8_t *data, size_t len) {
@@ -255,7 +274,7 @@ void Session::on_ws_output(const uint8_t *data, size_t len) {
       "session.ws_output", id_, "dropping this connection", [&] { take_ws_output(data, len); },
       [&] {
         close_when_flushed_ = true;
-        enter_closing(server_.now_ms());
+        enter_closing(env_.now_ms());
         request_flush();
       });
 }
@@ -279,8 +298,7 @@ void Session::take_ws_output(const uint8_t *data, size_t len) {
     }
     ws_out_left_ = header + payload;
     bool is_close = (data[0] & 0x0f) == 0x08;
-    ws_out_drop_ =
-        !is_close && out_.bytes() + ws_out_left_ > server_.config().limits.max_outbound_bytes;
+    ws_out_drop_ = !is_close && out_.bytes() + ws_out_left_ > env_.cfg.limits.max_outbound_bytes;
     if (ws_out_drop_) {
       over_budget_ = true;
       request_flush();
@@ -296,18 +314,18 @@ void Session::take_ws_output(const uint8_t *data, size_t len) {
 
 void Session::handle_ws_message(Opcode op, const uint8_t *data, size_t len) {
   ++messages_in_;
-  server_.count_inbound();
-  last_message_ms_ = server_.now_ms();
+  ++env_.metrics.inbound_messages;
+  last_message_ms_ = env_.now_ms();
   // Token bucket: `inbound_rate` per second, up to `inbound_burst` at once.
-  const LimitsConfig &lim = server_.config().limits;
+  const LimitsConfig &lim = env_.cfg.limits;
   double elapsed = static_cast<double>(last_message_ms_ - tokens_at_ms_) / 1000.0;
   tokens_at_ms_ = last_message_ms_;
   tokens_ = std::min(lim.inbound_burst, tokens_ + elapsed * lim.inbound_rate);
   if (tokens_ < 1.0) {
-    server_.count_rate_limited();
+    ++env_.metrics.inbound_rate_limited;
     if (++violations_ > lim.inbound_violations_before_close) {
       last_error_ = "rate limited";
-      close(1008, "rate limit exceeded");
+      close(CloseCode::policy_violation, "rate limit exceeded");
       return;
     }
     send_error("RATE_LIMITED", "too many messages; slow down", true);
@@ -322,7 +340,7 @@ void Session::handle_ws_message(Opcode op, const uint8_t *data, size_t len) {
 }
 
 void Session::handle_client_text(std::string_view text) {
-  const Config &cfg = server_.config();
+  const Config &cfg = env_.cfg;
   if (json_depth(text) > cfg.limits.max_json_depth) {
     send_error("INVALID_JSON", "message nests deeper than limits.max_json_depth", true);
     return;
@@ -341,7 +359,7 @@ void Session::handle_client_text(std::string_view text) {
     send_error("UNSUPPORTED", "this sidecar does not accept client messages other than ping", true);
     return;
   }
-  if (!server_.forward_inbound(*this, text)) {
+  if (!env_.owner.forward_inbound(*this, text)) {
     send_error("UNAVAILABLE", "the backend queue is unreachable; retry later", true);
   }
 }
@@ -349,7 +367,7 @@ void Session::handle_client_text(std::string_view text) {
 void Session::request_flush() noexcept {
   if (!pending_ && phase_ != Phase::gone) {
     pending_ = true;
-    server_.schedule_flush(*this);
+    env_.flush.add(this);
   }
 }
 
@@ -359,7 +377,7 @@ void Session::flush() noexcept {
     return;
   if (over_budget_ && phase_ == Phase::open) {
     over_budget_ = false;
-    server_.count_slow_consumer();
+    ++env_.metrics.slow_consumer_closes;
     last_error_ = "slow consumer";
     log_info("slow_consumer", {{"conn", id_},
                                {"org", grant_.org},
@@ -367,7 +385,8 @@ void Session::flush() noexcept {
                                {"action", "closing; raise limits.max_outbound_bytes if expected"}});
     // Keep only what a write in flight still references; the close frame goes right after.
     out_.truncate(writing_ ? writing_frames_ : 0);
-    close(server_.config().limits.slow_consumer_close_code, "slow consumer");
+    // A configurable integer, 1008 or 1013 (config.cpp allows no other).
+    close(static_cast<CloseCode>(env_.cfg.limits.slow_consumer_close_code), "slow consumer");
     return; // close() flushes again
   }
   if (writing_ || out_.empty()) {
@@ -386,7 +405,7 @@ void Session::flush() noexcept {
   size_t written = rc > 0 ? static_cast<size_t>(rc) : 0;
   out_.consume(written);
   bytes_out_ += written;
-  server_.count_bytes_out(written);
+  env_.metrics.bytes_out += written;
   if (out_.empty()) {
     after_drain();
     return;
@@ -426,7 +445,7 @@ void Session::write_done(int status) noexcept {
     return;
   }
   bytes_out_ += writing_bytes_;
-  server_.count_bytes_out(writing_bytes_);
+  env_.metrics.bytes_out += writing_bytes_;
   writing_bytes_ = 0;
   request_flush();
 }
@@ -443,10 +462,10 @@ void Session::enter_closing(uint64_t now_ms) noexcept {
   phase_ = Phase::closing;
   closing_since_ms_ = now_ms;
   leave_rooms();
-  server_.session_leaving(*this);
+  env_.owner.session_leaving(*this);
 }
 
-void Session::close(uint16_t code, std::string_view reason) noexcept {
+void Session::close(CloseCode code, std::string_view reason) noexcept {
   if (phase_ == Phase::gone)
     return;
   if (phase_ == Phase::http) {
@@ -454,13 +473,13 @@ void Session::close(uint16_t code, std::string_view reason) noexcept {
     return;
   }
   if (ws_ && ws_->state() == WsProtocol::State::open) {
-    ws_->close(code, reason);
-    if (last_error_.empty() && code != 1000 && code != 1001)
+    ws_->close(wire_code(code), reason);
+    if (last_error_.empty() && code != CloseCode::normal && code != CloseCode::going_away)
       last_error_ = std::string(reason);
   }
   if (!ws_ || ws_->state() == WsProtocol::State::done)
     close_when_flushed_ = true;
-  enter_closing(server_.now_ms());
+  enter_closing(env_.now_ms());
   request_flush();
 }
 
@@ -468,7 +487,7 @@ void Session::abort(std::string_view reason) noexcept {
   if (phase_ == Phase::gone)
     return;
   if (phase_ == Phase::open || phase_ == Phase::closing)
-    enter_closing(server_.now_ms());
+    enter_closing(env_.now_ms());
   log_debug("disconnect", {{"conn", id_},
                            {"org", grant_.org},
                            {"reason", reason},
@@ -489,37 +508,39 @@ void Session::on_close(uv_handle_t *h) {
   // Pending writes were cancelled before this callback, so nothing refers to us any more.
   guarded("session.close", self->id_, "the connection is closed already", [&] {
     self->out_.clear();
-    self->server_.session_closed(*self);
+    if (self->pending_)
+      self->env_.flush.forget(self);
+    self->env_.owner.session_closed(*self);
   });
 }
 
 void Session::tick(uint64_t now) {
-  const WebSocketConfig &ws = server_.config().websocket;
+  const WebSocketConfig &ws = env_.cfg.websocket;
   switch (phase_) {
   case Phase::http:
     if (now - created_ms_ >= ws.handshake_timeout_ms) {
-      server_.count_refusal(408);
+      env_.metrics.count_refusal(408);
       abort("handshake timeout");
     }
     break;
   case Phase::open:
     if (awaiting_pong_ && now - ping_sent_ms_ >= ws.pong_timeout_ms) {
       last_error_ = "pong timeout";
-      server_.count_timeout();
+      ++env_.metrics.pong_timeouts;
       abort("pong timeout"); // a peer that does not answer will not read a close frame either
       return;
     }
     if (ws.idle_timeout_ms != 0 && now - last_message_ms_ >= ws.idle_timeout_ms) {
-      close(1000, "idle timeout");
+      close(CloseCode::normal, "idle timeout");
       return;
     }
     if (!awaiting_pong_ && now - ping_sent_ms_ >= ws.heartbeat_ms &&
         now - last_recv_ms_ >= ws.heartbeat_ms) {
-      queue(server_.ping_frame()); // a ping is not a delivered message, so it is not counted
+      queue(env_.ping_frame); // a ping is not a delivered message, so it is not counted
       ping_sent_ms_ = now;
       awaiting_pong_ = true;
     }
-    server_.check_token_expiry(*this, expiry_warned_);
+    check_token_expiry();
     break;
   case Phase::closing:
     if (now - closing_since_ms_ >= ws.close_timeout_ms)
@@ -527,6 +548,25 @@ void Session::tick(uint64_t now) {
     break;
   case Phase::gone:
     break;
+  }
+}
+
+void Session::check_token_expiry() {
+  int64_t exp = grant_.token_exp;
+  if (exp == 0)
+    return;
+  const AuthConfig &auth = env_.cfg.auth;
+  int64_t now = unix_now();
+  // The same leeway that admitted the token applies while it is in use, so a token accepted
+  // inside the leeway is not closed a moment after its welcome.
+  if (auth.on_expiry == AuthConfig::Expiry::close &&
+      now >= exp + static_cast<int64_t>(auth.jwt.leeway_s)) {
+    close(CloseCode::token_expired, "token expired");
+    return;
+  }
+  if (!expiry_warned_ && exp - now <= static_cast<int64_t>(auth.expiry_warning_s)) {
+    expiry_warned_ = true;
+    send_json("{\"type\":\"token_expiring\",\"expires_at\":" + std::to_string(exp) + "}");
   }
 }
 

@@ -3,9 +3,16 @@
 // while it is a member of its rooms (any number; three or fewer cost no heap). Everything it writes
 // goes through its OutQueue.
 //
-// Lifetime: the Server owns every Session. close()/abort() may be called any number of times;
-// the first call leaves the rooms and uv_closes the socket, and the socket's close callback asks
-// the Server to free the session. A write callback still runs (UV_ECANCELED) before that.
+// A session knows nothing of the Server. It is handed a SessionEnv (the config, counters, rooms,
+// flush list and loop it shares with every other session) and decides its own timers, token
+// expiry included. Only three things go up, through SessionOwner: a finished HTTP request (for
+// admission), a client message to forward, and its leaving and closing. The fan-out path
+// (Rooms -> deliver -> OutQueue) never goes up.
+//
+// Lifetime: the owner (the Server) owns every Session. close()/abort() may be called any number
+// of times; the first call leaves the rooms and uv_closes the socket, and the socket's close
+// callback asks the owner to free the session. A write callback still runs (UV_ECANCELED) before
+// that.
 #pragma once
 
 #include <uv.h>
@@ -15,8 +22,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "admission.h"
+#include "close_code.h"
 #include "handshake.h"
 #include "out_queue.h"
 #include "room.h"
@@ -24,13 +33,70 @@
 
 namespace sidecar {
 
-class Server;
+struct Config;
+struct Metrics;
+class Session;
+
+// What goes up from a session; the Server implements it. None of it is on the fan-out path.
+class SessionOwner {
+public:
+  // A complete HTTP request: the owner decides and calls exactly one of s.answer() or
+  // s.upgrade(). May throw; the session's read callback catches it (guard.h).
+  virtual void on_request(Session &s, const HttpRequest &req) = 0;
+  // A client message for the backend (inbound.stream is configured); false when it cannot be
+  // queued.
+  virtual bool forward_inbound(Session &s, std::string_view text) = 0;
+  // The session stops being a live connection (it is closing): uncount it.
+  virtual void session_leaving(Session &s) noexcept = 0;
+  // The socket's close callback has run: nothing refers to s any more, and the owner frees it.
+  // May throw (the last session of a shutdown ends it); the close callback catches it.
+  virtual void session_closed(Session &s) = 0;
+
+protected:
+  ~SessionOwner() = default;
+};
+
+// Sessions with something to write, flushed once per loop turn (the Server's uv_check). A session
+// is on it at most once (Session::pending_), and one that is freed is forgotten first.
+class FlushList {
+public:
+  void add(Session *s) { pending_.push_back(s); }
+  // Called before s is freed: it may be on the list being flushed, or on the next one.
+  void forget(const Session *s) noexcept;
+  bool empty() const noexcept { return pending_.empty(); }
+  // Flushes every session on the list. Sessions that ask again meanwhile (a close does) land on
+  // a fresh list for the next turn.
+  void flush_all() noexcept;
+
+private:
+  std::vector<Session *> pending_;
+  std::vector<Session *> flushing_;
+};
+
+// What every session shares, owned by the Server and outliving its sessions. One reference per
+// session: every idle connection pays for each byte of Session.
+struct SessionEnv {
+  uv_loop_t *loop;
+  // Replaced in place by a reload, so sessions read it on every use and new limits apply from
+  // the next message on.
+  const Config &cfg;
+  Metrics &metrics; // counted where the event happens
+  Rooms &rooms;
+  FlushList &flush;
+  SessionOwner &owner;
+  SharedFrame *ping_frame; // one server ping, queued to every session that is due one
+  // One read buffer for the whole loop: every read is consumed before the next one starts.
+  char *read_buf;
+  size_t read_buf_size;
+
+  uint64_t now_ms() const noexcept { return uv_now(loop); }
+};
 
 class Session final : public WsHandler, public RoomMember {
 public:
   enum class Phase : uint8_t { http, open, closing, gone };
 
-  Session(Server &server, uint64_t id);
+  Session(SessionEnv &env, uint64_t id);
   ~Session();
   Session(const Session &) = delete;
   Session &operator=(const Session &) = delete;
@@ -50,14 +116,14 @@ public:
   // Sends what is queued: called once per loop turn for sessions that asked for it.
   void flush() noexcept;
   // Starts a WebSocket close (or ends an HTTP exchange); idempotent.
-  void close(uint16_t code, std::string_view reason) noexcept;
+  void close(CloseCode code, std::string_view reason) noexcept;
   // Drops the connection now, without a closing handshake.
   void abort(std::string_view reason) noexcept;
   // Timers: handshake, heartbeat, pong, idle, close and token-expiry deadlines. May throw; the
   // sweep that calls it closes this one session if it does (guard.h).
   void tick(uint64_t now_ms);
 
-  // The Server decides about a finished request and calls exactly one of these.
+  // The owner decides about a finished request and calls exactly one of these.
   void answer(const HttpAnswer &a) noexcept;
   void upgrade(UpgradeGrant grant, std::string_view welcome_json) noexcept;
 
@@ -81,7 +147,7 @@ public:
   int64_t token_exp() const { return grant_.token_exp; }
   bool counted_ = false;        // admitted into the server's connection counts
   bool admin_listener_ = false; // accepted on admin.listen: endpoints only
-  bool pending_ = false;        // on the server's flush list
+  bool pending_ = false;        // on the flush list
   uint64_t accepted_ns_ = 0;    // monotonic, for the handshake latency histogram
 
 private:
@@ -100,6 +166,9 @@ private:
   void take_ws_output(const uint8_t *data, size_t len);
   void handle_client_text(std::string_view text);
   void send_error(std::string_view code, std::string_view message, bool recoverable) noexcept;
+  // Warns once, auth.expiry_warning_s ahead, and closes with 4001 at expiry (plus the leeway)
+  // when auth.on_expiry is close.
+  void check_token_expiry();
   // Joins each non-empty channel once; false (and the session closing with 1011) when a
   // membership cannot be stored.
   bool join_rooms(std::initializer_list<const std::string *> channels) noexcept;
@@ -109,7 +178,7 @@ private:
   void write_done(int status) noexcept;
   void after_drain() noexcept;
 
-  Server &server_;
+  SessionEnv &env_;
   uint64_t id_;
   uv_tcp_t tcp_{};
   uv_write_t write_req_{};
