@@ -43,7 +43,7 @@ void WsProtocol::frame_start_cb(wslay_event_context_ptr,
     self->close_payload_.clear();
   if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1) {
     // A close payload is empty or at least a 2-byte code (RFC 6455 5.5.1); wslay would echo it.
-    self->fail_code_ = 1002;
+    self->fail_code_ = CloseCode::protocol_error;
   }
   if (self->frame_is_data_) {
     if (arg->opcode != WSLAY_CONTINUATION_FRAME) {
@@ -63,7 +63,7 @@ void WsProtocol::frame_chunk_cb(wslay_event_context_ptr,
   // Text is checked as it arrives, so a code point split across fragments is still judged whole.
   if (self->frame_is_data_ && self->frame_is_text_ &&
       !self->utf8_.feed(arg->data, arg->data_length)) {
-    self->fail_code_ = 1007;
+    self->fail_code_ = CloseCode::invalid_payload;
   }
 }
 
@@ -77,14 +77,14 @@ void WsProtocol::frame_end_cb(wslay_event_context_ptr, void *user) {
   }
   if (self->frame_is_data_ && !self->fragmented_ && self->frame_is_text_ &&
       !self->utf8_.complete()) {
-    self->fail_code_ = 1007;
+    self->fail_code_ = CloseCode::invalid_payload;
   }
 }
 
 void WsProtocol::msg_cb(wslay_event_context_ptr, const wslay_event_on_msg_recv_arg *arg,
                         void *user) {
   auto *self = static_cast<WsProtocol *>(user);
-  if (self->fail_code_ != 0)
+  if (self->fail_code_ != CloseCode{})
     return;
   switch (arg->opcode) {
   case WSLAY_TEXT_FRAME:
@@ -103,20 +103,20 @@ void WsProtocol::msg_cb(wslay_event_context_ptr, const wslay_event_on_msg_recv_a
 void WsProtocol::judge_close() noexcept {
   const std::string &p = close_payload_;
   if (p.size() == 1) {
-    fail_code_ = 1002;
+    fail_code_ = CloseCode::protocol_error;
     return;
   }
   if (p.empty()) {
-    close_received_ = 1005;
-    echo_code_ = 1005;
+    close_received_ = wire_code(CloseCode::no_status);
+    echo_code_ = wire_code(CloseCode::no_status);
     return;
   }
   auto code = static_cast<uint16_t>((static_cast<uint8_t>(p[0]) << 8) | static_cast<uint8_t>(p[1]));
   close_received_ = code;
   if (!is_valid_received_close_code(code)) {
-    fail_code_ = 1002;
+    fail_code_ = CloseCode::protocol_error;
   } else if (!is_valid_utf8(reinterpret_cast<const uint8_t *>(p.data()) + 2, p.size() - 2)) {
-    fail_code_ = 1007;
+    fail_code_ = CloseCode::invalid_payload;
   } else {
     echo_code_ = code;
   }
@@ -144,8 +144,9 @@ void WsProtocol::fail(uint16_t code) noexcept {
     return;
   if (state_ == State::open) {
     // 1005 stands for "no code": the answer to an empty close is an empty close.
-    std::string frame =
-        encode_frame(Opcode::close, code == 1005 ? std::string() : encode_close_payload(code, {}));
+    std::string frame = encode_frame(Opcode::close, code == wire_code(CloseCode::no_status)
+                                                        ? std::string()
+                                                        : encode_close_payload(code, {}));
     handler_.on_ws_output(reinterpret_cast<const uint8_t *>(frame.data()), frame.size());
     close_sent_ = code;
   }
@@ -157,7 +158,7 @@ void WsProtocol::feed(const uint8_t *data, size_t len) noexcept {
   if (state_ == State::done || len == 0)
     return;
   if (!ensure_context()) {
-    fail(1011);
+    fail(CloseCode::internal_error);
     return;
   }
   in_ = data;
@@ -166,16 +167,16 @@ void WsProtocol::feed(const uint8_t *data, size_t len) noexcept {
   in_ = nullptr;
   in_len_ = 0;
   if (rv == WSLAY_ERR_NOMEM) {
-    fail(1011);
+    fail(CloseCode::internal_error);
     return;
   }
-  if (rv != 0 && fail_code_ == 0)
-    fail_code_ = 1002; // a frame wslay could not parse
+  if (rv != 0 && fail_code_ == CloseCode{})
+    fail_code_ = CloseCode::protocol_error; // a frame wslay could not parse
   after_wslay();
 }
 
 void WsProtocol::after_wslay() noexcept {
-  if (fail_code_ != 0) {
+  if (fail_code_ != CloseCode{}) {
     fail(fail_code_);
     return;
   }
@@ -186,7 +187,7 @@ void WsProtocol::after_wslay() noexcept {
   }
   // Flush what wslay queued (pong, the echo of a close, its own 1002/1007/1009 close).
   if (wslay_event_send(ctx_.get()) != 0) {
-    fail(1011);
+    fail(CloseCode::internal_error);
     return;
   }
   wslay_event_context *c = ctx_.get();

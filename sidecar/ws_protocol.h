@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "close_code.h"
 #include "frame.h"
 
 namespace sidecar {
@@ -74,15 +75,16 @@ private:
   void judge_close() noexcept;
   // Fails the connection: our own close frame with `code`, then TCP goes.
   void fail(uint16_t code) noexcept;
+  void fail(CloseCode code) noexcept { fail(wire_code(code)); }
   void after_wslay() noexcept;
 
   WsHandler &handler_;
   uint64_t max_message_bytes_;
   std::unique_ptr<wslay_event_context, CtxDeleter> ctx_;
   State state_ = State::open;
-  uint16_t close_sent_ = 1006;
+  uint16_t close_sent_ = wire_code(CloseCode::abnormal);
   uint16_t close_received_ = 0;
-  uint16_t fail_code_ = 0; // set from a callback; acted on once wslay returns
+  CloseCode fail_code_{}; // set from a callback (0 while none); acted on once wslay returns
 
   // Input being fed, handed to wslay through recv_cb.
   const uint8_t *in_ = nullptr;
