@@ -56,7 +56,7 @@ bool Server::is_endpoint(std::string_view path) const {
 std::string Server::ready_reason() const {
   if (shutting_down_)
     return "shutting down";
-  if (!main_.open)
+  if (!main_.is_open())
     return "not listening";
   if (!bus_.connected()) {
     return "redis unreachable" + (bus_.last_error().empty() ? "" : ": " + bus_.last_error());

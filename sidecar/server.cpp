@@ -38,7 +38,8 @@ Server::Server(uv_loop_t *loop, Config cfg)
                                            .owner = *this,
                                            .ping_frame = ping_frame_.get(),
                                            .read_buf = read_buf_.get(),
-                                           .read_buf_size = kReadBufferSize} {
+                                           .read_buf_size = kReadBufferSize},
+      main_(env_, *this, false), admin_(env_, *this, true) {
   std::random_device rd;
   char buf[16];
   snprintf(buf, sizeof buf, "%08x", rd());
@@ -46,33 +47,6 @@ Server::Server(uv_loop_t *loop, Config cfg)
 }
 
 Server::~Server() = default;
-
-bool Server::listen_on(Listener &l, const HostPort &addr, const std::string &key) {
-  sockaddr_storage ss{};
-  int rc = addr.host.find(':') != std::string::npos
-               ? uv_ip6_addr(addr.host.c_str(), addr.port, reinterpret_cast<sockaddr_in6 *>(&ss))
-               : uv_ip4_addr(addr.host == "localhost" ? "127.0.0.1" : addr.host.c_str(), addr.port,
-                             reinterpret_cast<sockaddr_in *>(&ss));
-  if (rc == 0)
-    rc = uv_tcp_init(loop_, &l.tcp);
-  if (rc == 0) {
-    l.open = true;
-    l.tcp.data = this;
-    rc = uv_tcp_bind(&l.tcp, reinterpret_cast<sockaddr *>(&ss), 0);
-  }
-  if (rc == 0)
-    rc = uv_listen(reinterpret_cast<uv_stream_t *>(&l.tcp), 4096, &Server::on_connection);
-  if (rc != 0) {
-    auto line = cfg_->key_lines.find(key);
-    ConfigError e{cfg_->file, line == cfg_->key_lines.end() ? 0 : line->second, key,
-                  std::string("cannot listen on ") + addr.host + ":" + std::to_string(addr.port) +
-                      ": " + uv_strerror(rc) + " (" + uv_err_name(rc) + ")" +
-                      (rc == UV_EADDRINUSE ? "; is another sidecar running on this port?" : "")};
-    fprintf(stderr, "%s\n", e.to_string().c_str());
-    return false;
-  }
-  return true;
-}
 
 bool Server::start() {
   std::string err;
@@ -83,13 +57,10 @@ bool Server::start() {
       return false;
     }
   }
-  if (!listen_on(main_, cfg_->listen_addr, "listen"))
+  if (!main_.listen(cfg_->listen_addr, "listen"))
     return false;
-  if (cfg_->admin.listen_addr) {
-    admin_.admin_only = true;
-    if (!listen_on(admin_, *cfg_->admin.listen_addr, "admin.listen"))
-      return false;
-  }
+  if (cfg_->admin.listen_addr && !admin_.listen(*cfg_->admin.listen_addr, "admin.listen"))
+    return false;
   int rc = uv_check_init(loop_, &check_);
   if (rc == 0)
     rc = uv_check_start(&check_, &Server::on_check);
@@ -130,45 +101,9 @@ bool Server::start() {
   return true;
 }
 
-void Server::on_connection(uv_stream_t *l, int status) {
-  Server *self = server_of(l);
-  guarded("server.accept", 0, "this client is dropped", [&] { self->accepted(l, status); });
-}
-
-void Server::accepted(uv_stream_t *l, int status) {
-  if (status < 0) {
-    // Out of file descriptors, this repeats for every waiting client: one line a second.
-    ++accept_failures_;
-    uint64_t now = now_ms();
-    if (now - accept_failure_logged_ms_ >= 1000) {
-      accept_failure_logged_ms_ = now;
-      log_warn("accept_failed", {{"err", uv_err_name(status)},
-                                 {"failures_total", accept_failures_},
-                                 {"action", "raise the open-file limit (ulimit -n) or "
-                                            "limits.max_connections, or add sidecars"}});
-    }
-    return;
-  }
-  Listener &which = reinterpret_cast<uv_tcp_t *>(l) == &admin_.tcp ? admin_ : main_;
-  accept_from(which);
-}
-
-void Server::accept_from(Listener &l) {
-  uint64_t id = next_id_++;
-  auto s = std::make_unique<Session>(env_, id);
-  if (s->init(loop_) != 0)
-    return;
-  if (uv_accept(reinterpret_cast<uv_stream_t *>(&l.tcp), s->stream()) != 0) {
-    s->abort("accept failed");
-    sessions_.emplace(id, std::move(s)); // freed by its close callback
-    return;
-  }
-  ++metrics_.connections_accepted;
-  s->admin_listener_ = l.admin_only;
-  s->accepted_ns_ = mono_ns();
-  Session *raw = s.get();
+void Server::adopt(std::unique_ptr<Session> s) {
+  uint64_t id = s->id();
   sessions_.emplace(id, std::move(s));
-  raw->start(now_ms());
 }
 
 void Server::on_request(Session &s, const HttpRequest &req) {
@@ -325,24 +260,12 @@ void Server::signalled(int signum) {
   }
 }
 
-void Server::close_listeners() {
-  for (Listener *l : {&main_, &admin_}) {
-    if (l->open) {
-      l->open = false;
-      uv_close(reinterpret_cast<uv_handle_t *>(&l->tcp), nullptr);
-    }
-  }
-}
-
 void Server::begin_shutdown() {
   shutting_down_ = true; // /ready answers 503 from now on
   log_info("shutdown_started",
            {{"sessions", sessions_.size()}, {"drain_timeout_ms", cfg_->shutdown.drain_timeout_ms}});
   // Only the main listener stops: the admin listener keeps answering /ready (503) while we drain.
-  if (main_.open) {
-    main_.open = false;
-    uv_close(reinterpret_cast<uv_handle_t *>(&main_.tcp), nullptr);
-  }
+  main_.close();
   std::mt19937 rng{std::random_device{}()};
   std::uniform_int_distribution<uint32_t> jitter(0, cfg_->shutdown.reconnect_jitter_ms);
   for (auto &[id, s] : sessions_) {
@@ -392,7 +315,8 @@ void Server::finish_shutdown() {
                   static_cast<void *>(&sigint_), static_cast<void *>(&sighup_)}) {
     close_handle(h);
   }
-  close_listeners();
+  main_.close();
+  admin_.close();
 }
 
 void Server::reload() {

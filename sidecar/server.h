@@ -15,6 +15,7 @@
 #include "client_ip.h"
 #include "config.h"
 #include "handshake.h"
+#include "listener.h"
 #include "metrics.h"
 #include "redis_bus.h"
 #include "room.h"
@@ -24,7 +25,7 @@ namespace sidecar {
 
 class JwtVerifier;
 
-class Server final : public RedisSink, public SessionOwner {
+class Server final : public RedisSink, public SessionOwner, public Listener::Owner {
 public:
   Server(uv_loop_t *loop, Config cfg);
   ~Server();
@@ -40,32 +41,25 @@ public:
   void session_leaving(Session &s) noexcept override;
   void session_closed(Session &s) override;
 
+  // Listener::Owner: the sessions the listeners accept.
+  uint64_t next_session_id() override { return next_id_++; }
+  void adopt(std::unique_ptr<Session> s) override;
+
   // RedisSink; entered from hiredis callbacks, so nothing unwinds out of these (guard.h).
   void on_redis_message(std::string_view channel, std::string_view payload) override;
   void on_redis_state(bool connected) override;
 
 private:
   static constexpr size_t kReadBufferSize = 64 * 1024;
-  struct Listener {
-    uv_tcp_t tcp{};
-    bool open = false;
-    bool admin_only = false;
-  };
-
-  bool listen_on(Listener &l, const HostPort &addr, const std::string &key);
-  static void on_connection(uv_stream_t *server, int status);
   static void on_check(uv_check_t *h);
   static void on_sweep(uv_timer_t *t);
   static void on_signal(uv_signal_t *h, int signum);
-  void accepted(uv_stream_t *l, int status);
   void signalled(int signum);
-  void accept_from(Listener &l);
   void flush_pending();
   void sweep();
   void begin_shutdown();
   void finish_shutdown();
   void reload();
-  void close_listeners();
 
   // Applies admission's decision (admission.h) to a session: answers it, or counts and upgrades it.
   void apply(Session &s, const std::string &org, Admission a);
@@ -102,8 +96,6 @@ private:
   bool shutting_down_ = false;
   uint64_t last_summary_ms_ = 0;
   uint64_t started_ms_ = 0;
-  uint64_t accept_failures_ = 0;
-  uint64_t accept_failure_logged_ms_ = 0;
   uint64_t turn_first_message_ns_ = 0; // first Redis message since the last flush, for latency
 
   // What admission reads: the admitted connections, and the handshake rate per address.
