@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "json_text.h"
+#include "client_messages.h"
 #include "jwt.h"
 #include "origin.h"
 
@@ -47,15 +47,6 @@ std::optional<FoundToken> find_token(const AuthConfig &auth, const HttpRequest &
     }
   }
   return std::nullopt;
-}
-
-std::string json_string_or_null(std::string_view s) {
-  if (s.empty())
-    return "null";
-  std::string out = "\"";
-  json_escape_into(out, s);
-  out.push_back('"');
-  return out;
 }
 
 std::string user_key(const std::string &org, const std::string &user) { return org + "\n" + user; }
@@ -221,10 +212,7 @@ Admission admit(const AdmissionRequest &req, const Config &cfg, const JwtVerifie
   grant.room_channel = expand_channel(req.route.channel, req.org, grant.user);
   if (!grant.user.empty() && !cfg.channels.user.empty())
     grant.user_channel = expand_channel(cfg.channels.user, req.org, grant.user);
-  ok.welcome = "{\"type\":\"connected\",\"connection_id\":\"" + std::string(req.connection_id) +
-               "\",\"org\":" + json_string_or_null(req.org) +
-               ",\"user\":" + json_string_or_null(grant.user) +
-               ",\"heartbeat_ms\":" + std::to_string(cfg.websocket.heartbeat_ms) + "}";
+  ok.welcome = welcome_message(req.connection_id, req.org, grant.user, cfg.websocket.heartbeat_ms);
   ok.upgrade = true;
   return ok;
 }

@@ -22,5 +22,7 @@ std::string json_quoted(std::string_view s);
 
 // nlohmann's dump() with invalid UTF-8 replaced instead of thrown (type_error.316).
 std::string json_text(const nlohmann::json &j);
+// The same for a document whose key order is part of the wire format (client_messages.h).
+std::string json_text(const nlohmann::ordered_json &j);
 
 } // namespace sidecar

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <random>
 
+#include "client_messages.h"
 #include "clock.h"
 #include "config_reload.h"
 #include "guard.h"
@@ -271,8 +272,7 @@ void Server::begin_shutdown() {
   for (auto &[id, s] : sessions_) {
     if (s->is_open()) {
       uint32_t after = cfg_->shutdown.reconnect_after_ms + jitter(rng);
-      s->send_json("{\"type\":\"server_shutdown\",\"reconnect_after_ms\":" + std::to_string(after) +
-                   "}");
+      s->send_json(server_shutdown_message(after));
       s->close(CloseCode::going_away, "server shutdown");
     } else if (s->phase() == Session::Phase::http) {
       // A client still sending its request gets the answer admission would give it, not a

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "client_messages.h"
 #include "clock.h"
 #include "config.h"
 #include "encoding.h"
@@ -251,12 +252,7 @@ void Session::send_json(std::string_view json) noexcept {
 
 void Session::send_error(std::string_view code, std::string_view message,
                          bool recoverable) noexcept {
-  std::string body = "{\"type\":\"error\",\"code\":\"";
-  json_escape_into(body, code);
-  body.append("\",\"message\":\"");
-  json_escape_into(body, message);
-  body.append("\",\"recoverable\":").append(recoverable ? "true" : "false").append("}");
-  send_json(body);
+  send_json(error_message(code, message, recoverable));
 }
 
 // The two WsHandler entries run inside wslay's callbacks, so nothing may unwind from them. The
@@ -352,7 +348,7 @@ void Session::handle_client_text(std::string_view text) {
   }
   auto type = msg.find("type");
   if (type != msg.end() && type->is_string() && *type == "ping") {
-    send_json("{\"type\":\"pong\",\"timestamp\":" + std::to_string(wall_ms()) + "}");
+    send_json(pong_message(wall_ms()));
     return;
   }
   if (cfg.inbound.stream.empty()) {
@@ -566,7 +562,7 @@ void Session::check_token_expiry() {
   }
   if (!expiry_warned_ && exp - now <= static_cast<int64_t>(auth.expiry_warning_s)) {
     expiry_warned_ = true;
-    send_json("{\"type\":\"token_expiring\",\"expires_at\":" + std::to_string(exp) + "}");
+    send_json(token_expiring_message(exp));
   }
 }
 

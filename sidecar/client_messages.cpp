@@ -1,0 +1,43 @@
+// Client messages; see client_messages.h.
+#include "client_messages.h"
+
+#include <nlohmann/json.hpp>
+
+#include "json_text.h"
+
+namespace sidecar {
+namespace {
+
+using Json = nlohmann::ordered_json; // keys in insertion order, as the wire format has them
+
+Json string_or_null(std::string_view s) { return s.empty() ? Json() : Json(s); }
+
+} // namespace
+
+std::string welcome_message(std::string_view connection_id, std::string_view org,
+                            std::string_view user, uint32_t heartbeat_ms) {
+  return json_text(Json{{"type", "connected"},
+                        {"connection_id", connection_id},
+                        {"org", string_or_null(org)},
+                        {"user", string_or_null(user)},
+                        {"heartbeat_ms", heartbeat_ms}});
+}
+
+std::string pong_message(int64_t timestamp_ms) {
+  return json_text(Json{{"type", "pong"}, {"timestamp", timestamp_ms}});
+}
+
+std::string error_message(std::string_view code, std::string_view message, bool recoverable) {
+  return json_text(
+      Json{{"type", "error"}, {"code", code}, {"message", message}, {"recoverable", recoverable}});
+}
+
+std::string token_expiring_message(int64_t expires_at) {
+  return json_text(Json{{"type", "token_expiring"}, {"expires_at", expires_at}});
+}
+
+std::string server_shutdown_message(uint32_t reconnect_after_ms) {
+  return json_text(Json{{"type", "server_shutdown"}, {"reconnect_after_ms", reconnect_after_ms}});
+}
+
+} // namespace sidecar

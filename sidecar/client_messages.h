@@ -1,0 +1,26 @@
+// The messages the sidecar itself sends to clients: {"type": ...} JSON text (README, "Client
+// protocol"). Relayed payloads never pass through here. Each is built with the JSON library, in
+// a fixed key order, because clients and tests read these bytes as they are; none of them is on
+// the fan-out path (one per connection, per ping or per refusal).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace sidecar {
+
+// {"type":"connected","connection_id":…,"org":…,"user":…,"heartbeat_ms":…}; an empty org or user
+// is null.
+std::string welcome_message(std::string_view connection_id, std::string_view org,
+                            std::string_view user, uint32_t heartbeat_ms);
+// {"type":"pong","timestamp":…}, the wall clock in milliseconds.
+std::string pong_message(int64_t timestamp_ms);
+// {"type":"error","code":…,"message":…,"recoverable":…}
+std::string error_message(std::string_view code, std::string_view message, bool recoverable);
+// {"type":"token_expiring","expires_at":…}, unix seconds.
+std::string token_expiring_message(int64_t expires_at);
+// {"type":"server_shutdown","reconnect_after_ms":…}
+std::string server_shutdown_message(uint32_t reconnect_after_ms);
+
+} // namespace sidecar
