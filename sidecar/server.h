@@ -1,6 +1,7 @@
-// Server: owns the listener(s), every Session, the Rooms, the Redis bus and the loop's timers and
+// Server: owns the listeners, every Session, the Rooms, the Redis bus and the loop's timers and
 // signal handlers. It is the one place where a request becomes an upgrade or an answer; a Redis
-// message goes straight to Rooms::publish.
+// message goes straight to Rooms::publish, and from there down to the sessions without coming
+// back here. Sessions and listeners reach it only through SessionOwner and Listener::Owner.
 #pragma once
 
 #include <uv.h>

@@ -110,9 +110,6 @@ public:
   // frees anything on the spot; a session over its byte budget is marked and handled in flush().
   void deliver(SharedFrame *f) noexcept override;
   void moved_in_room(Room *room, uint32_t slot) noexcept override;
-  // Queues f without counting it as a delivered message (pings, the sidecar's own frames);
-  // false when the session is not open or f does not fit its byte budget.
-  bool queue(SharedFrame *f) noexcept;
   // Sends what is queued: called once per loop turn for sessions that asked for it.
   void flush() noexcept;
   // Starts a WebSocket close (or ends an HTTP exchange); idempotent.
@@ -144,7 +141,6 @@ public:
   uint64_t bytes_out() const { return bytes_out_; }
   uint64_t messages_in() const { return messages_in_; }
   uint64_t queued_bytes() const { return out_.bytes(); }
-  int64_t token_exp() const { return grant_.token_exp; }
   bool counted_ = false;        // admitted into the server's connection counts
   bool admin_listener_ = false; // accepted on admin.listen: endpoints only
   bool pending_ = false;        // on the flush list
@@ -164,6 +160,9 @@ private:
   void on_ws_output(const uint8_t *data, size_t len) override;
   void handle_ws_message(Opcode op, const uint8_t *data, size_t len);
   void take_ws_output(const uint8_t *data, size_t len);
+  // Queues f without counting it as a delivered message (pings, the sidecar's own frames);
+  // false when the session is not open or f does not fit its byte budget.
+  bool queue(SharedFrame *f) noexcept;
   void handle_client_text(std::string_view text);
   void send_error(std::string_view code, std::string_view message, bool recoverable) noexcept;
   // Warns once, auth.expiry_warning_s ahead, and closes with 4001 at expiry (plus the leeway)
