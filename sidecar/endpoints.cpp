@@ -13,19 +13,10 @@
 #include "json_text.h"
 #include "log.h"
 #include "server.h"
+#include "text.h"
 
 namespace sidecar {
 namespace {
-
-std::string iso_time(int64_t ms) {
-  time_t secs = static_cast<time_t>(ms / 1000);
-  tm t{};
-  gmtime_r(&secs, &t);
-  char buf[64];
-  snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", t.tm_year + 1900, t.tm_mon + 1,
-           t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, static_cast<int>(ms % 1000));
-  return buf;
-}
 
 HttpAnswer json_answer(int status, const nlohmann::json &j) {
   HttpAnswer a;
@@ -154,7 +145,7 @@ HttpAnswer Server::status_endpoint(const HttpRequest &req) {
     conns.push_back({{"id", instance_ + "-" + std::to_string(s->id())},
                      {"org", s->org()},
                      {"user", s->user().empty() ? nlohmann::json() : nlohmann::json(s->user())},
-                     {"connectedAt", iso_time(s->connected_at_ms())},
+                     {"connectedAt", iso8601_ms(s->connected_at_ms())},
                      {"messagesSent", s->messages_out()},
                      {"bytesSent", s->bytes_out()},
                      {"messagesReceived", s->messages_in()},
@@ -164,7 +155,7 @@ HttpAnswer Server::status_endpoint(const HttpRequest &req) {
                      {"clientInfo", {{"ip", s->ip()}, {"userAgent", s->user_agent()}}}});
   }
   nlohmann::json body = {{"status", "ok"},
-                         {"timestamp", iso_time(wall_ms())},
+                         {"timestamp", iso8601_ms(wall_ms())},
                          {"summary",
                           {{"activeConnections", counts_.total()},
                            {"rooms", rooms_.size()},
