@@ -1,0 +1,172 @@
+"""client/sidecar-client.js in a real browser: headless Chromium (driven by browser/drive.js, as in
+test_browser.py) loads browser/client_page.html, which imports the client as `/client.js` the way
+the README shows. The page receives publishes, dispatches on their type, rides out a SIGTERM and
+restart of the sidecar (waiting the server_shutdown hint), sends what was queued meanwhile, and
+stops on a refused token although the browser never shows it the 401.
+
+Until the sidecar serves GET /client.js (issue 12, server side), a small http.server on a free
+loopback port serves the page and answers /client.js with client/sidecar-client.js. When the
+sidecar serves it, the page's import switches to the sidecar's /client.js."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import signal
+import threading
+import time
+import urllib.parse
+
+import jwt
+import pytest
+
+from client_util import CLIENT_DIR, cmake_version
+from harness import HOST, SLOW, wait_until
+from test_browser import DRIVER_TIMEOUT_MS, PAGE_DIR, BrowserRun, driver_script  # noqa: F401
+
+SECRET = "client-browser-test-secret-of-decent-length"
+
+
+class _ClientPageHandler(http.server.BaseHTTPRequestHandler):
+    """/client.js and /client_page.html only; nothing else of the repository is served."""
+
+    FILES = {"/client.js": (CLIENT_DIR / "sidecar-client.js", "text/javascript; charset=utf-8"),
+             "/client_page.html": (PAGE_DIR / "client_page.html", "text/html; charset=utf-8")}
+
+    def do_GET(self):  # noqa: N802 - the base class names it so
+        path = urllib.parse.urlsplit(self.path).path
+        if path not in self.FILES:
+            self.send_error(404)
+            return
+        file, ctype = self.FILES[path]
+        body = file.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+
+@pytest.fixture(scope="module")
+def client_page_server():
+    # Stand-in for the sidecar's GET /client.js until that endpoint exists; then this fixture
+    # goes and the page loads the module from the sidecar itself.
+    server = http.server.ThreadingHTTPServer((HOST, 0), _ClientPageHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{HOST}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.fixture
+def page(driver_script, client_page_server):  # noqa: F811 - the fixture imported above
+    """``page(ws_url, **params)`` opens client_page.html in its own Chromium; all are ended at
+    teardown."""
+    started: list[PageRun] = []
+
+    def open_page(ws_url: str, **params):
+        query = urllib.parse.urlencode({"ws": ws_url, **{k: str(v) for k, v in params.items()}})
+        run = PageRun(driver_script, {"page_url": f"{client_page_server}/client_page.html?{query}",
+                                      "timeout_ms": DRIVER_TIMEOUT_MS})
+        started.append(run)
+        return run
+
+    yield open_page
+    for run in started:
+        run.end()
+
+
+class PageRun(BrowserRun):
+    """A BrowserRun whose events can be waited for by predicate."""
+
+    def wait(self, pred, timeout: float = 15.0, what: str = "page event") -> dict:
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"waiting for {what}; so far {self.seen}")
+            ev = self.event(remaining / SLOW)
+            if pred(ev):
+                return ev
+
+    def wait_state(self, state: str, timeout: float = 15.0) -> dict:
+        return self.wait(lambda e: e["event"] == "state" and e["state"] == state, timeout,
+                         f"state {state}")
+
+    def close_page(self):
+        self.proc.stdin.write(b"close\n")
+        self.proc.stdin.flush()
+        self.wait(lambda e: e["event"] == "close", 15, "close")
+
+
+def metric(sc, name: str) -> float:
+    status, _, body = sc.http("GET", "/metrics")
+    assert status == 200, body
+    m = re.search(rf"^{re.escape(name)} (\S+)$", body.decode(), re.MULTILINE)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_page_receives_publishes_and_comes_back_after_a_restart(sidecar_factory, redis, page):
+    sc = sidecar_factory(extra_yaml={"inbound": {"stream": "inbound:{org}"},
+                                     "shutdown": {"reconnect_after_ms": 500,
+                                                  "reconnect_jitter_ms": 1000}})
+    run = page(sc.ws_url("/ws/acme"), queue=5, base=200)
+    version = run.wait(lambda e: e["event"] == "version")
+    assert version["version"] == cmake_version()
+    opened = run.wait_state("open")
+    assert opened["connectionId"]
+    wait_until(lambda: redis.numsub("org:acme") >= 1, 10 * SLOW, "SUBSCRIBE org:acme")
+    redis.publish("org:acme", '{"type":"SYNC_SUCCESS","pfaId":"pfa-1"}')
+    m = run.wait(lambda e: e["event"] == "message")
+    assert m["data"] == {"type": "SYNC_SUCCESS", "pfaId": "pfa-1"} and not m["meta"]["binary"]
+    assert run.wait(lambda e: e["event"] == "typed")["payload"]["pfaId"] == "pfa-1"
+
+    sc.send_signal(signal.SIGTERM)
+    hint = run.wait(lambda e: e["event"] == "control")["payload"]["reconnect_after_ms"]
+    lost = run.wait_state("reconnecting")
+    assert lost["reason"] == "server_shutdown" and lost["delayMs"] == hint, lost
+    assert 500 <= hint <= 1500
+    # The page sends five notes while disconnected: all wait in the queue.
+    queued = run.wait(lambda e: e["event"] == "queued")
+    assert queued["now"] == [False] * 5 and queued["queued"] == 5, queued
+    assert sc.wait_exit(30) == 0
+    sc.start()
+
+    back = run.wait_state("open", 20)
+    assert back["connectionId"] != opened["connectionId"]
+    assert back["t"] - lost["t"] >= hint - 50, (back["t"] - lost["t"], hint)
+    wait_until(lambda: redis.numsub("org:acme") >= 1, 10 * SLOW, "SUBSCRIBE after the restart")
+    redis.publish("org:acme", '{"type":"SYNC_SUCCESS","pfaId":"pfa-2"}')
+    assert run.wait(lambda e: e["event"] == "message")["data"]["pfaId"] == "pfa-2"
+    wait_until(lambda: redis.command("XLEN", "inbound:acme") == 5, 10 * SLOW, "the queued notes")
+    seqs = [json.loads(dict(zip(f[::2], f[1::2]))[b"data"])["seq"]
+            for _id, f in redis.command("XRANGE", "inbound:acme", "-", "+")]
+    assert seqs == [0, 1, 2, 3, 4], seqs
+    run.close_page()
+
+
+def test_page_with_a_refused_token_stops_instead_of_hammering(sidecar_factory, page):
+    # The browser only ever sees 1006 before open. After three failed attempts the client asks
+    # whether the sidecar answers HTTP at all; it does, so one more attempt, then "closed".
+    sc = sidecar_factory(extra_yaml={"auth": {"mode": "jwt", "jwt": {
+        "algorithms": ["HS256"], "secret": SECRET}}})
+    bad = jwt.encode({"org": "acme", "sub": "alice", "exp": int(time.time()) + 300},
+                     "another-secret-of-some-decent-length", algorithm="HS256")
+    run = page(sc.ws_url("/ws/acme"), token=bad, base=100)
+    closed = run.wait_state("closed", 30)
+    assert closed["reason"] == "handshake_refused" and closed["probe"] == "reachable", closed
+    name = 'sidecar_connections_refused_total{reason="unauthorized"}'
+    assert metric(sc, name) == 4
+    assert metric(sc, "sidecar_connections_upgraded_total") == 0
+    run.close_page()
+    # Nothing was left scheduled: the count is the same once the page is gone.
+    assert metric(sc, name) == 4
