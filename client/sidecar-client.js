@@ -368,7 +368,8 @@ export class SidecarClient {
     const endpoints = cfg.endpoints || {};
     const template = this.options.route || endpoints.websocket;
     if (!template) throw new Error("/ws/config names no websocket route");
-    const base = new URL(this.options.discoveryUrl, typeof location !== "undefined" ? location.href : undefined);
+    const here = typeof location !== "undefined" ? location.href : undefined;
+    const base = new URL(this.options.discoveryUrl, here);
     base.protocol = base.protocol === "https:" ? "wss:" : "ws:";
     return base.origin + template.replace("{org}", encodeURIComponent(String(this.options.org)));
   }
@@ -755,12 +756,12 @@ export class SidecarClient {
 
   _scheduleRetry(reason, delayMs, detail = {}) {
     const delay = delayMs === undefined ? this._backoff() : delayMs;
-    this._attempt++;
     if (this._offline()) {
       // No network: waiting for "online" costs nothing and spends no attempts.
       this._setState("reconnecting", { reason, ...detail, waiting: "online", attempt: this._attempt });
       return;
     }
+    this._attempt++;
     this._setState("reconnecting", { reason, ...detail, delayMs: delay, attempt: this._attempt });
     this._clearTimer("_retryTimer");
     this._retryTimer = setTimeout(() => {
