@@ -67,7 +67,9 @@ function base64ToBytes(b64) {
 // give ArrayBuffer or Blob. The client always presents binary payloads as ArrayBuffer.
 function toArrayBuffer(data) {
   if (data instanceof ArrayBuffer) return data;
-  if (ArrayBuffer.isView(data)) return data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
+  if (ArrayBuffer.isView(data)) {
+    return data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
+  }
   return data;
 }
 
@@ -118,7 +120,7 @@ export class SidecarClient {
     this._discovery = null;
     this._queue = [];
     this._positions = new Map(); // channel -> {epoch, offset}
-    this._tokens = this.options.sendBurst;
+    this._tokens = this._burst();
     this._tokensAt = now();
     this._lastFrameAt = 0;
     this._pingSentAt = 0;
@@ -320,7 +322,8 @@ export class SidecarClient {
     };
     ws.onerror = (ev) => {
       if (this._ws !== ws || this._handshakeStatus != null) return;
-      this._handshakeError = ev && ev.message ? ev.message : (ev && ev.error ? String(ev.error) : "error");
+      const why = ev && ev.message ? ev.message : ev && ev.error ? String(ev.error) : "error";
+      this._handshakeError = why;
     };
     ws.onclose = (ev) => {
       if (this._ws !== ws) return;
@@ -522,7 +525,7 @@ export class SidecarClient {
     this._preOpenFailures = 0;
     this._freshTokenTried = false;
     this._shutdownHintMs = null;
-    this._tokens = this.options.sendBurst;
+    this._tokens = this._burst();
     this._tokensAt = now();
     if (msg.channels && typeof msg.channels === "object") {
       for (const [channel, c] of Object.entries(msg.channels)) {
@@ -533,7 +536,8 @@ export class SidecarClient {
       }
     }
     this._startLiveness(msg);
-    this._setState("open", { reason: "welcome", connectionId: msg.connection_id, protocol: this._protocol });
+    this._setState("open",
+                   { reason: "welcome", connectionId: msg.connection_id, protocol: this._protocol });
     this._emit("open", msg);
     this._flush();
   }
@@ -802,7 +806,8 @@ export class SidecarClient {
   }
 
   _installPageHooks() {
-    if (this._pageHooks || typeof window === "undefined" || typeof window.addEventListener !== "function") {
+    if (this._pageHooks || typeof window === "undefined" ||
+        typeof window.addEventListener !== "function") {
       return;
     }
     const retryNow = () => {
@@ -841,12 +846,18 @@ export class SidecarClient {
   }
 
   // The server's token bucket, mirrored: a message over its rate is answered RATE_LIMITED and
-  // dropped there, so we hold it here instead.
+  // dropped there, so we hold it here instead. Its clock is not ours and the network delays some
+  // messages more than others, so two sent 1/rate apart can arrive closer together: we keep one
+  // token of the burst and a fifth of the rate in hand.
   _refill() {
     const t = now();
-    const { sendRate: rate, sendBurst: burst } = this.options;
-    this._tokens = Math.min(burst, this._tokens + ((t - this._tokensAt) / 1000) * rate);
+    const rate = this.options.sendRate * 0.8;
+    this._tokens = Math.min(this._burst(), this._tokens + ((t - this._tokensAt) / 1000) * rate);
     this._tokensAt = t;
+  }
+
+  _burst() {
+    return Math.max(1, this.options.sendBurst - 1);
   }
 
   _takeToken() {
@@ -903,7 +914,8 @@ export class SidecarClient {
 
   _scheduleFlush() {
     if (!this._queue.length || this._flushTimer || this._state !== "open") return;
-    const wait = Math.max(1, Math.ceil(((1 - this._tokens) / this.options.sendRate) * 1000));
+    const perMs = (this.options.sendRate * 0.8) / 1000;
+    const wait = Math.max(1, Math.ceil((1 - this._tokens) / perMs));
     this._flushTimer = setTimeout(() => {
       this._flushTimer = null;
       this._flush();
