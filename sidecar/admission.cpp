@@ -69,49 +69,38 @@ Admission refusal(int status, std::string_view code, std::string_view message) {
   return a;
 }
 
-// The token check: present, valid, granting the org, with a usable user. On success fills the
-// grant's user, protocol and token_exp and returns nullopt; otherwise the refusal.
-std::optional<Admission> check_token(const AdmissionRequest &req, const AuthConfig &auth,
-                                     const JwtVerifier &jwt, UpgradeGrant &grant) {
+TokenCheck token_refusal(int status, std::string_view code, std::string message) {
+  TokenCheck c;
+  c.status = status;
+  c.code = std::string(code);
+  c.message = std::move(message);
+  return c;
+}
+
+// The handshake's token check: present in a configured source, then check_token. On success
+// fills the grant's user, protocol and token_exp and returns nullopt; otherwise the refusal.
+std::optional<Admission> check_request_token(const AdmissionRequest &req, const AuthConfig &auth,
+                                             const JwtVerifier &jwt, UpgradeGrant &grant) {
   std::optional<FoundToken> tok = find_token(auth, req.http);
   if (!tok)
     return refusal(401, "UNAUTHORIZED", "a token is required");
-  JwtVerifyResult v = jwt.verify(tok->token, req.unix_now);
-  if (!v.ok) {
-    Admission a = refusal(401, "UNAUTHORIZED", "invalid token: " + v.error);
-    a.auth_event = "auth_failed";
-    a.auth_field = "reason";
-    a.auth_value = v.error;
+  TokenCheck c = check_token(tok->token, req.org, auth, jwt, req.unix_now);
+  if (!c.ok()) {
+    Admission a = refusal(c.status, c.code, c.message);
+    if (!c.reason.empty()) {
+      a.auth_event = "auth_failed";
+      a.auth_field = "reason";
+      a.auth_value = c.reason;
+    } else if (c.code == "FORBIDDEN_ORG") {
+      a.auth_event = "auth_forbidden";
+      a.auth_field = "sub";
+      a.auth_value = c.user;
+    }
     return a;
   }
-  // The first configured claim present in the token decides; later ones are fallbacks for
-  // tokens that lack it, never a second way into another org.
-  bool org_ok = false;
-  for (const std::string &claim : auth.org_claim) {
-    if (!v.claims.contains(claim))
-      continue;
-    for (const std::string &o : claim_strings(v.claims, claim))
-      org_ok = org_ok || o == req.org;
-    break;
-  }
-  std::vector<std::string> users = claim_strings(v.claims, auth.user_claim);
-  grant.user = users.empty() ? std::string() : users.front();
-  if (!org_ok) {
-    Admission a = refusal(403, "FORBIDDEN_ORG", "the token does not grant this org");
-    a.auth_event = "auth_forbidden";
-    a.auth_field = "sub";
-    a.auth_value = grant.user;
-    return a;
-  }
-  // The user id names a channel and a count key, so it obeys the same rules as an org id.
-  if (!grant.user.empty() && !is_valid_org(grant.user))
-    return refusal(403, "BAD_USER", "the token's user claim is not a usable id");
+  grant.user = c.user;
   grant.protocol = tok->protocol;
-  // exp may be any JSON number (1e300, 2^63-1): read it as a double and keep it within year
-  // 9999, so that neither the conversion nor the expiry arithmetic on every sweep overflows.
-  auto exp = v.claims.find("exp");
-  if (exp != v.claims.end() && exp->is_number())
-    grant.token_exp = static_cast<int64_t>(std::clamp(exp->get<double>(), 1.0, 253402300799.0));
+  grant.token_exp = c.exp;
   return std::nullopt;
 }
 
@@ -131,6 +120,59 @@ std::optional<Admission> check_limits(const AdmissionRequest &req, const LimitsC
 }
 
 } // namespace
+
+TokenCheck check_token(std::string_view token, const std::string &org, const AuthConfig &auth,
+                       const JwtVerifier &jwt, int64_t unix_now) {
+  JwtVerifyResult v = jwt.verify(token, unix_now);
+  if (!v.ok) {
+    TokenCheck c = token_refusal(401, "UNAUTHORIZED", "invalid token: " + v.error);
+    c.reason = v.error;
+    return c;
+  }
+  // The first configured claim present in the token decides; later ones are fallbacks for
+  // tokens that lack it, never a second way into another org.
+  bool org_ok = false;
+  for (const std::string &claim : auth.org_claim) {
+    if (!v.claims.contains(claim))
+      continue;
+    for (const std::string &o : claim_strings(v.claims, claim))
+      org_ok = org_ok || o == org;
+    break;
+  }
+  std::vector<std::string> users = claim_strings(v.claims, auth.user_claim);
+  std::string user = users.empty() ? std::string() : users.front();
+  if (!org_ok) {
+    TokenCheck c = token_refusal(403, "FORBIDDEN_ORG", "the token does not grant this org");
+    c.user = std::move(user);
+    return c;
+  }
+  // The user id names a channel and a count key, so it obeys the same rules as an org id.
+  if (!user.empty() && !is_valid_org(user))
+    return token_refusal(403, "BAD_USER", "the token's user claim is not a usable id");
+  TokenCheck c;
+  c.user = std::move(user);
+  // exp may be any JSON number (1e300, 2^63-1): read it as a double and keep it within year
+  // 9999, so that neither the conversion nor the expiry arithmetic on every sweep overflows.
+  auto exp = v.claims.find("exp");
+  if (exp != v.claims.end() && exp->is_number())
+    c.exp = static_cast<int64_t>(std::clamp(exp->get<double>(), 1.0, 253402300799.0));
+  return c;
+}
+
+TokenCheck check_refresh(std::optional<std::string_view> token, const UpgradeGrant &session,
+                         const AuthConfig &auth, const JwtVerifier *jwt, int64_t unix_now) {
+  if (auth.mode != AuthConfig::Mode::jwt || jwt == nullptr) {
+    return token_refusal(400, "AUTH_DISABLED",
+                         "this sidecar does not authenticate; nothing to refresh");
+  }
+  if (!token || token->empty())
+    return token_refusal(401, "UNAUTHORIZED", "a token is required");
+  TokenCheck c = check_token(*token, session.org, auth, *jwt, unix_now);
+  if (c.ok() && c.user != session.user) {
+    c = token_refusal(403, "USER_MISMATCH", "the token names another user than this session's");
+  }
+  return c;
+}
 
 uint32_t ConnectionCounts::org(const std::string &org) const { return count_of(per_org_, org); }
 
@@ -204,7 +246,7 @@ Admission admit(const AdmissionRequest &req, const Config &cfg, const JwtVerifie
   grant.org = req.org;
   grant.key = up.key;
   if (cfg.auth.mode == AuthConfig::Mode::jwt && jwt != nullptr) {
-    if (std::optional<Admission> refused = check_token(req, cfg.auth, *jwt, grant))
+    if (std::optional<Admission> refused = check_request_token(req, cfg.auth, *jwt, grant))
       return std::move(*refused);
   }
   if (std::optional<Admission> refused = check_limits(req, lim, state.counts, grant.user))

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -100,6 +101,30 @@ struct Admission {
   UpgradeGrant grant;
   std::string welcome;
 };
+
+// A token checked for a session of one org: the verifier (structure, algorithm, key, signature,
+// and exp/nbf/iat/iss/aud with auth.jwt.leeway_s), then the org claim, then the user claim. The
+// handshake and an in-band refresh both use it, so they accept and refuse the same tokens with
+// the same codes and messages.
+struct TokenCheck {
+  std::string code;    // empty when the token is good; else UNAUTHORIZED, FORBIDDEN_ORG, ...
+  int status = 0;      // the handshake's HTTP status for code (401, 403)
+  std::string message; // for the client; never any part of the token
+  std::string reason;  // the verifier's reason for the log ("expired", "bad signature")
+  std::string user;    // the user claim, also on FORBIDDEN_ORG (the log names it)
+  int64_t exp = 0;     // unix seconds, within year 9999; 0 when the token has no exp
+  bool ok() const { return code.empty(); }
+};
+TokenCheck check_token(std::string_view token, const std::string &org, const AuthConfig &auth,
+                       const JwtVerifier &jwt, int64_t unix_now);
+
+// An in-band refresh ({"type":"refresh","token":…}) for a session admitted with `session`:
+// check_token for the session's org, and the token must name the session's user (an anonymous
+// session stays anonymous). A missing token is UNAUTHORIZED as at the handshake; auth off (or
+// no verifier) is AUTH_DISABLED; another user is USER_MISMATCH. The session keeps its deadline
+// on any refusal.
+TokenCheck check_refresh(std::optional<std::string_view> token, const UpgradeGrant &session,
+                         const AuthConfig &auth, const JwtVerifier *jwt, int64_t unix_now);
 
 // Runs the checks in the README's order, cheapest first and all before any Redis work: shutting
 // down, protocol, org, handshake rate, origin, token, then connection limits. jwt may be null,

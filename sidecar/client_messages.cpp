@@ -36,6 +36,11 @@ std::string token_expiring_message(int64_t expires_at) {
   return json_text(Json{{"type", "token_expiring"}, {"expires_at", expires_at}});
 }
 
+std::string refreshed_message(int64_t expires_at) {
+  return json_text(
+      Json{{"type", "refreshed"}, {"expires_at", expires_at == 0 ? Json() : Json(expires_at)}});
+}
+
 std::string server_shutdown_message(uint32_t reconnect_after_ms) {
   return json_text(Json{{"type", "server_shutdown"}, {"reconnect_after_ms", reconnect_after_ms}});
 }

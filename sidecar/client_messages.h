@@ -20,6 +20,9 @@ std::string pong_message(int64_t timestamp_ms);
 std::string error_message(std::string_view code, std::string_view message, bool recoverable);
 // {"type":"token_expiring","expires_at":…}, unix seconds.
 std::string token_expiring_message(int64_t expires_at);
+// {"type":"refreshed","expires_at":…}: the new token's exp in unix seconds, as token_expiring has
+// it; null when the new token has no exp (the session then has no deadline).
+std::string refreshed_message(int64_t expires_at);
 // {"type":"server_shutdown","reconnect_after_ms":…}
 std::string server_shutdown_message(uint32_t reconnect_after_ms);
 

@@ -82,6 +82,31 @@ void Metrics::count_refusal(int status) {
   }
 }
 
+void Metrics::count_refresh(std::string_view code) {
+  // Label values come from the fixed list only, never from anything a client sent.
+  auto lower_equals = [](std::string_view upper, std::string_view label) {
+    if (upper.size() != label.size())
+      return false;
+    for (size_t i = 0; i < upper.size(); ++i) {
+      char c =
+          upper[i] >= 'A' && upper[i] <= 'Z' ? static_cast<char>(upper[i] - 'A' + 'a') : upper[i];
+      if (c != label[i])
+        return false;
+    }
+    return true;
+  };
+  const char *label = "other";
+  if (code.empty()) {
+    label = "ok";
+  } else {
+    for (const char *known : kRefreshResults) {
+      if (lower_equals(code, known))
+        label = known;
+    }
+  }
+  ++token_refreshes[label];
+}
+
 std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s) {
   std::string out;
   out.reserve(4096);
@@ -139,6 +164,13 @@ std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s) {
           m.inbound_rate_limited);
   counter(out, "sidecar_inbound_forwarded_total", "Client messages appended to a Redis stream.",
           m.inbound_forwarded);
+  line(out, "sidecar_token_refreshes_total", "counter",
+       "In-band token refreshes ({\"type\":\"refresh\"}), by result: ok or the refusal code.");
+  for (const char *result : Metrics::kRefreshResults) {
+    auto it = m.token_refreshes.find(result);
+    value(out, std::string("sidecar_token_refreshes_total{result=\"") + result + "\"}",
+          static_cast<double>(it == m.token_refreshes.end() ? 0 : it->second));
+  }
   histogram(out, "sidecar_handshake_duration_seconds",
             "Time from accept to the 101 response being queued.", m.handshake_seconds);
   histogram(out, "sidecar_fanout_latency_seconds",

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 
 namespace sidecar {
 
@@ -46,11 +47,18 @@ struct Metrics {
   uint64_t inbound_messages = 0;
   uint64_t inbound_rate_limited = 0;
   uint64_t inbound_forwarded = 0;
+  // In-band token refreshes by result label (kRefreshResults).
+  std::map<std::string, uint64_t> token_refreshes;
   Histogram handshake_seconds;
   Histogram fanout_seconds;
 
   void count_refusal(int status);
   void refuse(const std::string &reason) { ++refused[reason]; }
+  // code: empty for a refresh that succeeded, else its refusal code (TokenCheck::code). Each
+  // becomes its label in lower case; a code not in the list is counted as "other".
+  void count_refresh(std::string_view code);
+  static constexpr const char *kRefreshResults[] = {
+      "ok", "unauthorized", "forbidden_org", "bad_user", "user_mismatch", "auth_disabled", "other"};
 };
 
 struct MetricsSnapshot {

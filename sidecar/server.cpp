@@ -39,7 +39,8 @@ Server::Server(uv_loop_t *loop, Config cfg)
                                            .owner = *this,
                                            .ping_frame = ping_frame_.get(),
                                            .read_buf = read_buf_.get(),
-                                           .read_buf_size = kReadBufferSize},
+                                           .read_buf_size = kReadBufferSize,
+                                           .jwt = jwt_},
       main_(env_, *this, false), admin_(env_, *this, true) {
   std::random_device rd;
   char buf[16];

@@ -351,6 +351,11 @@ void Session::handle_client_text(std::string_view text) {
     send_json(pong_message(wall_ms()));
     return;
   }
+  if (type != msg.end() && type->is_string() && *type == "refresh") {
+    auto token = msg.find("token");
+    refresh_token(token != msg.end() ? token->get_ptr<const std::string *>() : nullptr);
+    return; // a refresh is the sidecar's business, never the backend's
+  }
   if (cfg.inbound.stream.empty()) {
     send_error("UNSUPPORTED", "this sidecar does not accept client messages other than ping", true);
     return;
@@ -358,6 +363,23 @@ void Session::handle_client_text(std::string_view text) {
   if (!env_.owner.forward_inbound(*this, text)) {
     send_error("UNAVAILABLE", "the backend queue is unreachable; retry later", true);
   }
+}
+
+void Session::refresh_token(const std::string *token) {
+  TokenCheck c = check_refresh(token ? std::optional<std::string_view>(*token) : std::nullopt,
+                               grant_, env_.cfg.auth, env_.jwt.get(), unix_now());
+  env_.metrics.count_refresh(c.code);
+  if (!c.ok()) {
+    // The reason is the verifier's fixed text; nothing of the token reaches the log.
+    log_info("refresh_refused",
+             {{"conn", id_}, {"org", grant_.org}, {"code", c.code}, {"reason", c.reason}});
+    send_error(c.code, c.message, true);
+    return;
+  }
+  grant_.token_exp = c.exp;
+  expiry_warned_ = false; // the warning is due again, for the new deadline
+  log_debug("token_refreshed", {{"conn", id_}, {"org", grant_.org}, {"exp", c.exp}});
+  send_json(refreshed_message(c.exp));
 }
 
 void Session::request_flush() noexcept {

@@ -34,6 +34,7 @@
 namespace sidecar {
 
 struct Config;
+class JwtVerifier;
 struct Metrics;
 class Session;
 
@@ -88,6 +89,9 @@ struct SessionEnv {
   // One read buffer for the whole loop: every read is consumed before the next one starts.
   char *read_buf;
   size_t read_buf_size;
+  // Verifies in-band refreshes as admission verifies handshakes; null while auth is off. A reload
+  // replaces the pointer it refers to, as it replaces cfg.
+  const std::unique_ptr<JwtVerifier> &jwt;
 
   uint64_t now_ms() const noexcept { return uv_now(loop); }
 };
@@ -165,6 +169,9 @@ private:
   bool queue(SharedFrame *f) noexcept;
   void handle_client_text(std::string_view text);
   void send_error(std::string_view code, std::string_view message, bool recoverable) noexcept;
+  // {"type":"refresh","token":…}: checked as at the handshake (check_refresh); a good token
+  // moves the expiry deadline and re-arms its warning, a bad one leaves both as they were.
+  void refresh_token(const std::string *token);
   // Warns once, auth.expiry_warning_s ahead, and closes with 4001 at expiry (plus the leeway)
   // when auth.on_expiry is close.
   void check_token_expiry();

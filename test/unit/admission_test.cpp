@@ -1,56 +1,25 @@
 // admit() against every row of the README's handshake table, in its order, with no socket and no
 // loop: each refusal's status, error code and headers, and each part of a grant. Tokens are the
 // PyJWT fixtures of jwt_test.cpp; the few claim sets they lack (other users, other org claims, a
-// huge exp) are signed here with OpenSSL's HMAC under the same fixture secret.
+// huge exp) are signed by jwt_fixtures.h with OpenSSL's HMAC under the same fixture secret. An
+// in-band refresh goes through the same token checks, so its refusals are checked here too.
 #include "admission.h"
 
 #include "encoding.h"
 #include "jwt.h"
+#include "jwt_fixtures.h"
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
-#include <fstream>
-#include <sstream>
 
 using namespace sidecar;
 
 namespace {
 
-const nlohmann::json &fixtures() {
-  static const nlohmann::json doc = [] {
-    std::string here = __FILE__;
-    std::ifstream in(here.substr(0, here.rfind('/')) + "/fixtures/jwt/tokens.json");
-    std::stringstream text;
-    text << in.rdbuf();
-    return nlohmann::json::parse(text.str(), nullptr, false);
-  }();
-  return doc;
-}
+using test::fixture_token;
+using test::mint;
 
-std::string fixture_token(const std::string &name) {
-  const auto &tokens = fixtures().at("tokens");
-  REQUIRE_MESSAGE(tokens.contains(name), "missing fixture token " << name);
-  return tokens.at(name).get<std::string>();
-}
-
-std::string secret() { return fixtures().at("secret").get<std::string>(); }
-
-// An HS256 token over these claims, signed by OpenSSL with the fixture secret.
-std::string mint(const nlohmann::json &claims) {
-  std::string signing_input =
-      base64url_encode(R"({"alg":"HS256","typ":"JWT"})") + "." + base64url_encode(claims.dump());
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int mac_len = 0;
-  std::string key = secret();
-  REQUIRE(HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-               reinterpret_cast<const unsigned char *>(signing_input.data()), signing_input.size(),
-               mac, &mac_len) != nullptr);
-  return signing_input + "." +
-         base64url_encode(std::string_view(reinterpret_cast<const char *>(mac), mac_len));
-}
+std::string secret() { return test::fixture_secret(); }
 
 nlohmann::json claims(std::string org = "acme", std::string sub = "user-1") {
   return {{"sub", sub}, {"org", org}, {"exp", 4102444800}};
@@ -99,7 +68,7 @@ struct Gate {
   std::string ip = "203.0.113.7";
   bool shutting_down = false;
   uint64_t now_ms = 50000;
-  int64_t unix_now = fixtures().at("now").get<int64_t>();
+  int64_t unix_now = test::fixture_now();
 
   void require_jwt() {
     cfg.auth.mode = AuthConfig::Mode::jwt;
@@ -583,4 +552,152 @@ TEST_CASE("connection counts go up and down by org, user within its org, and add
   CHECK(c.user("acme", "u") == 0);
   CHECK(c.ip("ip1") == 0);
   CHECK(c.org("globex") == 1);
+}
+
+// ----------------------------------------------------------------------------- in-band refresh
+
+namespace {
+
+// A session admitted for org acme and user-1 with a token that expires at `exp`.
+UpgradeGrant session_grant(const std::string &user = "user-1") {
+  UpgradeGrant g;
+  g.org = "acme";
+  g.user = user;
+  g.token_exp = 1000;
+  return g;
+}
+
+TokenCheck refresh(Gate &g, std::optional<std::string_view> token,
+                   const UpgradeGrant &session = session_grant()) {
+  return check_refresh(token, session, g.cfg.auth, g.jwt.get(), g.unix_now);
+}
+
+void check_refused(const TokenCheck &c, const std::string &code) {
+  CAPTURE(c.message);
+  CHECK_FALSE(c.ok());
+  CHECK(c.code == code);
+  CHECK_FALSE(c.message.empty());
+}
+
+} // namespace
+
+TEST_CASE("a refresh with a good token for the session's org and user gives its exp") {
+  Gate g;
+  g.require_jwt();
+  TokenCheck c = refresh(g, fixture_token("hs256_ok"));
+  CHECK(c.ok());
+  CHECK(c.code.empty());
+  CHECK(c.user == "user-1");
+  CHECK(c.exp == 4102444800);
+  // A later token, a sooner one, and one without exp are all the token's word: the session's
+  // deadline becomes theirs (0: none, as at the handshake).
+  nlohmann::json sooner = claims();
+  sooner["exp"] = g.unix_now + 60;
+  CHECK(refresh(g, mint(sooner)).exp == g.unix_now + 60);
+  nlohmann::json no_exp = claims();
+  no_exp.erase("exp");
+  TokenCheck forever = refresh(g, mint(no_exp));
+  CHECK(forever.ok());
+  CHECK(forever.exp == 0);
+}
+
+TEST_CASE("a refresh is refused with the handshake's codes and messages for the same tokens") {
+  Gate g;
+  g.require_jwt();
+  for (const char *name : {"hs256_expired", "hs256_wrong_secret", "none", "none_upper",
+                           "hs256_nbf_future", "hs256_iat_future", "hs256_crit", "hs256_confusion",
+                           "hs256_payload_not_json", "hs256_exp_string"}) {
+    CAPTURE(name);
+    std::string token = fixture_token(name);
+    TokenCheck c = refresh(g, token);
+    check_refused(c, "UNAUTHORIZED");
+    // The handshake refuses the same token with the same code and the same message.
+    Admission a = g.run(upgrade_request("/ws/acme?token=" + token));
+    CHECK(a.answer.status == 401);
+    CHECK(message_of(a) == c.message);
+  }
+  CHECK(refresh(g, fixture_token("hs256_expired")).message == "invalid token: expired");
+  CHECK(refresh(g, fixture_token("hs256_expired")).reason == "expired");
+  CHECK(refresh(g, fixture_token("hs256_wrong_secret")).message == "invalid token: bad signature");
+}
+
+TEST_CASE("a refresh without a usable token field is UNAUTHORIZED, as a handshake without one") {
+  Gate g;
+  g.require_jwt();
+  for (std::optional<std::string_view> t :
+       {std::optional<std::string_view>(), std::optional<std::string_view>(""),
+        std::optional<std::string_view>("not-a-token"), std::optional<std::string_view>(".."),
+        std::optional<std::string_view>("a.b.c")}) {
+    TokenCheck c = refresh(g, t);
+    check_refused(c, "UNAUTHORIZED");
+  }
+  CHECK(refresh(g, std::nullopt).message == "a token is required");
+  CHECK(refresh(g, "").message == "a token is required");
+}
+
+TEST_CASE("a refresh token longer than auth.jwt.max_token_bytes is refused before any parsing") {
+  Gate g;
+  g.cfg.auth.jwt.max_token_bytes = 1024;
+  g.require_jwt();
+  nlohmann::json big = claims();
+  big["pad"] = std::string(2000, 'x');
+  TokenCheck c = refresh(g, mint(big));
+  check_refused(c, "UNAUTHORIZED");
+  CHECK(c.reason == "token too long");
+  CHECK(refresh(g, std::string(1 << 20, 'A')).reason == "token too long");
+}
+
+TEST_CASE("a refresh for another org is FORBIDDEN_ORG, for another user USER_MISMATCH") {
+  Gate g;
+  g.require_jwt();
+  TokenCheck org = refresh(g, mint(claims("globex", "user-1")));
+  check_refused(org, "FORBIDDEN_ORG");
+  CHECK(org.message == "the token does not grant this org");
+  // A token granting several orgs, the session's among them, is good.
+  nlohmann::json both = claims();
+  both["org"] = {"globex", "acme"};
+  CHECK(refresh(g, mint(both)).ok());
+
+  check_refused(refresh(g, mint(claims("acme", "user-2"))), "USER_MISMATCH");
+  nlohmann::json anonymous = claims();
+  anonymous.erase("sub");
+  check_refused(refresh(g, mint(anonymous)), "USER_MISMATCH");
+  // A session admitted without a user stays without one.
+  CHECK(refresh(g, mint(anonymous), session_grant("")).ok());
+  check_refused(refresh(g, mint(claims()), session_grant("")), "USER_MISMATCH");
+  // A user claim that is not a usable id is refused as at the handshake, whoever the session is.
+  check_refused(refresh(g, mint(claims("acme", "a user"))), "BAD_USER");
+}
+
+TEST_CASE("a refresh follows auth.org_claim and auth.user_claim as the handshake does") {
+  Gate g;
+  g.cfg.auth.org_claim = {"tenant", "org"};
+  g.cfg.auth.user_claim = "uid";
+  g.require_jwt();
+  nlohmann::json c = {{"tenant", "acme"},
+                      {"org", "globex"},
+                      {"uid", "user-1"},
+                      {"sub", "someone"},
+                      {"exp", 4102444800}};
+  CHECK(refresh(g, mint(c)).ok());
+  c["tenant"] = "globex";
+  c["org"] = "acme"; // the first present claim decides; org is no second way in
+  check_refused(refresh(g, mint(c)), "FORBIDDEN_ORG");
+}
+
+TEST_CASE("with auth off, or no verifier, a refresh is AUTH_DISABLED whatever it carries") {
+  Gate g;
+  check_refused(refresh(g, fixture_token("hs256_ok")), "AUTH_DISABLED");
+  check_refused(refresh(g, std::nullopt), "AUTH_DISABLED");
+  g.cfg.auth.mode = AuthConfig::Mode::jwt; // configured, but no verifier was made
+  check_refused(refresh(g, fixture_token("hs256_ok")), "AUTH_DISABLED");
+}
+
+TEST_CASE("a refresh token's exp is clamped as the handshake's is") {
+  Gate g;
+  g.require_jwt();
+  nlohmann::json huge = claims();
+  huge["exp"] = 1e300;
+  CHECK(refresh(g, mint(huge)).exp == 253402300799);
+  CHECK(refresh(g, fixture_token("hs256_exp_float")).exp == 4102444800);
 }

@@ -36,3 +36,8 @@ TEST_CASE("pong, error, token_expiring and server_shutdown keep their field orde
         R"({"type":"token_expiring","expires_at":4102444800})");
   CHECK(server_shutdown_message(3000) == R"({"type":"server_shutdown","reconnect_after_ms":3000})");
 }
+
+TEST_CASE("refreshed carries expires_at in unix seconds as token_expiring does, null for none") {
+  CHECK(refreshed_message(1700000123) == R"({"type":"refreshed","expires_at":1700000123})");
+  CHECK(refreshed_message(0) == R"({"type":"refreshed","expires_at":null})");
+}

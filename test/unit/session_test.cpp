@@ -12,6 +12,8 @@
 #include "client_messages.h"
 #include "clock.h"
 #include "config.h"
+#include "jwt.h"
+#include "jwt_fixtures.h"
 #include "metrics.h"
 #include "shared_frame.h"
 
@@ -26,8 +28,12 @@ struct NullBus final : Subscriber {
 
 struct FakeOwner final : SessionOwner {
   int requests = 0, leaving = 0, closed = 0;
+  std::vector<std::string> forwarded;
   void on_request(Session &, const HttpRequest &) override { ++requests; }
-  bool forward_inbound(Session &, std::string_view) override { return true; }
+  bool forward_inbound(Session &, std::string_view text) override {
+    forwarded.emplace_back(text);
+    return true;
+  }
   void session_leaving(Session &) noexcept override { ++leaving; }
   void session_closed(Session &) override { ++closed; }
 };
@@ -42,15 +48,28 @@ struct World {
   FakeOwner owner;
   FrameRef ping{SharedFrame::make(Opcode::ping, {})};
   char buf[64]{};
-  SessionEnv env{&loop, cfg, metrics, rooms, flush, owner, ping.get(), buf, sizeof buf};
+  std::unique_ptr<JwtVerifier> jwt; // none: auth is off until require_jwt()
+  SessionEnv env{&loop, cfg, metrics, rooms, flush, owner, ping.get(), buf, sizeof buf, jwt};
 
   World() { REQUIRE(uv_loop_init(&loop) == 0); }
   ~World() { uv_loop_close(&loop); }
 
+  // auth.mode jwt with the fixture secret, no leeway and a 30-second warning.
+  void require_jwt() {
+    cfg.auth.mode = AuthConfig::Mode::jwt;
+    cfg.auth.jwt.secret = test::fixture_secret();
+    cfg.auth.jwt.leeway_s = 0;
+    cfg.auth.expiry_warning_s = 30;
+    std::string error;
+    jwt = JwtVerifier::create(cfg.auth.jwt, error);
+    REQUIRE_MESSAGE(jwt != nullptr, error);
+  }
+
   // An upgraded session in room "org:acme", with what the upgrade queued already counted.
-  Session &open(Session &s, int64_t token_exp = 0) {
+  Session &open(Session &s, int64_t token_exp = 0, std::string user = "") {
     UpgradeGrant g;
     g.org = "acme";
+    g.user = std::move(user);
     g.key = "dGhlIHNhbXBsZSBub25jZQ==";
     g.room_channel = "org:acme";
     g.token_exp = token_exp;
@@ -60,8 +79,31 @@ struct World {
   }
 };
 
-// The size of a server text frame of `payload` (payloads here are under 126 bytes).
-uint64_t text_frame_size(const std::string &payload) { return 2 + payload.size(); }
+// The size of a server text frame of `payload`.
+uint64_t text_frame_size(const std::string &payload) {
+  return (payload.size() < 126 ? 2 : 4) + payload.size();
+}
+
+// A client text message, as wslay hands it to the session.
+void client_sends(Session &s, const std::string &text) {
+  static_cast<WsHandler &>(s).on_ws_message(
+      Opcode::text, reinterpret_cast<const uint8_t *>(text.data()), text.size());
+}
+
+std::string refresh_json(const std::string &token) {
+  return nlohmann::json{{"type", "refresh"}, {"token", token}}.dump();
+}
+
+// A token for org acme and user alice that expires at exp.
+std::string alice_token(int64_t exp, const std::string &org = "acme",
+                        const std::string &sub = "alice") {
+  return test::mint({{"org", org}, {"sub", sub}, {"exp", exp}});
+}
+
+uint64_t refreshes(const World &w, const std::string &result) {
+  auto it = w.metrics.token_refreshes.find(result);
+  return it == w.metrics.token_refreshes.end() ? 0 : it->second;
+}
 
 } // namespace
 
@@ -124,4 +166,111 @@ TEST_CASE("with auth.on_expiry keep, an expired token only gets its warning") {
   s.tick(uv_now(&w.loop));
   CHECK(s.is_open());
   CHECK(s.queued_bytes() == before + text_frame_size(token_expiring_message(exp)));
+}
+
+TEST_CASE("a refresh moves the deadline: refreshed with the new exp, and the warning re-arms") {
+  World w;
+  w.require_jwt();
+  Session s(w.env, 6);
+  int64_t old_exp = unix_now() + 10;
+  w.open(s, old_exp, "alice");
+  s.tick(uv_now(&w.loop)); // inside the 30-second warning: warned for the old exp
+  uint64_t before = s.queued_bytes();
+  int64_t new_exp = unix_now() + 20; // still inside the warning window, so it warns again
+  client_sends(s, refresh_json(alice_token(new_exp)));
+  CHECK(refreshed_message(new_exp) ==
+        R"({"type":"refreshed","expires_at":)" + std::to_string(new_exp) + "}");
+  CHECK(s.queued_bytes() == before + text_frame_size(refreshed_message(new_exp)));
+  s.tick(uv_now(&w.loop));
+  CHECK(s.queued_bytes() == before + text_frame_size(refreshed_message(new_exp)) +
+                                text_frame_size(token_expiring_message(new_exp)));
+  CHECK(refreshes(w, "ok") == 1);
+  CHECK(w.owner.forwarded.empty());
+}
+
+TEST_CASE("a refresh after the warning prevents the 4001 at the old exp") {
+  World w;
+  w.require_jwt();
+  Session s(w.env, 7);
+  w.open(s, unix_now() - 1, "alice"); // due to be closed at the next sweep
+  int64_t new_exp = unix_now() + 3600;
+  client_sends(s, refresh_json(alice_token(new_exp)));
+  uint64_t before = s.queued_bytes();
+  s.tick(uv_now(&w.loop));
+  CHECK(s.is_open());
+  CHECK(s.queued_bytes() == before); // far from the new exp: no warning either
+}
+
+TEST_CASE("a refused refresh answers an error, keeps the old deadline and the session open") {
+  World w;
+  w.require_jwt();
+  Session s(w.env, 8);
+  int64_t old_exp = unix_now() - 1;
+  w.open(s, old_exp, "alice");
+  struct Case {
+    std::string text, code, result;
+  };
+  std::vector<Case> cases = {
+      {refresh_json(alice_token(unix_now() + 3600, "globex")), "FORBIDDEN_ORG", "forbidden_org"},
+      {refresh_json(alice_token(unix_now() + 3600, "acme", "bob")), "USER_MISMATCH",
+       "user_mismatch"},
+      {refresh_json(alice_token(unix_now() - 60)), "UNAUTHORIZED", "unauthorized"},
+      {refresh_json("garbage"), "UNAUTHORIZED", "unauthorized"},
+      {R"({"type":"refresh"})", "UNAUTHORIZED", "unauthorized"},
+      {R"({"type":"refresh","token":42})", "UNAUTHORIZED", "unauthorized"},
+      {R"({"type":"refresh","token":null})", "UNAUTHORIZED", "unauthorized"},
+      {refresh_json(alice_token(unix_now() + 3600, "acme", "a user")), "BAD_USER", "bad_user"},
+  };
+  for (const Case &c : cases) {
+    CAPTURE(c.text);
+    uint64_t before = s.queued_bytes();
+    client_sends(s, c.text);
+    CHECK(s.is_open());
+    CHECK(s.queued_bytes() > before); // an error frame, checked by size below
+    CHECK(refreshes(w, c.result) >= 1);
+  }
+  CHECK(refreshes(w, "ok") == 0);
+  CHECK(w.owner.forwarded.empty());
+  // One exact frame: the handshake's message for a bad signature.
+  uint64_t before = s.queued_bytes();
+  client_sends(s, refresh_json(test::fixture_token("hs256_wrong_secret")));
+  CHECK(s.queued_bytes() == before + text_frame_size(error_message(
+                                         "UNAUTHORIZED", "invalid token: bad signature", true)));
+  // The old deadline stands: the next sweep closes with 4001.
+  s.tick(uv_now(&w.loop));
+  CHECK(s.phase() == Session::Phase::closing);
+}
+
+TEST_CASE("with auth off a refresh is AUTH_DISABLED and never reaches the inbound stream") {
+  World w;
+  w.cfg.inbound.stream = "inbound:{org}";
+  Session s(w.env, 9);
+  w.open(s);
+  uint64_t before = s.queued_bytes();
+  client_sends(s, refresh_json(test::fixture_token("hs256_ok")));
+  CHECK(s.queued_bytes() ==
+        before +
+            text_frame_size(error_message(
+                "AUTH_DISABLED", "this sidecar does not authenticate; nothing to refresh", true)));
+  CHECK(refreshes(w, "auth_disabled") == 1);
+  CHECK(w.owner.forwarded.empty());
+  // Other client messages still go to the stream.
+  client_sends(s, R"({"type":"hello"})");
+  CHECK(w.owner.forwarded == std::vector<std::string>{R"({"type":"hello"})"});
+}
+
+TEST_CASE("refresh messages spend the inbound rate budget like any other message") {
+  World w;
+  w.require_jwt();
+  w.cfg.limits.inbound_burst = 2;
+  w.cfg.limits.inbound_rate = 0.001;
+  Session s(w.env, 10);
+  w.open(s, unix_now() + 3600, "alice");
+  std::string token = alice_token(unix_now() + 7200);
+  client_sends(s, refresh_json(token));
+  client_sends(s, refresh_json(token));
+  client_sends(s, refresh_json(token));
+  CHECK(refreshes(w, "ok") == 2);
+  CHECK(w.metrics.inbound_rate_limited == 1);
+  CHECK(s.is_open());
 }
