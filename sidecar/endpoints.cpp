@@ -1,7 +1,8 @@
 // HTTP endpoints served beside the WebSocket routes (or on admin.listen): /health, /ready,
-// /metrics, /api/websocket/status and /ws/config. Bodies are small and built with
-// nlohmann::json; none of this is on the fan-out path. They carry strings that clients sent (user
-// agents, addresses, users), so they are written by json_text(), which cannot throw on bad bytes.
+// /metrics, /api/websocket/status, /dashboard (dashboard.cpp) and /ws/config. Bodies are small and
+// built with nlohmann::json; none of this is on the fan-out path. They carry strings that clients
+// sent (user agents, addresses, users), so they are written by json_text(), which cannot throw on
+// bad bytes.
 #include <nlohmann/json.hpp>
 #include <openssl/crypto.h>
 
@@ -9,6 +10,7 @@
 #include <ctime>
 
 #include "clock.h"
+#include "dashboard.h"
 #include "guard.h"
 #include "json_text.h"
 #include "log.h"
@@ -41,7 +43,7 @@ size_t number_param(const HttpRequest &req, std::string_view name, size_t dflt, 
 
 bool Server::is_endpoint(std::string_view path) const {
   return path == "/health" || path == "/ready" || path == "/metrics" ||
-         path == "/api/websocket/status" || path == "/ws/config";
+         path == "/api/websocket/status" || path == "/dashboard" || path == "/ws/config";
 }
 
 std::string Server::ready_reason() const {
@@ -96,7 +98,7 @@ HttpAnswer Server::endpoint(const HttpRequest &req, bool admin_listener) {
   if (admin_listener && !is_endpoint(req.path)) {
     return json_error(404, "NOT_FOUND", "no such endpoint");
   }
-  // /metrics and /api/websocket/status may require the admin token.
+  // /metrics, /api/websocket/status and /dashboard may require the admin token.
   const std::string &token = cfg_->admin.token;
   if (!token.empty()) {
     const std::string *auth = req.header("authorization");
@@ -126,19 +128,29 @@ HttpAnswer Server::endpoint(const HttpRequest &req, bool admin_listener) {
     a.body = render_prometheus(metrics_, snap);
     return a;
   }
+  if (req.path == "/dashboard")
+    return dashboard_answer();
   return status_endpoint(req);
 }
 
 // Seed 002's shape: a summary and one entry per connection, paged so that a sidecar with 100k
-// connections answers quickly (?limit=, ?offset=, ?org=).
+// connections answers quickly (?limit=, ?offset=, ?org= exact, ?q= a part of the org, user or
+// address, as the dashboard's filter box sends it).
 HttpAnswer Server::status_endpoint(const HttpRequest &req) {
   size_t limit = number_param(req, "limit", 100, 1000);
   size_t offset = number_param(req, "offset", 0, SIZE_MAX);
   std::optional<std::string> org = req.query_param("org");
+  std::optional<std::string> q = req.query_param("q");
+  if (q && q->empty())
+    q.reset();
+  auto has_q = [&](const Session &s) {
+    return s.org().find(*q) != std::string::npos || s.user().find(*q) != std::string::npos ||
+           s.ip().find(*q) != std::string::npos;
+  };
   nlohmann::json conns = nlohmann::json::array();
   size_t matched = 0;
   for (auto &[id, s] : sessions_) {
-    if (!s->is_open() || (org && s->org() != *org))
+    if (!s->is_open() || (org && s->org() != *org) || (q && !has_q(*s)))
       continue;
     if (matched++ < offset || conns.size() >= limit)
       continue;
@@ -150,6 +162,7 @@ HttpAnswer Server::status_endpoint(const HttpRequest &req) {
                      {"bytesSent", s->bytes_out()},
                      {"messagesReceived", s->messages_in()},
                      {"queuedBytes", s->queued_bytes()},
+                     {"queuedFrames", s->queued_frames()},
                      {"lastError",
                       s->last_error().empty() ? nlohmann::json() : nlohmann::json(s->last_error())},
                      {"clientInfo", {{"ip", s->ip()}, {"userAgent", s->user_agent()}}}});

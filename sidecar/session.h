@@ -145,6 +145,7 @@ public:
   uint64_t bytes_out() const { return bytes_out_; }
   uint64_t messages_in() const { return messages_in_; }
   uint64_t queued_bytes() const { return out_.bytes(); }
+  size_t queued_frames() const { return out_.frames(); }
   bool counted_ = false;        // admitted into the server's connection counts
   bool admin_listener_ = false; // accepted on admin.listen: endpoints only
   bool pending_ = false;        // on the flush list
