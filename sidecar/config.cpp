@@ -86,6 +86,7 @@ private:
     return [this, &out](const At &a) { read_nonempty(a, out); };
   }
   void read_routes(const At &at);
+  void read_history(const At &at);
   void read_origins(const At &at);
   void read_origin_patterns(const At &at);
   void finish();
@@ -305,6 +306,7 @@ void Parser::add_edge_fields(std::vector<Field> &fields) {
           {"shutdown.drain_timeout_ms", num(0, kTenMinutes, c.shutdown.drain_timeout_ms)},
           {"shutdown.reconnect_after_ms", num(0, kTenMinutes, c.shutdown.reconnect_after_ms)},
           {"shutdown.reconnect_jitter_ms", num(0, kTenMinutes, c.shutdown.reconnect_jitter_ms)},
+          {"history", [this](const At &a) { read_history(a); }},
       });
 }
 
@@ -344,6 +346,50 @@ void Parser::read_routes(const At &at) {
     fail(at, "must list at least one route, like - {path: \"/ws/{org}\", channel: \"org:{org}\"}");
   else if (ok)
     cfg_.routes = std::move(routes);
+}
+
+// history: a list of {channel, size, ttl_s, max_recover}. Each value is read here; the rules
+// across entries and keys (a template twice, max_recover over size, placeholders) are
+// check_history's, the same function the Redis library's generator trusts, so this file and the
+// library cannot disagree about what is valid. A list with any problem keeps history off.
+void Parser::read_history(const At &at) {
+  if (at.node.IsNull())
+    return; // "history:" alone: off
+  std::vector<HistoryConfig> list;
+  std::vector<At> items;
+  bool clean = true;
+  bool is_list = walk_list(at, [&](const At &item) {
+    HistoryConfig h;
+    bool has_channel = false;
+    size_t errors = error_count();
+    if (!item.node.IsMap())
+      fail(item, "must be a map like {channel: \"org:{org}\", size: 1000, ttl_s: 3600, "
+                 "max_recover: 300}, got " +
+                     describe(item.node));
+    walk_map(item, "",
+             {{"channel",
+               [&](const At &v) {
+                 has_channel = true;
+                 read_nonempty(v, h.channel_template);
+               }},
+              {"size", num(1, kMaxHistorySize, h.size)},
+              {"ttl_s", num(1, kMaxHistoryTtlS, h.ttl_s)},
+              {"max_recover", num(1, kMaxRecover, h.max_recover)}});
+    if (item.node.IsMap() && !has_channel)
+      fail(item, "missing \"channel\", like channel: \"org:{org}\"");
+    clean = clean && errors == error_count();
+    list.push_back(std::move(h));
+    items.push_back(item);
+  });
+  if (!is_list || !clean)
+    return;
+  std::vector<HistoryProblem> problems = check_history(list);
+  for (const HistoryProblem &p : problems) {
+    std::string key = items[p.index].path + "." + p.key;
+    fail(line_of(key) != 0 ? line_of(key) : items[p.index].line, key, p.reason);
+  }
+  if (problems.empty())
+    cfg_.history = std::move(list);
 }
 
 // Origins are a list of patterns, or a map that also says whether a missing Origin is allowed.

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "config_error.h"
+#include "history.h"
 #include "origin.h"
 #include "result.h"
 
@@ -144,6 +145,8 @@ struct Config {
   InboundConfig inbound;
   AdminConfig admin;
   ShutdownConfig shutdown;
+  // Channels whose publications are kept and can be resumed (issue 11); empty: history is off.
+  std::vector<HistoryConfig> history;
   // Line of each key as it appeared in the file ("listen" -> 1), so that errors found later
   // (a port in use at bind time) can still point at the line.
   std::map<std::string, int> key_lines;

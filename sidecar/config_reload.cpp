@@ -36,6 +36,11 @@ ReloadPlan plan_reload(const Config &running, Config next) {
   // Every session joined the broadcast channel at its upgrade; a new name would split them.
   if (next.channels.broadcast != running.channels.broadcast)
     kept.push_back("channels.broadcast");
+  // The Redis library was generated from the list and loaded at connect, and rooms took their
+  // history settings when they were made; a new list would leave the sidecar and the library
+  // disagreeing about which channels have positions.
+  if (next.history != running.history)
+    kept.push_back("history");
 
   next.listen = running.listen;
   next.listen_addr = running.listen_addr;
@@ -43,6 +48,7 @@ ReloadPlan plan_reload(const Config &running, Config next) {
   next.admin.listen_addr = running.admin.listen_addr;
   next.redis = running.redis;
   next.channels.broadcast = running.channels.broadcast;
+  next.history = running.history;
   plan.config = std::move(next);
   return plan;
 }

@@ -16,7 +16,7 @@ struct ReloadPlan {
   // The config to put in force: the new one, with each key in needs_restart at its running value.
   Config config;
   // Dotted keys that changed in the file but cannot change live, in the order of the file's
-  // sections ("listen", "admin.listen", "redis.url", ..., "channels.broadcast").
+  // sections ("listen", "admin.listen", "redis.url", ..., "channels.broadcast", "history").
   std::vector<std::string> needs_restart;
   // needs_restart as the log's not_applied_live field: "listen,redis.url", or "none".
   std::string not_applied_live() const;

@@ -23,12 +23,13 @@ struct redisReply;
 
 namespace sidecar {
 
-// One `history:` entry. Validated by check_history; config.cpp will parse it from YAML.
+// One `history:` entry. Validated by check_history; config.cpp parses it from YAML.
 struct HistoryConfig {
   std::string channel_template; // "org:{org}", as in routes and channels
   uint32_t size = 1000;         // entries kept (XADD MAXLEN ~)
   uint32_t ttl_s = 3600;        // both keys expire this long after the last publish
   uint32_t max_recover = 300;   // most entries replayed on one resume or gap read
+  bool operator==(const HistoryConfig &) const = default;
 };
 
 // Upper bounds, with their reasons. A resume reply carries up to max_recover entries in one
