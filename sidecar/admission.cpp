@@ -30,13 +30,14 @@ std::optional<FoundToken> find_token(const AuthConfig &auth, const HttpRequest &
     } else if (src == "subprotocol") {
       // Browsers cannot set headers, so they offer "bearer, <token>"; we echo "bearer" only,
       // never the token.
+      // "sidecar.v1" beside them names the delivery mode and is never the token.
       auto items = split_list(req.header_list("sec-websocket-protocol"));
       bool bearer = false;
       std::string token;
       for (const auto &it : items) {
         if (iequals(it, "bearer"))
           bearer = true;
-        else if (token.empty())
+        else if (token.empty() && it != kV1Protocol)
           token = it;
       }
       if (bearer && !token.empty())
@@ -117,6 +118,33 @@ std::optional<Admission> check_limits(const AdmissionRequest &req, const LimitsC
   if (over(counts.ip(req.ip), lim.max_connections_per_ip))
     return refusal(429, "IP_LIMIT", "too many connections from this address");
   return std::nullopt;
+}
+
+// The `recover` parameters, only with history configured (without it they were never read, and
+// still are not). A bad list is refused whole: a client that sent a position wants it honoured
+// or to be told. Positions for channels this session will not join, or without history, are
+// dropped here.
+std::optional<Admission> read_recover(const AdmissionRequest &req, const Config &cfg,
+                                      std::vector<RecoverRequest> &out) {
+  if (cfg.history.empty())
+    return std::nullopt;
+  std::vector<std::string> values = req.http.query_params("recover");
+  if (values.empty())
+    return std::nullopt;
+  RecoverParse parsed = parse_recover_params(values);
+  if (!parsed.error.empty())
+    return refusal(400, "BAD_RECOVER", "recover must be CHANNEL@EPOCH:OFFSET: " + parsed.error);
+  out = std::move(parsed.requests);
+  return std::nullopt;
+}
+
+void keep_joined(std::vector<RecoverRequest> &recover, const UpgradeGrant &grant,
+                 const Config &cfg) {
+  std::erase_if(recover, [&](const RecoverRequest &r) {
+    bool joined = r.channel == grant.room_channel || r.channel == grant.user_channel ||
+                  r.channel == cfg.channels.broadcast;
+    return !joined || find_history(cfg.history, r.channel) == nullptr;
+  });
 }
 
 } // namespace
@@ -231,6 +259,9 @@ Admission admit(const AdmissionRequest &req, const Config &cfg, const JwtVerifie
   }
   if (!is_valid_org(req.org))
     return refusal(400, "BAD_ORG", "org must be 1-128 characters of A-Z a-z 0-9 . _ : -");
+  std::vector<RecoverRequest> recover;
+  if (std::optional<Admission> refused = read_recover(req, cfg, recover))
+    return std::move(*refused);
   const LimitsConfig &lim = cfg.limits;
   if (lim.handshakes_per_ip_per_s != 0 &&
       !state.rates.allow(req.ip, req.now_ms, lim.handshakes_per_ip_per_s)) {
@@ -254,6 +285,13 @@ Admission admit(const AdmissionRequest &req, const Config &cfg, const JwtVerifie
   grant.room_channel = expand_channel(req.route.channel, req.org, grant.user);
   if (!grant.user.empty() && !cfg.channels.user.empty())
     grant.user_channel = expand_channel(cfg.channels.user, req.org, grant.user);
+  // sidecar.v1 is echoed whenever it is offered, also beside "bearer, <token>": the client may
+  // be given any one protocol it offered, and this one says which delivery it gets.
+  ok.resume.v1 = req.http.offers_protocol(kV1Protocol);
+  if (ok.resume.v1)
+    grant.protocol = std::string(kV1Protocol);
+  keep_joined(recover, grant, cfg);
+  ok.resume.recover = std::move(recover);
   ok.welcome = welcome_message(req.connection_id, req.org, grant.user, cfg.websocket.heartbeat_ms);
   ok.upgrade = true;
   return ok;

@@ -29,6 +29,14 @@ struct UpgradeGrant {
   int64_t token_exp = 0;    // unix seconds; 0: none
 };
 
+// What a client asked of history (issue 11), for the session to carry out after its upgrade.
+struct ResumeRequest {
+  bool v1 = false; // it negotiated sidecar.v1: envelopes, and a welcome with its channels
+  // Positions to resume from, only for channels the session joins and that have history; a
+  // position for any other channel is ignored.
+  std::vector<RecoverRequest> recover;
+};
+
 // The connections that are admitted and not yet gone, by org, by user (within its org) and by
 // client address. Admission only reads it; the Server adds a session when it applies a grant and
 // removes it when the session leaves, with the same org, user and address.
@@ -100,6 +108,7 @@ struct Admission {
   // An upgrade: the session's org, user, rooms and token expiry, and its welcome message.
   UpgradeGrant grant;
   std::string welcome;
+  ResumeRequest resume;
 };
 
 // A token checked for a session of one org: the verifier (structure, algorithm, key, signature,
@@ -127,7 +136,8 @@ TokenCheck check_refresh(std::optional<std::string_view> token, const UpgradeGra
                          const AuthConfig &auth, const JwtVerifier *jwt, int64_t unix_now);
 
 // Runs the checks in the README's order, cheapest first and all before any Redis work: shutting
-// down, protocol, org, handshake rate, origin, token, then connection limits. jwt may be null,
+// down, protocol, org, recover parameters (with history configured), handshake rate, origin,
+// token, then connection limits. jwt may be null,
 // which admits without a token even when auth.mode is jwt (the Server never does that).
 Admission admit(const AdmissionRequest &req, const Config &cfg, const JwtVerifier *jwt,
                 AdmissionState state);

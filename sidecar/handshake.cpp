@@ -62,23 +62,55 @@ std::string HttpRequest::header_list(std::string_view lower_name) const {
   return out;
 }
 
-std::optional<std::string> HttpRequest::query_param(std::string_view name) const {
-  std::string_view q = query;
+namespace {
+
+// Calls each(value) for every parameter named `name`, decoded, until it returns false. A query
+// string is form-encoded: "+" is a space and a malformed escape stays as sent.
+template <typename Fn> void for_each_param(std::string_view q, std::string_view name, Fn &&each) {
   while (!q.empty()) {
     size_t amp = q.find('&');
     std::string_view pair = q.substr(0, amp);
     size_t eq = pair.find('=');
     std::string_view k = pair.substr(0, eq);
-    // A query string is form-encoded: "+" is a space and a malformed escape stays as sent.
     if (percent_decode(k, PercentRule::form) == name) {
-      return eq == std::string_view::npos ? std::string()
-                                          : percent_decode(pair.substr(eq + 1), PercentRule::form);
+      std::string value = eq == std::string_view::npos
+                              ? std::string()
+                              : *percent_decode(pair.substr(eq + 1), PercentRule::form);
+      if (!each(std::move(value)))
+        return;
     }
     if (amp == std::string_view::npos)
       break;
     q.remove_prefix(amp + 1);
   }
-  return std::nullopt;
+}
+
+} // namespace
+
+std::optional<std::string> HttpRequest::query_param(std::string_view name) const {
+  std::optional<std::string> found;
+  for_each_param(query, name, [&](std::string v) {
+    found = std::move(v);
+    return false;
+  });
+  return found;
+}
+
+std::vector<std::string> HttpRequest::query_params(std::string_view name) const {
+  std::vector<std::string> out;
+  for_each_param(query, name, [&](std::string v) {
+    out.push_back(std::move(v));
+    return true;
+  });
+  return out;
+}
+
+bool HttpRequest::offers_protocol(std::string_view protocol) const {
+  for (const std::string &item : split_list(header_list("sec-websocket-protocol"))) {
+    if (item == protocol)
+      return true;
+  }
+  return false;
 }
 
 std::optional<std::string> HttpRequest::cookie(std::string_view name) const {

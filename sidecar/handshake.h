@@ -28,8 +28,13 @@ struct HttpRequest {
   const std::string *header(std::string_view lower_name) const;
   // All values of a header joined with ", " (as RFC 9110 allows for list headers).
   std::string header_list(std::string_view lower_name) const;
-  // Percent-decoded query parameter.
+  // Percent-decoded query parameter: the first one of that name.
   std::optional<std::string> query_param(std::string_view name) const;
+  // Every value of a repeatable parameter, percent-decoded, in the order sent.
+  std::vector<std::string> query_params(std::string_view name) const;
+  // The client offered this subprotocol in Sec-WebSocket-Protocol (compared exactly, as
+  // browsers compare the one echoed back).
+  bool offers_protocol(std::string_view protocol) const;
   std::optional<std::string> cookie(std::string_view name) const;
 };
 
@@ -39,6 +44,9 @@ struct HttpAnswer {
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
 };
+
+// The subprotocol of positioned delivery (issue 11): envelopes, positions and resyncs.
+inline constexpr std::string_view kV1Protocol = "sidecar.v1";
 
 // A JSON error answer: {"error":"<code>","message":"<message>"}.
 HttpAnswer json_error(int status, std::string_view code, std::string_view message);
