@@ -23,6 +23,22 @@ std::string welcome_message(std::string_view connection_id, std::string_view org
                         {"heartbeat_ms", heartbeat_ms}});
 }
 
+std::string welcome_with_channels(std::string_view welcome,
+                                  const std::vector<WelcomeChannel> &channels) {
+  Json out = Json::parse(welcome);
+  Json &map = out["channels"] = Json::object();
+  for (const WelcomeChannel &c : channels) {
+    Json entry = Json::object();
+    if (c.known) {
+      entry["epoch"] = c.epoch;
+      entry["offset"] = c.offset;
+    }
+    entry["recovered"] = c.recovered;
+    map[c.channel] = std::move(entry);
+  }
+  return json_text(out);
+}
+
 std::string pong_message(int64_t timestamp_ms) {
   return json_text(Json{{"type", "pong"}, {"timestamp", timestamp_ms}});
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sidecar {
 
@@ -14,6 +15,19 @@ namespace sidecar {
 // is null.
 std::string welcome_message(std::string_view connection_id, std::string_view org,
                             std::string_view user, uint32_t heartbeat_ms);
+// One history channel as the welcome tells it (issue 11).
+struct WelcomeChannel {
+  std::string channel;
+  bool known = false; // epoch and offset were read; false when the read failed
+  std::string epoch;
+  uint64_t offset = 0; // the position delivery continues after (before any replay)
+  bool recovered = false;
+};
+// The welcome with "channels":{C:{"epoch":…,"offset":…,"recovered":…},…} appended, each in the
+// order given; a channel that is not known has only "recovered":false. `welcome` must be one of
+// welcome_message's.
+std::string welcome_with_channels(std::string_view welcome,
+                                  const std::vector<WelcomeChannel> &channels);
 // {"type":"pong","timestamp":…}, the wall clock in milliseconds.
 std::string pong_message(int64_t timestamp_ms);
 // {"type":"error","code":…,"message":…,"recoverable":…}

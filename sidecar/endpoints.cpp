@@ -64,6 +64,13 @@ std::string Server::ready_reason() const {
 }
 
 std::string Server::degraded_reason() const {
+  // History that cannot load is degraded, not 503: the cause (an ACL without +function, a Redis
+  // before 7) is the same for every sidecar on this Redis, so a 503 would take all of them out
+  // of rotation and turn lost resumes into lost live delivery. Clients are told instead: every
+  // resume and gap read ends in a resync with reason unavailable.
+  if (bus_.history_enabled() && !bus_.history_error().empty())
+    return "history unavailable: the Redis Function library is not loaded (" +
+           bus_.history_error() + "); resumes and gap reads resync with reason unavailable";
   size_t n = bus_.refused_channels();
   if (n == 0)
     return "";
@@ -119,6 +126,9 @@ HttpAnswer Server::endpoint(const HttpRequest &req, bool admin_listener) {
     snap.redis_connected = bus_.connected();
     snap.redis_channels_refused = bus_.refused_channels();
     snap.redis_subscribe_errors = &bus_.subscribe_errors();
+    snap.history = bus_.history_enabled();
+    snap.history_reads = bus_.reads_sent();
+    snap.history_reads_coalesced = bus_.reads_coalesced();
     snap.uptime_s = static_cast<double>(now_ms() - started_ms_) / 1000.0;
     snap.internal_errors = internal_errors_total();
     for (auto &[id, s] : sessions_)

@@ -4,6 +4,8 @@
 
 #include <cstdio>
 
+#include "history.h"
+
 namespace sidecar {
 namespace {
 
@@ -40,6 +42,44 @@ void histogram(std::string &out, const char *name, const char *help, const Histo
   value(out, std::string(name) + "_bucket{le=\"+Inf\"}", static_cast<double>(h.count));
   value(out, std::string(name) + "_sum", h.sum);
   value(out, std::string(name) + "_count", static_cast<double>(h.count));
+}
+
+void by_reason(std::string &out, const char *name, const char *label,
+               const std::array<uint64_t, 8> &counts, std::initializer_list<ResyncReason> reasons) {
+  for (ResyncReason r : reasons) {
+    value(out, std::string(name) + "{" + label + "=\"" + resync_reason_name(r) + "\"}",
+          static_cast<double>(counts[static_cast<size_t>(r)]));
+  }
+}
+
+// Rendered only with history configured, so a sidecar without it shows no series it cannot move.
+void render_history(std::string &out, const HistoryCounters &h, const MetricsSnapshot &s) {
+  using R = ResyncReason;
+  line(out, "sidecar_resumes_total", "counter",
+       "Channels clients asked to resume, by result: recovered, or the resync reason.");
+  value(out, "sidecar_resumes_total{result=\"recovered\"}",
+        static_cast<double>(h.resumes_recovered));
+  by_reason(out, "sidecar_resumes_total", "result", h.resumes_refused,
+            {R::epoch_changed, R::trimmed, R::too_many, R::bad_position, R::unavailable});
+  counter(out, "sidecar_replayed_messages_total",
+          "Messages read from history and queued to clients (resumes and gap reads).",
+          h.replayed_messages);
+  line(out, "sidecar_resyncs_sent_total", "counter",
+       "Resync messages queued to clients, by reason.");
+  by_reason(out, "sidecar_resyncs_sent_total", "reason", h.resyncs_sent,
+            {R::epoch_changed, R::trimmed, R::too_many, R::bad_position, R::unavailable,
+             R::redis_reconnected});
+  counter(out, "sidecar_history_gap_reads_total",
+          "Room reads after a missing position or a subscriber reconnect.", h.gap_reads);
+  counter(out, "sidecar_history_reads_total", "FCALL sidecar_read commands sent to Redis.",
+          s.history_reads);
+  counter(out, "sidecar_history_reads_coalesced_total",
+          "History reads answered by another waiter's FCALL instead of their own.",
+          s.history_reads_coalesced);
+  counter(out, "sidecar_live_malformed_total",
+          "Live messages whose sidecar header was broken; dropped.", h.live_malformed);
+  counter(out, "sidecar_live_duplicates_total",
+          "Positioned live messages a room had delivered already; dropped.", h.live_duplicates);
 }
 
 } // namespace
@@ -176,6 +216,8 @@ std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s) {
   histogram(out, "sidecar_fanout_latency_seconds",
             "Time from a Redis message arriving to its frame being written to a socket.",
             m.fanout_seconds);
+  if (s.history)
+    render_history(out, m.history, s);
   counter(out, "sidecar_internal_errors_total",
           "Exceptions caught at a callback entry; each cost at most one connection.",
           s.internal_errors);

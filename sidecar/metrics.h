@@ -36,11 +36,24 @@ struct PublishCounters {
   uint64_t frames = 0;   // queued to a recipient
 };
 
+// Counted by rooms and sessions on history channels (issue 11). Arrays are indexed by
+// ResyncReason, so every reason is a fixed metric label.
+struct HistoryCounters {
+  uint64_t resumes_recovered = 0;            // channels a client resumed with nothing lost
+  std::array<uint64_t, 8> resumes_refused{}; // channels a client asked to resume and was resynced
+  std::array<uint64_t, 8> resyncs_sent{};    // resync messages queued, one per client
+  uint64_t replayed_messages = 0;            // messages from history reads queued, one per client
+  uint64_t gap_reads = 0;                    // room reads after a gap or a subscriber reconnect
+  uint64_t live_malformed = 0;               // live messages with a broken sidecar header, dropped
+  uint64_t live_duplicates = 0; // positioned live messages a room had delivered already
+};
+
 struct Metrics {
   uint64_t connections_accepted = 0;
   uint64_t connections_upgraded = 0;
   std::map<std::string, uint64_t> refused; // reason -> count
   PublishCounters publish;
+  HistoryCounters history;
   uint64_t bytes_out = 0;
   uint64_t slow_consumer_closes = 0;
   uint64_t pong_timeouts = 0;
@@ -72,7 +85,10 @@ struct MetricsSnapshot {
   const std::map<std::string, uint64_t> *redis_subscribe_errors = nullptr;
   double uptime_s = 0;
   uint64_t queued_bytes = 0;
-  uint64_t internal_errors = 0; // exceptions caught at a callback entry (guard.h)
+  uint64_t internal_errors = 0;         // exceptions caught at a callback entry (guard.h)
+  bool history = false;                 // history is configured: its metrics are rendered
+  uint64_t history_reads = 0;           // FCALL sidecar_read written (RedisBus::reads_sent)
+  uint64_t history_reads_coalesced = 0; // waiters that shared another's read
 };
 
 std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s);

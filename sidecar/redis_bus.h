@@ -94,7 +94,7 @@ public:
   uint64_t reads_coalesced() const { return reads_coalesced_; } // waiters that joined one
 
   // Redis confirmed the SUBSCRIBE of `channel` on the current connection.
-  bool subscribed(const std::string &channel) const;
+  bool subscribed(const std::string &channel) const override;
 
   bool connected() const { return sub_.up(); }
   bool command_connected() const { return cmd_.up(); }

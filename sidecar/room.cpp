@@ -7,21 +7,32 @@
 
 namespace sidecar {
 
-Room *Rooms::join(const std::string &channel, RoomMember *m, uint32_t &slot) {
+Room *Rooms::join(const std::string &channel, RoomMember *m, uint32_t &slot, bool v1) {
   auto it = rooms_.find(channel);
-  if (it == rooms_.end()) {
+  bool created = it == rooms_.end();
+  if (created) {
     auto room = std::make_unique<Room>();
     room->channel = channel;
+    if (const HistoryConfig *h = reads_ != nullptr ? find_history(history_, channel) : nullptr)
+      room->history = std::make_unique<RoomHistory>(*h);
     it = rooms_.emplace(channel, std::move(room)).first;
     bus_.subscribe(channel);
   }
   Room *room = it->second.get();
   slot = static_cast<uint32_t>(room->members.size());
   room->members.push_back(m);
+  room->v1_members += v1 ? 1 : 0;
+  // A new history room holds live messages until its first read, which waits for the SUBSCRIBE:
+  // only then is everything after the read's answer sure to arrive.
+  if (created && room->history && bus_.subscribed(channel)) {
+    room->history->subscribed = true;
+    start_read(*room);
+  }
   return room;
 }
 
-void Rooms::leave(Room *room, uint32_t slot) {
+void Rooms::leave(Room *room, uint32_t slot, bool v1) {
+  room->v1_members -= v1 ? 1 : 0;
   if (room->fanning_out) {
     // Filling the hole now would move a member that fan-out has not reached yet to a slot it
     // has passed, and that member would miss the message. The hole is filled when it ends.
@@ -47,6 +58,8 @@ void Rooms::drop_if_empty(Room *room) {
   if (!room->members.empty())
     return;
   std::string channel = room->channel;
+  if (room->history)
+    cancel_read(*room);  // its answer must never reach a freed room
   rooms_.erase(channel); // frees room
   bus_.unsubscribe(channel);
 }
@@ -58,6 +71,10 @@ size_t Rooms::publish(std::string_view channel, std::string_view payload) {
     ++counters_.unrouted;
     return 0;
   }
+  // The one branch history adds to the common path: with history off and no sidecar.v1 member,
+  // the payload is relayed as it came, whatever its bytes.
+  if (room->history != nullptr || room->v1_members != 0 || reads_ != nullptr) [[unlikely]]
+    return publish_each(*room, payload);
   // Framed once for the whole room: text when the payload is valid UTF-8, else binary.
   Opcode op = is_valid_utf8(payload) ? Opcode::text : Opcode::binary;
   FrameRef f(SharedFrame::make(op, payload));
@@ -70,7 +87,7 @@ size_t Rooms::publish(std::string_view channel, std::string_view payload) {
   return recipients;
 }
 
-size_t Rooms::fan_out(Room &room, SharedFrame *f) {
+template <typename Fn> size_t Rooms::each_member(Room &room, Fn &&fn) {
   // A member's deliver never leaves a room or frees anything: a session over its budget is only
   // marked here and closed later in the loop turn, so nothing leaves a room during fan-out. Should
   // one leave anyway, leave() only empties its slot until the loop ends, so every other member
@@ -80,7 +97,7 @@ size_t Rooms::fan_out(Room &room, SharedFrame *f) {
   size_t n = room.members.size(), recipients = 0;
   for (size_t i = 0; i < n; ++i) {
     if (RoomMember *m = room.members[i]) {
-      m->deliver(f);
+      fn(m);
       ++recipients;
     }
   }
@@ -98,20 +115,33 @@ size_t Rooms::fan_out(Room &room, SharedFrame *f) {
   return recipients;
 }
 
+size_t Rooms::fan_out(Room &room, SharedFrame *f) {
+  return each_member(room, [f](RoomMember *m) { m->deliver(f); });
+}
+
+size_t Rooms::fan_out(Room &room, const Publication &p) {
+  return each_member(room, [&room, &p](RoomMember *m) { m->deliver(&room, p); });
+}
+
+void Rooms::announce_ready(Room &room) {
+  Room *r = &room;
+  each_member(room, [r](RoomMember *m) { m->room_ready(r); });
+}
+
 Room *Rooms::find(std::string_view channel) {
   auto it = rooms_.find(channel);
   return it == rooms_.end() ? nullptr : it->second.get();
 }
 
-bool Memberships::join(Rooms &rooms, const std::string &channel, RoomMember *m) {
+bool Memberships::join(Rooms &rooms, const std::string &channel, RoomMember *m, bool v1) {
   for (const Entry &e : entries_) {
     if (e.room->channel == channel)
       return true;
   }
   Entry e{};
-  e.room = rooms.join(channel, m, e.slot);
+  e.room = rooms.join(channel, m, e.slot, v1);
   if (!entries_.push_back(e)) {
-    rooms.leave(e.room, e.slot);
+    rooms.leave(e.room, e.slot, v1);
     return false;
   }
   return true;
@@ -124,11 +154,11 @@ void Memberships::moved(Room *room, uint32_t slot) noexcept {
   }
 }
 
-void Memberships::leave_all(Rooms &rooms) noexcept {
+void Memberships::leave_all(Rooms &rooms, bool v1) noexcept {
   while (!entries_.empty()) {
     Entry e = entries_.back();
     entries_.pop_back();
-    rooms.leave(e.room, e.slot);
+    rooms.leave(e.room, e.slot, v1);
   }
 }
 

@@ -30,7 +30,7 @@ void close_handle(void *h) {
 Server::Server(uv_loop_t *loop, Config cfg)
     : loop_(loop), cfg_(std::make_unique<Config>(std::move(cfg))), proxies_(cfg_->trusted_proxies),
       read_buf_(new char[kReadBufferSize]), ping_frame_(SharedFrame::make(Opcode::ping, {})),
-      bus_(loop, cfg_->redis, *this),
+      bus_(loop, cfg_->redis, *this, cfg_->history),
       rooms_(bus_, metrics_.publish), env_{.loop = loop,
                                            .cfg = *cfg_,
                                            .metrics = metrics_,
@@ -46,6 +46,11 @@ Server::Server(uv_loop_t *loop, Config cfg)
   char buf[16];
   snprintf(buf, sizeof buf, "%08x", rd());
   instance_ = buf;
+  if (!cfg_->history.empty()) {
+    rooms_.enable_history(bus_, cfg_->history, metrics_.history);
+    env_.history = &bus_;
+    env_.replay = &replay_;
+  }
 }
 
 Server::~Server() = default;
@@ -154,7 +159,7 @@ void Server::apply(Session &s, const std::string &org, Admission a) {
   metrics_.handshake_seconds.observe(static_cast<double>(mono_ns() - s.accepted_ns_) / 1e9);
   log_debug("connect",
             {{"conn", s.id()}, {"org", a.grant.org}, {"user", a.grant.user}, {"ip", s.ip()}});
-  s.upgrade(std::move(a.grant), a.welcome);
+  s.upgrade(std::move(a.grant), a.welcome, std::move(a.resume));
 }
 
 void Server::session_leaving(Session &s) noexcept {
@@ -175,6 +180,7 @@ void Server::on_check(uv_check_t *h) {
 }
 
 void Server::flush_pending() {
+  replay_.clear(); // what this turn's reads replayed is queued by now
   if (flush_.empty())
     return;
   flush_.flush_all();
@@ -199,6 +205,16 @@ void Server::on_redis_state(bool connected) {
     log_info(connected ? "redis_ready" : "redis_lost",
              {{"rooms", rooms_.size()}, {"sessions", sessions_.size()}});
   });
+}
+
+void Server::on_subscribed(std::string_view channel) {
+  guarded("redis.subscribed", 0, "this room's history read waits for the next event",
+          [&] { rooms_.on_subscribed(channel); });
+}
+
+void Server::on_subscriber_reconnected() {
+  guarded("redis.reconnected", 0, "rooms are not told of the outage",
+          [&] { rooms_.on_subscriber_reconnected(); });
 }
 
 bool Server::forward_inbound(Session &s, std::string_view text) {

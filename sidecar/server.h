@@ -21,6 +21,7 @@
 #include "redis_bus.h"
 #include "room.h"
 #include "session.h"
+#include "session_resume.h"
 
 namespace sidecar {
 
@@ -49,6 +50,8 @@ public:
   // RedisSink; entered from hiredis callbacks, so nothing unwinds out of these (guard.h).
   void on_redis_message(std::string_view channel, std::string_view payload) override;
   void on_redis_state(bool connected) override;
+  void on_subscribed(std::string_view channel) override;
+  void on_subscriber_reconnected() override;
 
 private:
   static constexpr size_t kReadBufferSize = 64 * 1024;
@@ -84,7 +87,8 @@ private:
   RedisBus bus_;
   Rooms rooms_;
   FlushList flush_;
-  SessionEnv env_; // what every session is handed: the members above, and this Server
+  ReplayFrames replay_; // cleared every loop turn (flush_pending)
+  SessionEnv env_;      // what every session is handed: the members above, and this Server
   Listener main_;
   Listener admin_;
   uv_check_t check_{};

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "room.h"
+#include "session_resume.h"
 
 namespace sidecar {
 namespace {
@@ -86,7 +87,7 @@ void FlushList::flush_all() noexcept {
 
 Session::Session(SessionEnv &env, uint64_t id) : env_(env), id_(id) {}
 
-Session::~Session() = default;
+Session::~Session() { end_resume(); }
 
 int Session::init(uv_loop_t *loop) {
   int rc = uv_tcp_init(loop, &tcp_);
@@ -98,7 +99,7 @@ int Session::init(uv_loop_t *loop) {
 }
 
 void Session::start(uint64_t now_ms) {
-  created_ms_ = last_recv_ms_ = now_ms;
+  phase_since_ms_ = last_recv_ms_ = now_ms;
   ip_ = peer_ip(&tcp_);
   uv_tcp_nodelay(&tcp_, 1);
   http_ = std::make_unique<RequestParser>(env_.cfg.limits.max_header_bytes);
@@ -180,14 +181,16 @@ void Session::answer(const HttpAnswer &a) noexcept {
     out_.push(f.get());
   close_when_flushed_ = true;
   phase_ = Phase::closing;
-  closing_since_ms_ = env_.now_ms();
+  phase_since_ms_ = env_.now_ms();
   uv_read_stop(stream());
   request_flush();
 }
 
-void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json) noexcept {
+void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json,
+                      ResumeRequest resume) noexcept {
   http_.reset(); // normally gone already: an upgraded session keeps no HTTP state
   grant_ = std::move(grant);
+  v1_ = resume.v1;
   const Config &cfg = env_.cfg;
   ws_.emplace(*this, cfg.limits.max_message_bytes);
   std::string head = build_switching_protocols(grant_.key, grant_.protocol);
@@ -201,14 +204,19 @@ void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json) noexcep
   last_message_ms_ = ping_sent_ms_ = env_.now_ms();
   tokens_ = cfg.limits.inbound_burst;
   tokens_at_ms_ = last_message_ms_;
-  if (join_rooms({&grant_.room_channel, &grant_.user_channel, &cfg.channels.broadcast}))
+  if (!join_rooms({&grant_.room_channel, &grant_.user_channel, &cfg.channels.broadcast}))
+    return;
+  // Joined first, so that what the rooms deliver while the reads are out is held, not missed.
+  if (env_.history != nullptr && (v1_ || !resume.recover.empty()))
+    start_resume(welcome_json, std::move(resume.recover));
+  else
     send_json(welcome_json);
 }
 
 bool Session::join_rooms(std::initializer_list<const std::string *> channels) noexcept {
   Rooms &rooms = env_.rooms;
   for (const std::string *ch : channels) {
-    if (ch->empty() || rooms_.join(rooms, *ch, this))
+    if (ch->empty() || rooms_.join(rooms, *ch, this, v1_))
       continue;
     // Out of memory beyond the inline memberships: a session that silently misses a channel is
     // worse than one that is told to come back.
@@ -221,11 +229,28 @@ bool Session::join_rooms(std::initializer_list<const std::string *> channels) no
 
 void Session::moved_in_room(Room *room, uint32_t slot) noexcept { rooms_.moved(room, slot); }
 
-void Session::leave_rooms() noexcept { rooms_.leave_all(env_.rooms); }
+void Session::leave_rooms() noexcept {
+  end_resume();
+  rooms_.leave_all(env_.rooms, v1_);
+}
 
 void Session::deliver(SharedFrame *f) noexcept {
+  if (resume_ != nullptr) [[unlikely]] {
+    hold(nullptr, {f, f, nullptr, false}, f); // behind the welcome, which waits for history
+    return;
+  }
   // A delivered message is counted only once it is queued; a refused one never was.
   if (queue(f))
+    ++messages_out_;
+}
+
+void Session::deliver(Room *room, const Publication &p) noexcept {
+  SharedFrame *f = v1_ ? p.envelope : p.verbatim;
+  if (resume_ != nullptr) {
+    hold(room, p, f);
+    return;
+  }
+  if (f != nullptr && queue(f) && !p.resync)
     ++messages_out_;
 }
 
@@ -478,7 +503,7 @@ void Session::enter_closing(uint64_t now_ms) noexcept {
   if (phase_ == Phase::closing || phase_ == Phase::gone)
     return;
   phase_ = Phase::closing;
-  closing_since_ms_ = now_ms;
+  phase_since_ms_ = now_ms;
   leave_rooms();
   env_.owner.session_leaving(*this);
 }
@@ -536,12 +561,21 @@ void Session::tick(uint64_t now) {
   const WebSocketConfig &ws = env_.cfg.websocket;
   switch (phase_) {
   case Phase::http:
-    if (now - created_ms_ >= ws.handshake_timeout_ms) {
+    if (now - phase_since_ms_ >= ws.handshake_timeout_ms) {
       env_.metrics.count_refusal(408);
       abort("handshake timeout");
     }
     break;
   case Phase::open:
+    // History reads that outlast redis.reply_timeout_ms (a room whose SUBSCRIBE Redis refuses,
+    // a link that is down) end in resync unavailable rather than a welcome that never comes.
+    if (resume_ != nullptr && now - resume_->started_ms >= env_.cfg.redis.reply_timeout_ms) {
+      for (size_t i = 0; resume_ != nullptr && i < resume_->channels.size(); ++i) {
+        if (!resume_->channels[i].done)
+          finish_channel(i, nullptr);
+      }
+      welcome_when_done();
+    }
     if (awaiting_pong_ && now - ping_sent_ms_ >= ws.pong_timeout_ms) {
       last_error_ = "pong timeout";
       ++env_.metrics.pong_timeouts;
@@ -561,7 +595,7 @@ void Session::tick(uint64_t now) {
     check_token_expiry();
     break;
   case Phase::closing:
-    if (now - closing_since_ms_ >= ws.close_timeout_ms)
+    if (now - phase_since_ms_ >= ws.close_timeout_ms)
       abort("close timeout");
     break;
   case Phase::gone:

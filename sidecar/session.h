@@ -3,6 +3,9 @@
 // while it is a member of its rooms (any number; three or fewer cost no heap). Everything it writes
 // goes through its OutQueue.
 //
+// With history configured (issue 11) a session whose channels have history reads them before
+// its welcome (session_resume.h, session_resume.cpp) and holds what its rooms deliver meanwhile.
+//
 // A session knows nothing of the Server. It is handed a SessionEnv (the config, counters, rooms,
 // flush list and loop it shares with every other session) and decides its own timers, token
 // expiry included. Only three things go up, through SessionOwner: a finished HTTP request (for
@@ -37,6 +40,8 @@ struct Config;
 class JwtVerifier;
 struct Metrics;
 class Session;
+class ReplayFrames;
+struct SessionResume;
 
 // What goes up from a session; the Server implements it. None of it is on the fan-out path.
 class SessionOwner {
@@ -92,6 +97,10 @@ struct SessionEnv {
   // Verifies in-band refreshes as admission verifies handshakes; null while auth is off. A reload
   // replaces the pointer it refers to, as it replaces cfg.
   const std::unique_ptr<JwtVerifier> &jwt;
+  // History reads (issue 11); null when history is off, and then no session reads or holds.
+  HistoryReads *history = nullptr;
+  // Replay frames shared by the sessions that one read answers; null: each builds its own.
+  ReplayFrames *replay = nullptr;
 
   uint64_t now_ms() const noexcept { return uv_now(loop); }
 };
@@ -113,7 +122,9 @@ public:
   // RoomMember, the fan-out entry point: queue a shared frame. Never closes, leaves a room or
   // frees anything on the spot; a session over its byte budget is marked and handled in flush().
   void deliver(SharedFrame *f) noexcept override;
+  void deliver(Room *room, const Publication &p) noexcept override;
   void moved_in_room(Room *room, uint32_t slot) noexcept override;
+  void room_ready(Room *room) noexcept override;
   // Sends what is queued: called once per loop turn for sessions that asked for it.
   void flush() noexcept;
   // Starts a WebSocket close (or ends an HTTP exchange); idempotent.
@@ -124,9 +135,11 @@ public:
   // sweep that calls it closes this one session if it does (guard.h).
   void tick(uint64_t now_ms);
 
-  // The owner decides about a finished request and calls exactly one of these.
+  // The owner decides about a finished request and calls exactly one of these. With history
+  // channels to read (`resume`), the welcome waits for the reads.
   void answer(const HttpAnswer &a) noexcept;
-  void upgrade(UpgradeGrant grant, std::string_view welcome_json) noexcept;
+  void upgrade(UpgradeGrant grant, std::string_view welcome_json,
+               ResumeRequest resume = {}) noexcept;
 
   void send_json(std::string_view json) noexcept;
 
@@ -180,6 +193,17 @@ private:
   // membership cannot be stored.
   bool join_rooms(std::initializer_list<const std::string *> channels) noexcept;
   void leave_rooms() noexcept;
+  // History (session_resume.cpp). start_resume sends the welcome itself when there is nothing
+  // to read; the others run only while resume_ is set.
+  void start_resume(std::string_view welcome_json, std::vector<RecoverRequest> recover) noexcept;
+  void ask_read(size_t channel) noexcept;
+  void read_done(size_t channel, const HistoryReadResult &r) noexcept;
+  void finish_channel(size_t channel, const HistoryRead *read) noexcept;
+  void hold(Room *room, const Publication &p, SharedFrame *f) noexcept;
+  void welcome_when_done() noexcept;
+  void end_resume() noexcept; // cancels reads still out; nothing is sent
+  SharedFrame *replay_frame(std::string_view channel, const HistoryRead &read, size_t i,
+                            FrameRef &own) noexcept;
   void enter_closing(uint64_t now_ms) noexcept;
   void request_flush() noexcept;
   void write_done(int status) noexcept;
@@ -196,7 +220,8 @@ private:
   bool close_when_flushed_ = false;
   bool awaiting_pong_ = false;
   bool ws_out_drop_ = false; // the wslay frame being handed over is over budget
-  bool expiry_warned_ = false;
+  bool expiry_warned_ : 1 = false;
+  bool v1_ : 1 = false; // negotiated sidecar.v1: takes envelopes
   Memberships rooms_;
   // The small fields sit together so that no padding follows them: every idle session pays it.
   unsigned writing_frames_ = 0;
@@ -206,18 +231,20 @@ private:
 
   std::unique_ptr<RequestParser> http_; // freed after the request
   std::optional<WsProtocol> ws_;
+  std::unique_ptr<SessionResume> resume_; // only between an upgrade and a delayed welcome
   OutQueue out_;
   UpgradeGrant grant_;
   std::string ip_;
   std::string user_agent_;
   std::string last_error_;
 
-  uint64_t created_ms_ = 0;
+  // When the current phase's deadline started: the accept while in http (handshake timeout),
+  // the close once closing (close timeout). The phases never overlap, so one field serves both.
+  uint64_t phase_since_ms_ = 0;
   int64_t connected_at_ms_ = 0; // wall clock, for the status endpoint
   uint64_t last_recv_ms_ = 0;
   uint64_t last_message_ms_ = 0;
   uint64_t ping_sent_ms_ = 0;
-  uint64_t closing_since_ms_ = 0;
   uint64_t messages_out_ = 0;
   uint64_t bytes_out_ = 0;
   uint64_t messages_in_ = 0;

@@ -65,6 +65,15 @@ public:
   FrameRef(const FrameRef &) = delete;
   FrameRef &operator=(const FrameRef &) = delete;
   FrameRef(FrameRef &&o) noexcept : f_(o.f_) { o.f_ = nullptr; }
+  FrameRef &operator=(FrameRef &&o) noexcept {
+    if (this != &o) {
+      if (f_)
+        f_->unref();
+      f_ = o.f_;
+      o.f_ = nullptr;
+    }
+    return *this;
+  }
   ~FrameRef() {
     if (f_)
       f_->unref();

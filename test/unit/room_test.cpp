@@ -40,7 +40,18 @@ struct FakeMember final : RoomMember {
     if (on_deliver)
       on_deliver(*this);
   }
+  // As a session does: the frame of its kind, if the room built one.
+  void deliver(Room *, const Publication &p) noexcept override {
+    ++publications;
+    if (SharedFrame *f = v1 ? p.envelope : p.verbatim)
+      deliver(f);
+  }
   void moved_in_room(Room *room, uint32_t slot) noexcept override { rooms.moved(room, slot); }
+  void room_ready(Room *) noexcept override { ++ready; }
+
+  bool v1 = false; // takes sidecar.v1 envelopes
+  int publications = 0;
+  int ready = 0;
 
   // The payloads received, in order (frames here are short: a 2-byte header).
   std::vector<std::string> payloads() const {
