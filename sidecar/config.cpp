@@ -362,10 +362,13 @@ void Parser::read_history(const At &at) {
     HistoryConfig h;
     bool has_channel = false;
     size_t errors = error_count();
-    if (!item.node.IsMap())
+    if (!item.node.IsMap()) {
       fail(item, "must be a map like {channel: \"org:{org}\", size: 1000, ttl_s: 3600, "
                  "max_recover: 300}, got " +
                      describe(item.node));
+      clean = false;
+      return;
+    }
     walk_map(item, "",
              {{"channel",
                [&](const At &v) {
@@ -375,7 +378,7 @@ void Parser::read_history(const At &at) {
               {"size", num(1, kMaxHistorySize, h.size)},
               {"ttl_s", num(1, kMaxHistoryTtlS, h.ttl_s)},
               {"max_recover", num(1, kMaxRecover, h.max_recover)}});
-    if (item.node.IsMap() && !has_channel)
+    if (!has_channel)
       fail(item, "missing \"channel\", like channel: \"org:{org}\"");
     clean = clean && errors == error_count();
     list.push_back(std::move(h));

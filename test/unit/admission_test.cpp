@@ -701,3 +701,63 @@ TEST_CASE("a refresh token's exp is clamped as the handshake's is") {
   CHECK(refresh(g, mint(huge)).exp == 253402300799);
   CHECK(refresh(g, fixture_token("hs256_exp_float")).exp == 4102444800);
 }
+
+TEST_CASE("sidecar.v1 is echoed when offered, alone or beside bearer, and is never the token") {
+  Gate g;
+  HttpRequest r = upgrade_request();
+  set_header(r, "sec-websocket-protocol", "sidecar.v1");
+  Admission a = g.run(r);
+  REQUIRE(a.upgrade);
+  CHECK(a.resume.v1);
+  CHECK(a.grant.protocol == "sidecar.v1");
+
+  g.require_jwt();
+  g.cfg.auth.token_sources = {"subprotocol"};
+  set_header(r, "sec-websocket-protocol", "sidecar.v1, bearer, " + fixture_token("hs256_ok"));
+  a = g.run(r);
+  REQUIRE_MESSAGE(a.upgrade, a.answer.body);
+  CHECK(a.resume.v1);
+  CHECK(a.grant.protocol == "sidecar.v1");
+  set_header(r, "sec-websocket-protocol", "bearer, " + fixture_token("hs256_ok"));
+  a = g.run(r);
+  REQUIRE(a.upgrade);
+  CHECK_FALSE(a.resume.v1);
+  CHECK(a.grant.protocol == "bearer");
+  set_header(r, "sec-websocket-protocol", "bearer, sidecar.v1"); // no token but the mode name
+  check_refused(g.run(r), 401, "UNAUTHORIZED");
+}
+
+TEST_CASE("recover parameters: read only with history, refused whole when bad, kept when joined") {
+  Gate g;
+  std::string good = "/ws/acme?recover=org%3Aacme%40abc%3A17";
+  // Without history the parameter is not read at all, even when it is nonsense.
+  Admission off = g.run(upgrade_request("/ws/acme?recover=nonsense"));
+  REQUIRE(off.upgrade);
+  CHECK(off.resume.recover.empty());
+
+  g.cfg.history = {HistoryConfig{"org:{org}", 100, 60, 50}};
+  Admission bad = g.run(upgrade_request("/ws/acme?recover=nonsense"));
+  check_refused(bad, 400, "BAD_RECOVER");
+  CHECK(message_of(bad).find("nonsense") == std::string::npos); // never echoes the value
+  check_refused(g.run(upgrade_request(good + "&recover=org%3Aacme%40abc%3A18")), 400,
+                "BAD_RECOVER"); // a channel twice
+  // BAD_ORG comes first; BAD_RECOVER before the handshake rate and the token.
+  check_refused(g.run(upgrade_request("/ws/bad!org?recover=x")), 400, "BAD_ORG");
+
+  Admission ok = g.run(upgrade_request(good));
+  REQUIRE(ok.upgrade);
+  REQUIRE(ok.resume.recover.size() == 1);
+  CHECK(ok.resume.recover[0].channel == "org:acme");
+  CHECK(ok.resume.recover[0].pos.epoch == "abc");
+  CHECK(ok.resume.recover[0].pos.offset == 17);
+  CHECK_FALSE(ok.resume.v1);
+  CHECK(ok.grant.protocol.empty());
+
+  // Positions for a channel this session does not join, or one without history, are ignored.
+  Admission other = g.run(upgrade_request(
+      "/ws/acme?recover=org%3Aother%40abc%3A1&recover=sidecar%3Abroadcast%40abc%3A2"));
+  REQUIRE(other.upgrade);
+  CHECK(other.resume.recover.empty());
+  // "+" decodes to a space, which no channel has: refused like any other bad value.
+  check_refused(g.run(upgrade_request("/ws/acme?recover=org+acme%40abc%3A1")), 400, "BAD_RECOVER");
+}

@@ -41,3 +41,13 @@ TEST_CASE("refreshed carries expires_at in unix seconds as token_expiring does, 
   CHECK(refreshed_message(1700000123) == R"({"type":"refreshed","expires_at":1700000123})");
   CHECK(refreshed_message(0) == R"({"type":"refreshed","expires_at":null})");
 }
+
+TEST_CASE("the welcome with channels appends them after the other fields, in the given order") {
+  std::string welcome = welcome_message("c-1", "acme", "", 25000);
+  std::vector<WelcomeChannel> channels = {{"org:acme", true, "18f3a2b4c0001", 17, true},
+                                          {"org:acme:user:u", false, "", 0, false}};
+  CHECK(welcome_with_channels(welcome, channels) ==
+        R"({"type":"connected","connection_id":"c-1","org":"acme","user":null,)"
+        R"("heartbeat_ms":25000,"channels":{"org:acme":{"epoch":"18f3a2b4c0001","offset":17,)"
+        R"("recovered":true},"org:acme:user:u":{"recovered":false}}})");
+}

@@ -147,6 +147,24 @@ TEST_CASE("a new broadcast channel is reported: every session already joined the
   CHECK(plan.config.channels.broadcast == "sidecar:broadcast");
 }
 
+TEST_CASE("a changed history list is reported and the running one stays") {
+  Config running = load(kRunning + "history: [{channel: \"org:{org}\", size: 10, ttl_s: 60, "
+                                   "max_recover: 5}]\n");
+  ReloadPlan same =
+      plan_reload(running, load(kRunning + "history: [{channel: \"org:{org}\", "
+                                           "size: 10, ttl_s: 60, max_recover: 5}]\n"));
+  CHECK(same.needs_restart.empty());
+  ReloadPlan plan =
+      plan_reload(running, load(kRunning + "history: [{channel: \"org:{org}\", "
+                                           "size: 20, ttl_s: 60, max_recover: 5}]\n"));
+  CHECK(plan.not_applied_live() == "history");
+  REQUIRE(plan.config.history.size() == 1);
+  CHECK(plan.config.history[0].size == 10);
+  ReloadPlan off = plan_reload(running, load(kRunning));
+  CHECK(off.not_applied_live() == "history");
+  CHECK(off.config.history.size() == 1);
+}
+
 TEST_CASE("several kept keys are listed in section order, comma-separated") {
   Config running = load(kRunning);
   ReloadPlan plan =

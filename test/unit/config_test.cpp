@@ -702,3 +702,52 @@ TEST_CASE("trusted_proxies takes addresses and networks and names a bad one with
         0);
   CHECK(parse("trusted_proxies: []\n").ok());
 }
+
+TEST_CASE("history entries are read with their defaults and kept in order") {
+  ConfigResult r = parse("history:\n"
+                         "  - channel: \"org:{org}\"\n"
+                         "    size: 1000\n"
+                         "    ttl_s: 3600\n"
+                         "    max_recover: 300\n"
+                         "  - {channel: \"feed:{org}:{user}\"}\n");
+  INFO(all_errors(r));
+  REQUIRE(r.ok());
+  REQUIRE(r.config.history.size() == 2);
+  CHECK(r.config.history[0] == HistoryConfig{"org:{org}", 1000, 3600, 300});
+  CHECK(r.config.history[1].channel_template == "feed:{org}:{user}");
+  CHECK(r.config.history[1].size == HistoryConfig{}.size);
+  CHECK(r.config.key_lines.at("history[0].max_recover") == 5);
+  CHECK(parse("").config.history.empty());
+  CHECK(parse("history: []\n").config.history.empty());
+  CHECK(parse("history:\n").ok());
+}
+
+TEST_CASE("history errors name the entry and key, with did-you-mean and check_history's rules") {
+  ConfigResult r = parse("history:\n"
+                         "  - channel: \"org:{org}\"\n"
+                         "    max_recovr: 5\n"
+                         "  - channel: \"org:{team}\"\n"
+                         "  - {channel: \"a:{org}\", size: 0}\n"
+                         "  - {size: 10}\n"
+                         "  - 7\n");
+  check_error(r, "history[0].max_recovr", 3, "unknown key; did you mean \"max_recover\"?");
+  check_error(r, "history[3]", 6, "missing \"channel\"");
+  check_error(r, "history[2].size", 5, "must be");
+  check_error(r, "history[4]", 7, "must be a map");
+  CHECK(r.config.history.empty());
+
+  // With every value in range, the rules across keys and entries are check_history's.
+  ConfigResult rules = parse("history:\n"
+                             "  - channel: \"org:{team}\"\n"
+                             "  - channel: \"x:{org}\"\n"
+                             "    size: 10\n"
+                             "    max_recover: 20\n"
+                             "  - channel: \"x:{org}\"\n"
+                             "    size: 100\n"
+                             "    max_recover: 20\n");
+  check_error(rules, "history[0].channel", 2, "unknown placeholder");
+  check_error(rules, "history[1].max_recover", 5, "must not exceed size (10)");
+  check_error(rules, "history[2].channel", 6, "is listed twice");
+  CHECK(rules.config.history.empty());
+  CHECK(parse("history: {channel: x}\n").errors.size() == 1);
+}

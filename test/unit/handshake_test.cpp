@@ -108,3 +108,21 @@ TEST_CASE("answers are complete HTTP responses that close the connection") {
   CHECK(s.find("{\"error\":\"NOT_FOUND\",\"message\":\"no \\\"such\\\" path\"}") !=
         std::string::npos);
 }
+
+TEST_CASE("a repeated query parameter gives every value, form-decoded, in order") {
+  HttpRequest r;
+  r.query = "recover=org%3Aa%40e%3A1&x=1&recover=b+c&recover&recov=z";
+  CHECK(r.query_params("recover") == std::vector<std::string>{"org:a@e:1", "b c", ""});
+  CHECK(r.query_param("recover").value() == "org:a@e:1");
+  CHECK(r.query_params("none").empty());
+}
+
+TEST_CASE("a subprotocol is offered only when one item of the header is exactly it") {
+  HttpRequest r;
+  r.headers = {{"sec-websocket-protocol", "bearer, tok"}, {"sec-websocket-protocol", "sidecar.v1"}};
+  CHECK(r.offers_protocol("sidecar.v1"));
+  CHECK(r.offers_protocol("bearer"));
+  CHECK_FALSE(r.offers_protocol("Sidecar.V1"));
+  r.headers = {{"sec-websocket-protocol", "sidecar.v10"}};
+  CHECK_FALSE(r.offers_protocol("sidecar.v1"));
+}

@@ -3,9 +3,11 @@
 #include <doctest/doctest.h>
 
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "fake_history_reads.h"
 #include "shared_frame.h"
 
 using namespace sidecar;
@@ -15,8 +17,12 @@ namespace {
 // Records SUBSCRIBE and UNSUBSCRIBE as "+org:a" and "-org:a", in order.
 struct FakeBus final : Subscriber {
   std::vector<std::string> calls;
+  std::set<std::string> confirmed; // channels Redis has confirmed, for subscribed()
   void subscribe(const std::string &channel) override { calls.push_back("+" + channel); }
   void unsubscribe(const std::string &channel) override { calls.push_back("-" + channel); }
+  bool subscribed(const std::string &channel) const override {
+    return confirmed.count(channel) != 0;
+  }
 };
 
 // A member as a session is one: it keeps its memberships and a reference to every frame it is
@@ -313,4 +319,198 @@ TEST_CASE("a member that leaves and joins again during fan-out keeps one correct
   for (FakeMember &x : m)
     CHECK(x.payloads() == std::vector<std::string>{"one", "two"});
   CHECK(w.bus.calls == std::vector<std::string>{"+org:acme"});
+}
+
+// ---------------------------------------------------------------------------- history rooms
+
+namespace {
+
+struct HistoryWorld {
+  FakeBus bus;
+  PublishCounters counters;
+  HistoryCounters history;
+  FakeReads reads;
+  Rooms rooms{bus, counters};
+  HistoryWorld() {
+    rooms.enable_history(reads, {HistoryConfig{"org:{org}", 100, 60, 10}}, history);
+  }
+  void join(FakeMember &m, const std::string &channel, bool v1) {
+    m.v1 = v1;
+    REQUIRE(m.rooms.join(rooms, channel, &m, v1));
+  }
+  // A room that has subscribed and answered its first read at (epoch, top).
+  void ready(const std::string &channel, const std::string &epoch, uint64_t top) {
+    rooms.on_subscribed(channel);
+    REQUIRE(!reads.reads.empty());
+    CHECK(reads.reads.back().channel == channel);
+    CHECK(reads.reads.back().count == 0);
+    reads.answer(reads.reads.size() - 1, epoch, top);
+  }
+};
+
+std::string live(const std::string &epoch, uint64_t offset, const std::string &payload) {
+  return std::string(kLiveHeaderPrefix) + epoch + " " + std::to_string(offset) + "\n" + payload;
+}
+
+std::string envelope(uint64_t offset, const std::string &data) {
+  return R"({"type":"message","channel":"org:acme","epoch":"e1","offset":)" +
+         std::to_string(offset) + R"(,"data":)" + data + "}";
+}
+
+} // namespace
+
+TEST_CASE("a history room holds live messages until its first read, sent once subscribed") {
+  HistoryWorld w;
+  FakeMember v1, plain;
+  w.join(v1, "org:acme", true);
+  w.join(plain, "org:acme", false);
+  CHECK(w.reads.reads.empty()); // not before Redis confirmed the SUBSCRIBE
+  CHECK(w.rooms.publish("org:acme", live("e1", 1, "1")) == 0);
+  CHECK(v1.got.empty());
+  w.ready("org:acme", "e1", 0);
+  CHECK(w.reads.reads[0].from == 0);
+  CHECK(v1.payloads() == std::vector<std::string>{envelope(1, "1")});
+  CHECK(plain.payloads() == std::vector<std::string>{"1"}); // the header is never relayed
+  CHECK(v1.ready == 1);
+  CHECK(plain.ready == 1);
+}
+
+TEST_CASE("a publication is framed once per kind of member, never per member") {
+  HistoryWorld w;
+  FakeMember a, b, c, d;
+  w.join(a, "org:acme", true);
+  w.join(b, "org:acme", true);
+  w.join(c, "org:acme", false);
+  w.join(d, "org:acme", false);
+  w.ready("org:acme", "e1", 4);
+  CHECK(w.rooms.publish("org:acme", live("e1", 5, "{\"k\":1}")) == 4);
+  REQUIRE(a.got.size() == 1);
+  CHECK(a.got[0] == b.got[0]);
+  CHECK(c.got[0] == d.got[0]);
+  CHECK(a.got[0] != c.got[0]);
+  CHECK(a.got[0]->refs() == 2);
+  CHECK(a.payloads()[0] == envelope(5, "{\"k\":1}"));
+  CHECK(c.payloads()[0] == "{\"k\":1}");
+  // A plain PUBLISH on a history channel: no position, and the order is not touched.
+  CHECK(w.rooms.publish("org:acme", "plain") == 4);
+  CHECK(a.payloads()[1] == R"({"type":"message","channel":"org:acme","data":"plain"})");
+  CHECK(c.payloads()[1] == "plain");
+  CHECK(w.rooms.publish("org:acme", live("e1", 6, "6")) == 4);
+  CHECK(w.reads.reads.size() == 1); // no gap
+}
+
+TEST_CASE("a duplicate is dropped, and a gap is read once from the last delivered position") {
+  HistoryWorld w;
+  FakeMember m;
+  w.join(m, "org:acme", false);
+  w.ready("org:acme", "e1", 1);
+  w.rooms.publish("org:acme", live("e1", 2, "2"));
+  w.rooms.publish("org:acme", live("e1", 2, "2"));
+  CHECK(w.history.live_duplicates == 1);
+  w.rooms.publish("org:acme", live("e1", 5, "5")); // 3 and 4 went missing
+  w.rooms.publish("org:acme", live("e1", 6, "6"));
+  REQUIRE(w.reads.reads.size() == 2);
+  CHECK(w.reads.reads[1].from == 2);
+  CHECK(w.reads.reads[1].count == 10);
+  CHECK(w.history.gap_reads == 1);
+  CHECK(m.payloads() == std::vector<std::string>{"2"});
+  w.reads.answer(1, "e1", 5, {{3, "3"}, {4, "4"}, {5, "5"}});
+  CHECK(m.payloads() == std::vector<std::string>{"2", "3", "4", "5", "6"});
+}
+
+TEST_CASE("a gap the read cannot fill is a resync for both kinds, then what was held") {
+  HistoryWorld w;
+  FakeMember v1, plain;
+  w.join(v1, "org:acme", true);
+  w.join(plain, "org:acme", false);
+  w.ready("org:acme", "e1", 1);
+  w.rooms.publish("org:acme", live("e1", 9, "9"));
+  REQUIRE(w.reads.reads.size() == 2);
+  SUBCASE("trimmed") {
+    w.reads.answer(1, "e1", 9, {{8, "8"}, {9, "9"}});
+    std::string resync =
+        R"({"type":"resync","channel":"org:acme","reason":"trimmed","epoch":"e1","offset":9})";
+    CHECK(plain.payloads() == std::vector<std::string>{resync});
+    CHECK(v1.payloads() == std::vector<std::string>{resync});
+    CHECK(v1.got[0] == plain.got[0]);
+    CHECK(w.history.resyncs_sent[static_cast<size_t>(ResyncReason::trimmed)] == 2);
+    w.rooms.publish("org:acme", live("e1", 10, "10"));
+    CHECK(plain.payloads().back() == "10");
+  }
+  SUBCASE("the read failed") {
+    w.reads.fail(1);
+    CHECK(plain.payloads() ==
+          std::vector<std::string>{
+              R"({"type":"resync","channel":"org:acme","reason":"unavailable"})", "9"});
+  }
+}
+
+TEST_CASE("a broken header is dropped and counted; with history off it is relayed as sent") {
+  HistoryWorld w;
+  FakeMember m;
+  w.join(m, "org:acme", false);
+  w.ready("org:acme", "e1", 0);
+  std::string broken = std::string(kLiveHeaderPrefix) + "E1 x\n{}";
+  CHECK(w.rooms.publish("org:acme", broken) == 0);
+  CHECK(w.history.live_malformed == 1);
+  CHECK(m.got.empty());
+
+  World off;
+  FakeMember n;
+  off.join(n, "org:acme");
+  CHECK(off.rooms.publish("org:acme", broken) == 1);
+  CHECK(n.payloads() == std::vector<std::string>{broken});
+}
+
+TEST_CASE("a subscriber reconnect reads each history room once; other rooms resync") {
+  HistoryWorld w;
+  FakeMember a, b, other;
+  w.join(a, "org:acme", false);
+  w.join(b, "org:acme", true);
+  w.join(other, "sidecar:broadcast", false);
+  w.ready("org:acme", "e1", 3);
+  w.rooms.on_subscribed("sidecar:broadcast");
+  CHECK(other.got.empty()); // no outage yet, nothing to tell
+  w.rooms.on_subscriber_reconnected();
+  w.rooms.publish("org:acme", live("e1", 6, "6")); // held: the room waits for its read
+  CHECK(a.got.empty());
+  CHECK(w.reads.reads.size() == 1); // not before the SUBSCRIBE is confirmed again
+  w.rooms.on_subscribed("org:acme");
+  w.rooms.on_subscribed("sidecar:broadcast");
+  REQUIRE(w.reads.reads.size() == 2);
+  CHECK(w.reads.reads[1].from == 3);
+  w.reads.answer(1, "e1", 6, {{4, "4"}, {5, "5"}, {6, "6"}});
+  CHECK(a.payloads() == std::vector<std::string>{"4", "5", "6"});
+  CHECK(b.got.size() == 3);
+  CHECK(other.payloads() ==
+        std::vector<std::string>{R"({"type":"resync","channel":"sidecar:broadcast",)"
+                                 R"("reason":"redis_reconnected"})"});
+  CHECK(a.ready == 1); // ready is told once, after the first read only
+}
+
+TEST_CASE("a room that goes away cancels its read, and a room that comes back reads anew") {
+  HistoryWorld w;
+  FakeMember m;
+  w.join(m, "org:acme", false);
+  w.rooms.on_subscribed("org:acme");
+  REQUIRE(w.reads.reads.size() == 1);
+  m.rooms.leave_all(w.rooms);
+  CHECK_FALSE(w.reads.reads[0].cb); // cancelled: its answer never reaches a freed room
+  w.bus.confirmed.insert("org:acme");
+  w.join(m, "org:acme", false); // already subscribed: the first read goes at once
+  CHECK(w.reads.reads.size() == 2);
+}
+
+TEST_CASE("sidecar.v1 members of a room without history get envelopes without a position") {
+  World w;
+  FakeMember v1, plain;
+  v1.v1 = true;
+  REQUIRE(v1.rooms.join(w.rooms, "org:acme", &v1, true));
+  w.join(plain, "org:acme");
+  CHECK(w.rooms.publish("org:acme", "\xff") == 2);
+  CHECK(v1.payloads() ==
+        std::vector<std::string>{R"({"type":"message","channel":"org:acme","data_b64":"/w=="})"});
+  CHECK(plain.payloads() == std::vector<std::string>{"\xff"});
+  v1.rooms.leave_all(w.rooms, true);
+  CHECK(w.rooms.find("org:acme")->v1_members == 0);
 }

@@ -12,6 +12,7 @@
 #include "client_messages.h"
 #include "clock.h"
 #include "config.h"
+#include "fake_history_reads.h"
 #include "jwt.h"
 #include "jwt_fixtures.h"
 #include "metrics.h"
@@ -273,4 +274,168 @@ TEST_CASE("refresh messages spend the inbound rate budget like any other message
   CHECK(refreshes(w, "ok") == 2);
   CHECK(w.metrics.inbound_rate_limited == 1);
   CHECK(s.is_open());
+}
+
+// ---------------------------------------------------------------------------- history
+
+namespace {
+
+// A session world with history on "org:{org}" (max_recover 10) and reads answered by the test.
+struct HistoryWorld {
+  uv_loop_t loop{};
+  Config cfg;
+  Metrics metrics;
+  NullBus bus;
+  FakeReads reads;
+  Rooms rooms{bus, metrics.publish};
+  FlushList flush;
+  FakeOwner owner;
+  FrameRef ping{SharedFrame::make(Opcode::ping, {})};
+  char buf[64]{};
+  std::unique_ptr<JwtVerifier> jwt;
+  SessionEnv env{&loop,      cfg, metrics,    rooms, flush, owner,
+                 ping.get(), buf, sizeof buf, jwt,   &reads};
+
+  HistoryWorld() {
+    REQUIRE(uv_loop_init(&loop) == 0);
+    cfg.history = {HistoryConfig{"org:{org}", 100, 60, 10}};
+    rooms.enable_history(reads, cfg.history, metrics.history);
+  }
+  ~HistoryWorld() { uv_loop_close(&loop); }
+
+  void open(Session &s, bool v1, std::vector<RecoverRequest> recover = {}) {
+    UpgradeGrant g;
+    g.org = "acme";
+    g.key = "dGhlIHNhbXBsZSBub25jZQ==";
+    g.room_channel = "org:acme";
+    s.upgrade(std::move(g), welcome(), ResumeRequest{v1, std::move(recover)});
+    REQUIRE(s.is_open());
+  }
+  static std::string welcome() { return welcome_message("t-1", "acme", "", 25000); }
+  // The room's own first read, once Redis confirmed the SUBSCRIBE.
+  void room_ready(const std::string &epoch, uint64_t top) {
+    rooms.on_subscribed("org:acme");
+    reads.answer(reads.reads.size() - 1, epoch, top);
+  }
+};
+
+uint64_t frame_size(const std::string &payload) {
+  return payload.size() + (payload.size() < 126 ? 2 : 4);
+}
+
+std::string live(const std::string &epoch, uint64_t offset, const std::string &payload) {
+  return std::string(kLiveHeaderPrefix) + epoch + " " + std::to_string(offset) + "\n" + payload;
+}
+
+} // namespace
+
+TEST_CASE("a sidecar.v1 session reads its channel once the room is ready, then is welcomed") {
+  HistoryWorld w;
+  Session s(w.env, 1);
+  w.open(s, true);
+  uint64_t upgraded = s.queued_bytes(); // the 101 only: the welcome waits
+  CHECK(w.reads.reads.empty());         // the room has not even subscribed yet
+  w.room_ready("e1", 5);
+  REQUIRE(w.reads.reads.size() == 2);
+  CHECK(w.reads.reads[1].channel == "org:acme");
+  CHECK(w.reads.reads[1].from == 0);
+  CHECK(w.reads.reads[1].count == 0); // a fresh join only needs the top
+  CHECK(s.queued_bytes() == upgraded);
+  w.reads.answer(1, "e1", 5);
+  std::string welcome = welcome_with_channels(HistoryWorld::welcome(),
+                                              {WelcomeChannel{"org:acme", true, "e1", 5, false}});
+  CHECK(s.queued_bytes() == upgraded + frame_size(welcome));
+  // Live from here on, in envelopes.
+  w.rooms.publish("org:acme", live("e1", 6, "6"));
+  CHECK(s.messages_out() == 1);
+}
+
+TEST_CASE("a resume replays what was missed, then held live messages, each exactly once") {
+  HistoryWorld w;
+  Session keeper(w.env, 3); // another member made the room, which is ready at 3
+  w.open(keeper, false);
+  w.room_ready("e1", 3);
+  Session s(w.env, 2);
+  w.open(s, false, {RecoverRequest{"org:acme", {"e1", 1}}});
+  REQUIRE(w.reads.reads.size() == 2); // the room was ready, so the read went at once
+  CHECK(w.reads.reads[1].from == 1);
+  CHECK(w.reads.reads[1].count == 10);
+  uint64_t upgraded = s.queued_bytes();
+  w.rooms.publish("org:acme", live("e1", 4, "4")); // held: the read is out
+  w.rooms.publish("org:acme", live("e1", 5, "5"));
+  CHECK(s.messages_out() == 0);
+  // The read saw 4 but not 5: 2..4 are replayed, 4 held is a duplicate, 5 passes.
+  w.reads.answer(1, "e1", 4, {{2, "2"}, {3, "3"}, {4, "4"}});
+  std::string welcome = welcome_with_channels(HistoryWorld::welcome(),
+                                              {WelcomeChannel{"org:acme", true, "e1", 1, true}});
+  CHECK(s.messages_out() == 4);
+  CHECK(s.queued_bytes() == upgraded + frame_size(welcome) + 4 * frame_size("2"));
+  CHECK(w.metrics.history.resumes_recovered == 1);
+  CHECK(w.metrics.history.replayed_messages == 3);
+  w.rooms.publish("org:acme", live("e1", 6, "6"));
+  CHECK(s.messages_out() == 5);
+}
+
+TEST_CASE("a resume that cannot be recovered is a resync, and nothing is replayed") {
+  HistoryWorld w;
+  Session keeper(w.env, 4);
+  w.open(keeper, false);
+  w.room_ready("e2", 7);
+  Session s(w.env, 5);
+  w.open(s, true, {RecoverRequest{"org:acme", {"e1", 3}}});
+  uint64_t upgraded = s.queued_bytes();
+  w.reads.answer(1, "e2", 7, {});
+  std::string welcome = welcome_with_channels(HistoryWorld::welcome(),
+                                              {WelcomeChannel{"org:acme", true, "e2", 7, false}});
+  StreamPosition at{"e2", 7};
+  std::string resync = build_resync("org:acme", ResyncReason::epoch_changed, &at);
+  CHECK(s.queued_bytes() == upgraded + frame_size(welcome) + frame_size(resync));
+  CHECK(s.messages_out() == 0);
+  CHECK(w.metrics.history.resumes_refused[static_cast<size_t>(ResyncReason::epoch_changed)] == 1);
+  CHECK(w.metrics.history.resyncs_sent[static_cast<size_t>(ResyncReason::epoch_changed)] == 1);
+}
+
+TEST_CASE("a failed read, or no answer by redis.reply_timeout_ms, is a resync unavailable") {
+  HistoryWorld w;
+  w.cfg.redis.reply_timeout_ms = 1000;
+  Session s(w.env, 6);
+  w.open(s, true, {RecoverRequest{"org:acme", {"e1", 3}}});
+  uint64_t upgraded = s.queued_bytes();
+  std::string welcome = welcome_with_channels(HistoryWorld::welcome(),
+                                              {WelcomeChannel{"org:acme", false, "", 0, false}});
+  std::string resync = build_resync("org:acme", ResyncReason::unavailable, nullptr);
+  SUBCASE("failed") {
+    w.room_ready("e1", 3);
+    w.reads.fail(1);
+  }
+  SUBCASE("the room never got its SUBSCRIBE confirmed") {
+    s.tick(uv_now(&w.loop) + 999);
+    CHECK(s.queued_bytes() == upgraded);
+    s.tick(uv_now(&w.loop) + 1000);
+  }
+  CHECK(s.queued_bytes() == upgraded + frame_size(welcome) + frame_size(resync));
+  CHECK(w.metrics.history.resumes_refused[static_cast<size_t>(ResyncReason::unavailable)] == 1);
+}
+
+TEST_CASE("a session that closes while its read is out cancels it") {
+  HistoryWorld w;
+  Session keeper(w.env, 7);
+  w.open(keeper, false);
+  w.room_ready("e1", 3);
+  Session s(w.env, 8);
+  w.open(s, true);
+  REQUIRE(w.reads.pending(1));
+  s.close(CloseCode::normal, "bye");
+  CHECK_FALSE(w.reads.pending(1)); // the bus will never call into a freed session
+}
+
+TEST_CASE("a verbatim session with nothing to recover is welcomed at once and reads nothing") {
+  HistoryWorld w;
+  Session s(w.env, 9);
+  w.open(s, false);
+  CHECK(w.reads.reads.empty());
+  w.room_ready("e1", 0);
+  CHECK(w.reads.reads.size() == 1); // the room's own read only
+  w.rooms.publish("org:acme", live("e1", 1, "x"));
+  CHECK(s.messages_out() == 1);
 }
