@@ -117,3 +117,35 @@ def test_a_bad_recover_parameter_is_refused_before_the_upgrade(redis, sidecar_fa
                                        "Sec-WebSocket-Version": "13"})
     assert status == 400
     assert json.loads(body)["error"] == "BAD_RECOVER"
+
+
+def test_a_killed_subscriber_link_is_read_once_for_history_rooms_and_resynced_elsewhere(
+        redis, sidecar_factory):
+    sc = sidecar_factory(extra_yaml=HISTORY)
+    library_loaded(sc)
+
+    async def scenario():
+        client = await connect_ws(sc.ws_url(), subprotocols=["sidecar.v1"])
+        try:
+            wait_until(subscribed(redis, "org:acme"), 5, "SUBSCRIBE org:acme")
+            wait_until(subscribed(redis, "sidecar:broadcast"), 5, "SUBSCRIBE sidecar:broadcast")
+            fcall_publish(redis, "org:acme", '"one"')
+            assert (await recv_json(client))["offset"] == 1
+            redis.command("CLIENT", "KILL", "TYPE", "pubsub")
+            # Published while the link is down: lost to pub/sub, kept in the stream.
+            fcall_publish(redis, "org:acme", '"two"')
+            fcall_publish(redis, "org:acme", '"three"')
+            got = {}
+            while len(got) < 3:
+                m = await recv_json(client, timeout=10)
+                if m["type"] == "resync":
+                    assert m == {"type": "resync", "channel": "sidecar:broadcast",
+                                 "reason": "redis_reconnected"}
+                    got["resync"] = m
+                else:
+                    got[m["offset"]] = m["data"]
+            assert got[2] == "two" and got[3] == "three"
+        finally:
+            await client.close()
+
+    run(scenario())
