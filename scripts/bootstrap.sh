@@ -10,7 +10,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 packages=(
   build-essential cmake pkg-config
   libuv1-dev libwslay-dev libhiredis-dev libyaml-cpp-dev doctest-dev libssl-dev node-llhttp
-  nlohmann-json3-dev libsimdjson-dev
+  nlohmann-json3-dev libsimdjson-dev zlib1g-dev
   redis-server redis-tools
   python3 python3-websockets python3-jwt python3-pytest python3-yaml
   clang libclang-rt-14-dev
