@@ -513,6 +513,10 @@ Inflater::Status Inflater::run(const uint8_t *data, size_t len, bool tail) noexc
     st.size = st.cap - st.z.avail_out;
     size_t used = piece - st.z.avail_in;
     len -= used;
+    // The buffer stops at max + 1 bytes; filling it is the message being too big, however the
+    // stream goes on (or ends right there).
+    if (st.size > st.max)
+      return st.error = Status::too_big;
     switch (rc) {
     case Z_STREAM_END:
       st.ended = true;

@@ -651,3 +651,23 @@ TEST_CASE("feeding without begin, or after finish, reports corrupt and touches n
   CHECK(inf.finish() == Inflater::Status::corrupt);
   CHECK(inf.message().empty());
 }
+
+TEST_CASE("a final block that ends exactly one byte over the limit is too big") {
+  // Found by fuzz_inflate: the stream ends (BFINAL) just as the output buffer's last byte fills.
+  for (size_t cap : {size_t{16}, size_t{192}, size_t{4095}, size_t{4096}, size_t{8191}}) {
+    CAPTURE(cap);
+    std::string payload = json_events(cap + 1, 6);
+    z_stream z{};
+    REQUIRE(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) == Z_OK);
+    std::string out(deflateBound(&z, payload.size()) + 16, '\0');
+    z.next_in = reinterpret_cast<Bytef *>(payload.data());
+    z.avail_in = static_cast<uInt>(payload.size());
+    z.next_out = reinterpret_cast<Bytef *>(out.data());
+    z.avail_out = static_cast<uInt>(out.size());
+    REQUIRE(deflate(&z, Z_FINISH) == Z_STREAM_END);
+    out.resize(out.size() - z.avail_out);
+    deflateEnd(&z);
+    CHECK(inflate_ours(out, cap).status == Inflater::Status::too_big);
+    CHECK(inflate_ours(out, cap + 1).message == payload);
+  }
+}
