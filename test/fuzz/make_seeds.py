@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Writes the seed inputs of fuzz_http, fuzz_ws, fuzz_origin, fuzz_xff and fuzz_resp into
-test/fuzz/corpus/<name>/, in the input layout each target's first comment describes. Seeds are
+"""Writes the seed inputs of fuzz_http, fuzz_ws, fuzz_origin, fuzz_xff, fuzz_resp and
+fuzz_inflate into test/fuzz/corpus/<name>/, in the input layout each target's first comment describes. Seeds are
 chosen so that every limit and refusal branch is reached from the first run (scripts/fuzz.sh
 fails a target whose corpus leaves a required branch unreached). fuzz_jwt's seeds are signed
 tokens; the target writes them itself: FUZZ_JWT_WRITE_SEEDS=test/fuzz/corpus/jwt build-fuzz/...
@@ -9,6 +9,7 @@ Usage: test/fuzz/make_seeds.py   (rewrites the seeds it owns; other files are le
 """
 
 import struct
+import zlib
 from pathlib import Path
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -159,3 +160,28 @@ write("resp", "link_unasked_reply", bytes([0x80 | 0x3f, 0x00]) + b"+OK\r\n")
 write("resp", "link_malformed_push", bytes([0x80 | 0x3f, 0x01 | (1 << 1), 3]) +
       arr(bulk(b"message"), bulk(b"c"), b":1\r\n"))
 write("resp", "link_huge_array", bytes([0x80 | 0x3f, 1 << 1, 2]) + b"*2147483647\r\n")
+
+
+# ---------------------------------------------------------------- fuzz_inflate
+# byte 0: bit 7 round trip, low 3 bits window (9 + n % 7; 6 is 15 bits), bits 3-6 level; byte 1:
+# cap = 16 + 16 * byte; byte 2: frame size - 1 (low 6 bits). Then the payload.
+def raw_deflate(data: bytes, level: int = 6, wbits: int = 15) -> bytes:
+    c = zlib.compressobj(level, zlib.DEFLATED, -wbits)
+    out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+EVENT = b'{"type":"order.updated","org":"acme","seq":12,"price":9.25,"tags":["a","b"]}'
+write("inflate", "hello", bytes([0x06, 255, 0x03]) + bytes.fromhex("f248cdc9c90700"))
+write("inflate", "stored", bytes([0x06, 255, 0x00]) + bytes.fromhex("000500faff48656c6c6f00"))
+write("inflate", "bfinal", bytes([0x06, 255, 0x01]) + bytes.fromhex("f348cdc9c9070000"))
+write("inflate", "two_blocks", bytes([0x06, 255, 0x02]) +
+      bytes.fromhex("f248050000 00ffffcac9c90700".replace(" ", "")))
+write("inflate", "events", bytes([0x06, 255, 0x0f]) + raw_deflate(EVENT * 20))
+write("inflate", "bomb", bytes([0x06, 0, 0x3f]) + raw_deflate(bytes(1 << 16), 9))
+write("inflate", "truncated", bytes([0x06, 255, 0x07]) + raw_deflate(EVENT * 20)[:-3])
+write("inflate", "garbage", bytes([0x06, 255, 0x00]) + b"\xff\xff\xff\xff")
+write("inflate", "window_9", bytes([0x00, 255, 0x05]) + raw_deflate(EVENT * 5, 6, 9))
+write("inflate", "round_trip", bytes([0x80 | (1 << 3) | 0x06, 255, 0x07]) + EVENT * 4)
+write("inflate", "round_trip_too_big", bytes([0x80 | (6 << 3) | 0x02, 0, 0x07]) + EVENT * 2)
