@@ -97,6 +97,12 @@ std::string websocket_accept_key(std::string_view client_key) {
       std::string_view(reinterpret_cast<const char *>(digest.data()), digest.size()));
 }
 
+std::string sha256_digest(std::string_view bytes) {
+  std::array<unsigned char, SHA256_DIGEST_LENGTH> digest{};
+  SHA256(reinterpret_cast<const unsigned char *>(bytes.data()), bytes.size(), digest.data());
+  return std::string(reinterpret_cast<const char *>(digest.data()), digest.size());
+}
+
 std::string base64_encode(std::string_view bytes) { return encode(bytes, false); }
 std::string base64url_encode(std::string_view bytes) { return encode(bytes, true); }
 

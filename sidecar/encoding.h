@@ -1,5 +1,5 @@
-// Small byte encodings on OpenSSL: the RFC 6455 accept key, base64 and base64url; and UTF-8
-// repair for text a stranger sent, before anything stores it or writes it into JSON or a log.
+// Small byte encodings on OpenSSL: the RFC 6455 accept key, SHA-256, base64 and base64url; and
+// UTF-8 repair for text a stranger sent, before anything stores it or writes it into JSON or a log.
 // Pure functions, no I/O; JWT, the handshake, the session and the log share them.
 #pragma once
 
@@ -12,6 +12,9 @@ namespace sidecar {
 
 // base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")), RFC 6455 section 4.2.2.
 std::string websocket_accept_key(std::string_view client_key);
+
+// The 32 raw bytes of SHA-256(bytes): the dashboard's policy hashes and the client's ETag.
+std::string sha256_digest(std::string_view bytes);
 
 std::string base64_encode(std::string_view bytes);
 // Standard alphabet with padding; nullopt on any invalid character or length.

@@ -189,10 +189,17 @@ std::string serialize_answer(const HttpAnswer &a) {
   std::string out = "HTTP/1.1 " + std::to_string(a.status) + " " + http_reason(a.status) + "\r\n";
   out.append("Content-Type: ").append(a.content_type).append("\r\n");
   out.append("Content-Length: ").append(std::to_string(a.body.size())).append("\r\n");
-  out.append("Cache-Control: no-store\r\nConnection: close\r\n");
+  bool cache_control = false;
+  for (const auto &[k, v] : a.headers)
+    cache_control = cache_control || iequals(k, "Cache-Control");
+  if (!cache_control)
+    out.append("Cache-Control: no-store\r\n");
+  out.append("Connection: close\r\n");
   for (const auto &[k, v] : a.headers)
     out.append(k).append(": ").append(v).append("\r\n");
-  out.append("\r\n").append(a.body);
+  out.append("\r\n");
+  if (!a.head_only)
+    out.append(a.body);
   return out;
 }
 

@@ -42,7 +42,11 @@ struct HttpAnswer {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
+  // Extra headers. A Cache-Control here replaces the default no-store.
   std::vector<std::pair<std::string, std::string>> headers;
+  // HEAD and 304: the head alone, with the Content-Length the body would have had (RFC 9110
+  // sections 9.3.2 and 15.4.5), so a client reading by that length sees the connection end.
+  bool head_only = false;
 };
 
 // The subprotocol of positioned delivery (issue 11): envelopes, positions and resyncs.
