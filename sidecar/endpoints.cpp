@@ -1,5 +1,6 @@
 // HTTP endpoints served beside the WebSocket routes (or on admin.listen): /health, /ready,
-// /metrics, /api/websocket/status, /dashboard (dashboard.cpp) and /ws/config. Bodies are small and
+// /metrics, /api/websocket/status, /dashboard (dashboard.cpp), /ws/config, and the client
+// library at /client.js and /client.d.ts (client_js.cpp). Bodies are small and
 // built with nlohmann::json; none of this is on the fan-out path. They carry strings that clients
 // sent (user agents, addresses, users), so they are written by json_text(), which cannot throw on
 // bad bytes.
@@ -9,11 +10,13 @@
 #include <chrono>
 #include <ctime>
 
+#include "client_js.h"
 #include "clock.h"
 #include "dashboard.h"
 #include "guard.h"
 #include "json_text.h"
 #include "log.h"
+#include "origin.h"
 #include "server.h"
 #include "text.h"
 
@@ -42,8 +45,16 @@ size_t number_param(const HttpRequest &req, std::string_view name, size_t dflt, 
 } // namespace
 
 bool Server::is_endpoint(std::string_view path) const {
-  return path == "/health" || path == "/ready" || path == "/metrics" ||
-         path == "/api/websocket/status" || path == "/dashboard" || path == "/ws/config";
+  return is_public_endpoint(path) || path == "/metrics" || path == "/api/websocket/status" ||
+         path == "/dashboard";
+}
+
+// What the main listener answers even when admin.listen takes the rest elsewhere: probes,
+// discovery and the client library, which browsers and load balancers fetch without the admin
+// token.
+bool Server::is_public_endpoint(std::string_view path) const {
+  return path == "/health" || path == "/ready" || path == "/ws/config" || path == "/client.js" ||
+         path == "/client.d.ts";
 }
 
 std::string Server::ready_reason() const {
@@ -101,7 +112,17 @@ HttpAnswer Server::endpoint(const HttpRequest &req, bool admin_listener) {
     return json_answer(503, {{"status", "not_ready"}, {"reason", why}});
   }
   if (req.path == "/ws/config")
-    return config_endpoint();
+    return config_endpoint(req);
+  if (req.path == "/client.js" || req.path == "/client.d.ts") {
+    // Pages import the client from the origin they open sockets to, which is the main listener.
+    // The admin listener is for operators and their tools; serving page assets there would only
+    // invite exposing it to browsers.
+    if (admin_listener)
+      return json_error(404, "NOT_FOUND", "the client library is served on the main listener");
+    std::string if_none_match = req.header_list("if-none-match");
+    return req.path == "/client.js" ? client_js_answer(if_none_match)
+                                    : client_dts_answer(if_none_match);
+  }
   if (admin_listener && !is_endpoint(req.path)) {
     return json_error(404, "NOT_FOUND", "no such endpoint");
   }
@@ -192,8 +213,11 @@ HttpAnswer Server::status_endpoint(const HttpRequest &req) {
   return json_answer(200, body);
 }
 
-// Seed 004's discovery document.
-HttpAnswer Server::config_endpoint() {
+// Seed 004's discovery document. A page on another origin may read it when that origin may also
+// open a socket here: the origins allowlist decides both, so discovery reveals nothing to a page
+// that the handshake would refuse anyway. The document holds no secret and is read without
+// credentials, so "*" is enough where every origin may connect.
+HttpAnswer Server::config_endpoint(const HttpRequest &req) {
   nlohmann::json routes = nlohmann::json::array();
   for (const Route &r : cfg_->routes)
     routes.push_back(r.path);
@@ -218,7 +242,15 @@ HttpAnswer Server::config_endpoint() {
           {"max_message_burst", l.inbound_burst},
           {"max_message_bytes", l.max_message_bytes},
           {"heartbeat_interval", cfg_->websocket.heartbeat_ms}}}}}};
-  return json_answer(200, body);
+  HttpAnswer a = json_answer(200, body);
+  const std::string *origin = req.header("origin");
+  std::string allow = cors_allow_origin(
+      cfg_->origins, origin ? std::optional<std::string_view>(*origin) : std::nullopt);
+  if (!allow.empty())
+    a.headers.emplace_back("Access-Control-Allow-Origin", allow);
+  if (allow != "*")
+    a.headers.emplace_back("Vary", "Origin"); // the answer depends on who asks
+  return a;
 }
 
 } // namespace sidecar

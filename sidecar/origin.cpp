@@ -198,4 +198,16 @@ bool origin_allowed(const OriginsConfig &cfg, std::optional<std::string_view> or
   return false;
 }
 
+std::string cors_allow_origin(const OriginsConfig &cfg, std::optional<std::string_view> origin) {
+  for (const auto &p : cfg.allowed) {
+    if (p.any)
+      return "*";
+  }
+  if (cfg.allowed.empty())
+    return "*";
+  if (!origin || !origin_allowed(cfg, origin))
+    return "";
+  return std::string(*origin);
+}
+
 } // namespace sidecar

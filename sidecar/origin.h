@@ -43,4 +43,10 @@ Result<OriginPattern> parse_origin_pattern(std::string_view text);
 // or the value "null" matches nothing but "*".
 bool origin_allowed(const OriginsConfig &cfg, std::optional<std::string_view> origin);
 
+// Access-Control-Allow-Origin for a public document that only pages allowed to connect may read
+// (GET /ws/config): "*" when the allowlist admits every origin; the request's own Origin when
+// the list names it (it then passed the same parser as the patterns, so it is safe to echo into a
+// header); empty (no header) otherwise, and when the request has no Origin.
+std::string cors_allow_origin(const OriginsConfig &cfg, std::optional<std::string_view> origin);
+
 } // namespace sidecar

@@ -118,9 +118,10 @@ void Server::on_request(Session &s, const HttpRequest &req) {
   if (!proxies_.empty())
     s.set_ip(proxies_.client_ip(s.ip(), req.header_list("x-forwarded-for")));
   if (s.admin_listener_ || is_endpoint(req.path)) {
-    if (s.admin_listener_ || !cfg_->admin.listen_addr || req.path == "/health" ||
-        req.path == "/ready" || req.path == "/ws/config") {
-      s.answer(endpoint(req, s.admin_listener_));
+    if (s.admin_listener_ || !cfg_->admin.listen_addr || is_public_endpoint(req.path)) {
+      HttpAnswer a = endpoint(req, s.admin_listener_);
+      a.head_only = a.head_only || req.method == "HEAD";
+      s.answer(a);
     } else {
       metrics_.count_refusal(404);
       s.answer(json_error(404, "NOT_FOUND", "admin endpoints are on admin.listen"));

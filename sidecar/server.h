@@ -69,9 +69,10 @@ private:
   void apply(Session &s, const std::string &org, Admission a);
   // Endpoints (endpoints.cpp).
   bool is_endpoint(std::string_view path) const;
+  bool is_public_endpoint(std::string_view path) const;
   HttpAnswer endpoint(const HttpRequest &req, bool admin_listener);
   HttpAnswer status_endpoint(const HttpRequest &req);
-  HttpAnswer config_endpoint();
+  HttpAnswer config_endpoint(const HttpRequest &req);
   std::string ready_reason() const;
   std::string degraded_reason() const; // ready, but some rooms cannot receive
   void log_summary();

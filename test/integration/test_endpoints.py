@@ -227,6 +227,26 @@ def test_ws_config_describes_routes_auth_and_limits(sidecar_factory):
     assert cfg["features"]["heartbeat_supported"] is True
 
 
+def test_ws_config_may_be_read_by_the_origins_that_may_connect(sidecar_factory):
+    # No allowlist: every origin may connect, so any page may read discovery ("*", no Vary).
+    open_sc = sidecar_factory()
+    status, headers, _ = open_sc.http("GET", "/ws/config", {"Origin": "https://any.example"})
+    assert status == 200 and headers["access-control-allow-origin"] == "*"
+    # An allowlist: only a listed origin is echoed, and caches are told the answer varies.
+    sc = sidecar_factory(extra_yaml={"origins": ["https://app.example.com"]})
+    status, headers, _ = sc.http("GET", "/ws/config", {"Origin": "https://app.example.com"})
+    assert status == 200
+    assert headers["access-control-allow-origin"] == "https://app.example.com"
+    assert headers["vary"] == "Origin"
+    for origin in ("https://evil.example", "null", "https://app.example.com.evil.example"):
+        status, headers, _ = sc.http("GET", "/ws/config", {"Origin": origin})
+        assert status == 200 and "access-control-allow-origin" not in headers, origin
+    status, headers, _ = sc.http("GET", "/ws/config")
+    assert "access-control-allow-origin" not in headers and headers["vary"] == "Origin"
+    # /health stays as it was: no CORS.
+    assert "access-control-allow-origin" not in sc.http("GET", "/health")[1]
+
+
 # ----------------------------------------------------------------------------- admin.token
 
 

@@ -174,3 +174,21 @@ TEST_CASE("patterns that could never match a browser's Origin are refused with a
     CHECK(parsed->text == p);
   }
 }
+
+TEST_CASE("discovery's CORS answer follows the allowlist and echoes only a listed origin") {
+  OriginsConfig any;
+  CHECK(cors_allow_origin(any, "https://evil.example") == "*");
+  CHECK(cors_allow_origin(any, std::nullopt) == "*");
+  OriginsConfig star;
+  star.allowed.push_back(*parse_origin_pattern("*").value);
+  CHECK(cors_allow_origin(star, "https://x.example") == "*");
+  OriginsConfig listed;
+  listed.allowed.push_back(*parse_origin_pattern("https://app.example.com").value);
+  listed.allowed.push_back(*parse_origin_pattern("https://*.example.org").value);
+  CHECK(cors_allow_origin(listed, "https://app.example.com") == "https://app.example.com");
+  CHECK(cors_allow_origin(listed, "https://a.example.org") == "https://a.example.org");
+  CHECK(cors_allow_origin(listed, "https://evil.example") == "");
+  CHECK(cors_allow_origin(listed, "https://a.example.org\r\nSet-Cookie: x=1") == "");
+  CHECK(cors_allow_origin(listed, "null") == "");
+  CHECK(cors_allow_origin(listed, std::nullopt) == "");
+}
