@@ -19,7 +19,9 @@ export interface StateEvent {
   closeReason?: string;
   /** HTTP status of a refused handshake, where the socket implementation reports it (Node `ws`). */
   status?: number;
-  /** The refusal's error code (e.g. "UNAUTHORIZED") or the socket's error text. */
+  /** The refusal's error code (e.g. "UNAUTHORIZED") or the socket's error text. For
+   *  token_refresh_failed: the sidecar's code for the refused refresh (UNAUTHORIZED,
+   *  FORBIDDEN_ORG, BAD_USER, USER_MISMATCH, AUTH_DISABLED) or "REFRESH_TIMEOUT". */
   error?: string | null;
   /** Milliseconds until the next attempt ("reconnecting"). */
   delayMs?: number;

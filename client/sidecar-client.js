@@ -23,6 +23,15 @@ const CONTROL_TYPES = new Set([
   "connected", "pong", "error", "server_shutdown", "token_expiring", "refreshed", "resync",
 ]);
 
+// The error codes with which the sidecar refuses {"type":"refresh"} (the handshake's token codes,
+// plus USER_MISMATCH and AUTH_DISABLED). An upgraded session gets them for nothing else, so one
+// of them while a refresh is pending is that refresh's answer. Other errors (RATE_LIMITED,
+// UNSUPPORTED, INVALID_JSON, UNAVAILABLE) may answer a message sent before the refresh and say
+// nothing about it; a refresh the rate limit dropped ends at refreshTimeoutMs.
+const REFRESH_REFUSALS = new Set([
+  "UNAUTHORIZED", "FORBIDDEN_ORG", "BAD_USER", "USER_MISMATCH", "AUTH_DISABLED",
+]);
+
 // Events of the client itself; every other name given to on() is a payload `type`.
 const LIFECYCLE_EVENTS = new Set(["message", "frame", "state", "dropped", "open"]);
 
@@ -495,7 +504,9 @@ export class SidecarClient {
         this._clearTimer("_refreshTimer");
         break;
       case "error":
-        if (this._refreshTimer) this._refreshFailed(`refresh refused: ${msg.code || "error"}`);
+        if (this._refreshTimer && REFRESH_REFUSALS.has(msg.code)) {
+          this._refreshFailed(msg.code, typeof msg.message === "string" ? msg.message : "");
+        }
         break;
       case "resync":
         if (typeof msg.channel === "string" && typeof msg.epoch === "string" &&
@@ -606,24 +617,28 @@ export class SidecarClient {
       return;
     }
     this._clearTimer("_refreshTimer");
-    this._refreshTimer = setTimeout(() => this._refreshFailed("refresh timed out"),
-                                    this.options.refreshTimeoutMs);
+    this._refreshTimer = setTimeout(
+      () => this._refreshFailed("REFRESH_TIMEOUT", "no answer to the refresh in time"),
+      this.options.refreshTimeoutMs);
     this._controlSend({ type: "refresh", token });
   }
 
-  _refreshFailed(why) {
+  // The state event says which: `error` is the sidecar's code (USER_MISMATCH, UNAUTHORIZED, ...)
+  // or REFRESH_TIMEOUT, `detail` its message.
+  _refreshFailed(code, message) {
     this._clearTimer("_refreshTimer");
-    if (this._ws) this._dropSocket(this._ws, "token_refresh_failed", 0, why);
+    if (this._ws) this._dropSocket(this._ws, "token_refresh_failed", 0, message, code);
   }
 
   // ------------------------------------------------------------------ closing and retrying
 
   // Gives up on a socket we no longer trust: its late events are ignored from here on.
-  _dropSocket(ws, reason, delayMs, detail) {
+  _dropSocket(ws, reason, delayMs, detail, error) {
     if (this._ws !== ws) return;
     this._ws = null;
     this._detach(ws, 1000, reason);
-    this._afterLoss({ reason, code: null, preOpen: !this._welcome, delayMs, detail });
+    const extra = error === undefined ? {} : { error };
+    this._afterLoss({ reason, code: null, preOpen: !this._welcome, delayMs, detail, ...extra });
   }
 
   _detach(ws, code, reason) {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import signal
@@ -20,7 +21,8 @@ import jwt
 import pytest
 
 from client_util import CLIENT_DIR, NODE_DIR, ClientDriver, cmake_version
-from harness import SLOW, wait_until
+from harness import SLOW, free_port, wait_until
+from ops_util import http_on
 
 SECRET = "client-test-hs256-secret-of-decent-length"
 
@@ -79,6 +81,66 @@ def test_client_version_is_the_sidecars():
     assert json.loads(out.stdout) == [want, want]
     dts = (CLIENT_DIR / "sidecar-client.d.ts").read_text()
     assert f'export declare const VERSION: "{want}";' in dts
+
+
+# ----------------------------------------------------------------------------- GET /client.js
+
+
+def sidecar_version() -> str:
+    out = subprocess.run([os.environ["SIDECAR_BIN"], "--version"], capture_output=True,
+                         check=True, timeout=10, text=True).stdout
+    m = re.fullmatch(r"sidecar (\S+)\n", out)
+    assert m, out
+    return m.group(1)
+
+
+def test_sidecar_serves_the_client_module_byte_for_byte(sidecar, tmp_path):
+    status, headers, body = sidecar.http("GET", "/client.js")
+    assert status == 200
+    assert body == (CLIENT_DIR / "sidecar-client.js").read_bytes()
+    assert headers["content-type"] == "text/javascript; charset=utf-8"
+    assert headers["access-control-allow-origin"] == "*"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["cache-control"] == "public, max-age=300"
+    etag = headers["etag"]
+    assert re.fullmatch(r'"[A-Za-z0-9_-]+"', etag), etag
+    # The module it serves is the binary's version, as Node sees it when importing those bytes.
+    (tmp_path / "client.mjs").write_bytes(body)
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e",
+         f"import {{ VERSION }} from '{tmp_path / 'client.mjs'}'; console.log(VERSION)"],
+        capture_output=True, check=True, timeout=30, text=True)
+    assert out.stdout.strip() == sidecar_version() == cmake_version()
+
+    # HEAD: the same head, no body. If-None-Match with its ETag: 304, no body.
+    status, head_headers, head_body = sidecar.http("HEAD", "/client.js")
+    assert status == 200 and head_body == b""
+    assert head_headers["content-length"] == str(len(body))
+    assert head_headers["etag"] == etag
+    status, h304, b304 = sidecar.http("GET", "/client.js", {"If-None-Match": f'"x", W/{etag}'})
+    assert status == 304 and b304 == b"" and h304["etag"] == etag
+    assert sidecar.http("GET", "/client.js", {"If-None-Match": '"stale"'})[0] == 200
+
+    status, headers, body = sidecar.http("GET", "/client.d.ts")
+    assert status == 200 and body == (CLIENT_DIR / "sidecar-client.d.ts").read_bytes()
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    assert headers["access-control-allow-origin"] == "*"
+
+
+def test_client_module_is_public_on_the_main_listener_only(sidecar_factory):
+    admin_port = free_port()
+    sc = sidecar_factory(extra_yaml={"admin": {"listen": f"127.0.0.1:{admin_port}",
+                                               "token": "adm"}})
+    wait_until(lambda: http_on(admin_port, "GET", "/health")[0] == 200, 5, "admin listener")
+    # No admin token on the main listener, although admin.token is set: pages import it.
+    for path in ("/client.js", "/client.d.ts"):
+        assert sc.http("GET", path)[0] == 200, path
+        # The admin listener is for operators' tools; pages load the client where they connect.
+        status, _, body = http_on(admin_port, "GET", path, {"Authorization": "Bearer adm"})
+        assert status == 404 and json.loads(body)["error"] == "NOT_FOUND", (path, body)
+    # Without admin.listen, admin.token does not cover it either.
+    single = sidecar_factory(extra_yaml={"admin": {"token": "adm"}})
+    assert single.http("GET", "/client.js")[0] == 200
 
 
 # ----------------------------------------------------------------------------- delivery
@@ -338,20 +400,62 @@ def test_frozen_sidecar_is_found_by_the_clients_ping(sidecar_factory, drivers):
 # ----------------------------------------------------------------------------- token expiry
 
 
+def test_in_band_refresh_keeps_the_connection_past_the_old_expiry(sidecar_factory, redis,
+                                                                   drivers):
+    # The old token lives 8 s and is warned about 5 s ahead: a Node that takes seconds to start
+    # on a busy machine still connects with it, and is warned at once if it was that slow.
+    sc = sidecar_factory(extra_yaml=jwt_config(expiry_warning_s=5, on_expiry="close",
+                                               jwt={"secret": SECRET, "algorithms": ["HS256"],
+                                                    "leeway_s": 0}))
+    short_exp = int(time.time()) + 8
+    long_exp = int(time.time()) + 3600
+    d = drivers({"tokens": [token(exp=short_exp), token(exp=long_exp)],
+                 "options": {"url": sc.ws_url("/ws/acme"), "refresh": "in-band"}})
+    first = d.wait_state("open")
+    d.wait(lambda e: e["event"] == "control" and e["type"] == "token_expiring", 10)
+    refreshed = d.wait(lambda e: e["event"] == "control" and e["type"] == "refreshed", 10)
+    assert refreshed["payload"]["expires_at"] == long_exp
+    # Past the old exp (plus the expiry sweep), the same connection still delivers.
+    wait_until(lambda: time.time() > short_exp + 1.5, 10, "the old token's exp to pass")
+    wait_until(lambda: redis.numsub("org:acme") >= 1, 10, "SUBSCRIBE org:acme")
+    redis.publish("org:acme", '{"type":"SYNC_SUCCESS","after":"refresh"}')
+    assert d.wait_message()["data"]["after"] == "refresh"
+    states = [e["state"] for e in d.of("state")]
+    assert states == ["connecting", "open"], states
+    assert d.of("state", state="open")[0]["connectionId"] == first["connectionId"]
+
+
+def test_errors_that_answer_other_messages_do_not_fail_a_pending_refresh(sidecar_factory,
+                                                                           redis, drivers):
+    # No inbound stream: every application message is answered UNSUPPORTED. Three go out just
+    # ahead of the refresh, so their errors arrive while it is pending; only a refresh refusal
+    # code may fail it.
+    sc = sidecar_factory(extra_yaml=jwt_config(expiry_warning_s=5, on_expiry="close"))
+    d = drivers({"tokens": [token(ttl=8), token()], "notes_on_token_expiring": 3,
+                 "options": {"url": sc.ws_url("/ws/acme")}})
+    d.wait_state("open")
+    d.wait(lambda e: e["event"] == "control" and e["type"] == "token_expiring", 10)
+    d.wait(lambda e: e["event"] == "control" and e["type"] == "refreshed", 10)
+    codes = [e["payload"]["code"] for e in d.of("control", type="error")]
+    assert codes == ["UNSUPPORTED"] * 3, codes
+    assert [e["state"] for e in d.of("state")] == ["connecting", "open"]
+
+
 def test_refused_refresh_falls_back_to_a_reconnect_with_a_fresh_token(sidecar_factory, redis,
                                                                       drivers):
-    # The in-band refresh asks for another user, which a sidecar must refuse (today it answers
-    # UNSUPPORTED, once issue 12 lands because the user differs); either way the client
-    # reconnects with the token getToken() gave.
+    # The in-band refresh names another user, which the sidecar refuses with USER_MISMATCH; the
+    # client then reconnects at once with the token getToken() gave, and says why.
     sc = sidecar_factory(extra_yaml=jwt_config(expiry_warning_s=3, on_expiry="close"))
     short = token(ttl=4)
     other = token(sub="bob")
     d = drivers({"tokens": [short, other], "options": {"url": sc.ws_url("/ws/acme")}})
     first = d.wait_state("open")
     d.wait(lambda e: e["event"] == "control" and e["type"] == "token_expiring", 10)
-    d.wait(lambda e: e["event"] == "control" and e["type"] == "error", 10)
+    err = d.wait(lambda e: e["event"] == "control" and e["type"] == "error", 10)["payload"]
+    assert err["code"] == "USER_MISMATCH" and err["recoverable"] is True, err
     lost = d.wait_state("reconnecting")
     assert lost["reason"] == "token_refresh_failed" and lost["delayMs"] == 0, lost
+    assert lost["error"] == "USER_MISMATCH" and lost["detail"] == err["message"], lost
     second = d.wait_state("open")
     assert second["connectionId"] != first["connectionId"]
     welcome = d.wait(lambda e: e["event"] == "control" and e["type"] == "connected"

@@ -12,6 +12,9 @@
 //               find it on its own
 //     client_path  optional path of sidecar-client.js (default: the repo's client/)
 //     lifetime_ms  the process exits on its own after this (default 60000)
+//     notes_on_token_expiring  optional n: the token_expiring listener sends n {"type":"note"}
+//               messages. Listeners run before the client's refresh goes out, so these are
+//               sent just ahead of it and their answers arrive while it is pending.
 //
 // Lines: {"event":"ready"} once the clients exist, then per client i:
 //   {"event":"state","i":i,"t":ms,"state":...,"reason":...,...}
@@ -70,6 +73,11 @@ for (let i = 0; i < count; i++) {
   for (const type of ["connected", "server_shutdown", "token_expiring", "refreshed", "error",
                       "resync", "pong"]) {
     c.on(type, (payload) => emit({ event: "control", i, type, payload }));
+  }
+  if (args.notes_on_token_expiring) {
+    c.on("token_expiring", () => {
+      for (let seq = 0; seq < args.notes_on_token_expiring; seq++) c.send({ type: "note", seq });
+    });
   }
   clients.push(c);
 }
