@@ -1,12 +1,13 @@
 """client/sidecar-client.js in a real browser: headless Chromium (driven by browser/drive.js, as in
-test_browser.py) loads browser/client_page.html, which imports the client as `/client.js` the way
-the README shows. The page receives publishes, dispatches on their type, rides out a SIGTERM and
-restart of the sidecar (waiting the server_shutdown hint), sends what was queued meanwhile, and
-stops on a refused token although the browser never shows it the 401.
+test_browser.py) loads browser/client_page.html, which imports the client from the sidecar's own
+GET /client.js. The page receives publishes, dispatches on their type, rides out a SIGTERM and
+restart of the sidecar (waiting the server_shutdown hint), sends what was queued meanwhile, stops
+on a refused token although the browser never shows it the 401, refreshes its token in-band, and
+reconnects with a fresh one when a refresh is refused.
 
-Until the sidecar serves GET /client.js (issue 12, server side), a small http.server on a free
-loopback port serves the page and answers /client.js with client/sidecar-client.js. When the
-sidecar serves it, the page's import switches to the sidecar's /client.js."""
+The page is served by a small http.server on another loopback port, so it is another origin than
+the sidecar: its module import (always a CORS fetch) and its discovery request prove the
+sidecar's Access-Control-Allow-Origin answers, as an app hosted apart from the sidecar needs."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import urllib.parse
 import jwt
 import pytest
 
-from client_util import CLIENT_DIR, cmake_version
+from client_util import cmake_version
 from harness import HOST, SLOW, wait_until
 from test_browser import DRIVER_TIMEOUT_MS, PAGE_DIR, BrowserRun, driver_script  # noqa: F401
 
@@ -29,10 +30,10 @@ SECRET = "client-browser-test-secret-of-decent-length"
 
 
 class _ClientPageHandler(http.server.BaseHTTPRequestHandler):
-    """/client.js and /client_page.html only; nothing else of the repository is served."""
+    """/client_page.html only; nothing else of the repository is served (the client itself comes
+    from the sidecar)."""
 
-    FILES = {"/client.js": (CLIENT_DIR / "sidecar-client.js", "text/javascript; charset=utf-8"),
-             "/client_page.html": (PAGE_DIR / "client_page.html", "text/html; charset=utf-8")}
+    FILES = {"/client_page.html": (PAGE_DIR / "client_page.html", "text/html; charset=utf-8")}
 
     def do_GET(self):  # noqa: N802 - the base class names it so
         path = urllib.parse.urlsplit(self.path).path
@@ -54,8 +55,7 @@ class _ClientPageHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def client_page_server():
-    # Stand-in for the sidecar's GET /client.js until that endpoint exists; then this fixture
-    # goes and the page loads the module from the sidecar itself.
+    # The app's own origin: a port other than the sidecar's.
     server = http.server.ThreadingHTTPServer((HOST, 0), _ClientPageHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -131,7 +131,8 @@ def test_page_receives_publishes_and_comes_back_after_a_restart(sidecar_factory,
     assert run.wait(lambda e: e["event"] == "typed")["payload"]["pfaId"] == "pfa-1"
 
     sc.send_signal(signal.SIGTERM)
-    hint = run.wait(lambda e: e["event"] == "control")["payload"]["reconnect_after_ms"]
+    hint = run.wait(lambda e: e["event"] == "control" and e["type"] == "server_shutdown"
+                    )["payload"]["reconnect_after_ms"]
     lost = run.wait_state("reconnecting")
     assert lost["reason"] == "server_shutdown" and lost["delayMs"] == hint, lost
     assert 500 <= hint <= 1500
@@ -170,3 +171,52 @@ def test_page_with_a_refused_token_stops_instead_of_hammering(sidecar_factory, p
     run.close_page()
     # Nothing was left scheduled: the count is the same once the page is gone.
     assert metric(sc, name) == 4
+
+
+def refresh_config(warning_s: int) -> dict:
+    return {"auth": {"mode": "jwt", "on_expiry": "close", "expiry_warning_s": warning_s,
+                     "jwt": {"algorithms": ["HS256"], "secret": SECRET, "leeway_s": 0}}}
+
+
+def browser_token(sub="alice", exp=None) -> str:
+    return jwt.encode({"org": "acme", "sub": sub, "exp": exp or int(time.time()) + 3600}, SECRET,
+                      algorithm="HS256")
+
+
+def test_page_refreshes_its_token_in_band_and_keeps_the_connection(sidecar_factory, redis, page):
+    # Discovery from the page's origin too: /ws/config answers it with CORS.
+    sc = sidecar_factory(extra_yaml=refresh_config(warning_s=6))
+    short_exp, long_exp = int(time.time()) + 9, int(time.time()) + 3600
+    run = page(sc.ws_url("/ws/acme"), discovery=1,
+               tokens=json.dumps([browser_token(exp=short_exp), browser_token(exp=long_exp)]))
+    opened = run.wait_state("open", 20)
+    run.wait(lambda e: e["event"] == "control" and e["type"] == "token_expiring", 15)
+    refreshed = run.wait(lambda e: e["event"] == "control" and e["type"] == "refreshed", 10)
+    assert refreshed["payload"]["expires_at"] == long_exp
+    wait_until(lambda: time.time() > short_exp + 1.5, 15 * SLOW, "the old token's exp to pass")
+    wait_until(lambda: redis.numsub("org:acme") >= 1, 10 * SLOW, "SUBSCRIBE org:acme")
+    redis.publish("org:acme", '{"type":"SYNC_SUCCESS","after":"refresh"}')
+    assert run.wait(lambda e: e["event"] == "message")["data"]["after"] == "refresh"
+    states = [e["state"] for e in run.seen if e["event"] == "state"]
+    assert states == ["connecting", "open"], states
+    assert opened["connectionId"]
+    run.close_page()
+
+
+def test_page_with_a_refused_refresh_reconnects_with_a_fresh_token(sidecar_factory, page):
+    # getToken's second token names another user: the sidecar refuses that refresh with
+    # USER_MISMATCH and the client reconnects at once with it (the handshake accepts bob).
+    sc = sidecar_factory(extra_yaml=refresh_config(warning_s=6))
+    run = page(sc.ws_url("/ws/acme"), tokens=json.dumps(
+        [browser_token(exp=int(time.time()) + 9), browser_token(sub="bob")]))
+    first = run.wait(lambda e: e["event"] == "control" and e["type"] == "connected", 20)
+    assert first["payload"]["user"] == "alice"
+    # The client acts on the error frame before its listeners see it: the state comes first.
+    lost = run.wait_state("reconnecting", 15)
+    assert lost["reason"] == "token_refresh_failed" and lost["error"] == "USER_MISMATCH", lost
+    err = run.wait(lambda e: e["event"] == "control" and e["type"] == "error")["payload"]
+    assert err["code"] == "USER_MISMATCH" and err["recoverable"] is True, err
+    second = run.wait(lambda e: e["event"] == "control" and e["type"] == "connected", 15)
+    assert second["payload"]["user"] == "bob"
+    assert second["payload"]["connection_id"] != first["payload"]["connection_id"]
+    run.close_page()
