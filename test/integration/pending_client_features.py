@@ -2,14 +2,14 @@
 
 This file is named without the ``test_`` prefix so that CI skips it until the server side lands.
 Rename it to ``test_client_pending.py`` (or fold its tests into test_client_node.py and
-test_client_browser.py) when these exist in the sidecar:
+test_client_browser.py) when this exists in the sidecar:
 
-- issue 12: in-band token refresh, ``{"type":"refresh","token":…}`` answered with
-  ``{"type":"refreshed","expires_at":…}`` (or an error frame), and ``GET /client.js`` serving
-  client/sidecar-client.js;
 - issue 11: the ``sidecar.v1`` subprotocol offered together with ``bearer``, the envelope
   ``{"type":"message","channel","epoch","offset","data"}``, the welcome's ``channels``, resume with
   ``recover=CHANNEL@EPOCH:OFFSET`` and ``{"type":"resync","channel","reason"}``.
+
+Issue 12's tests (in-band refresh, GET /client.js) now live in test_client_node.py and
+test_client_browser.py.
 
 Run it by hand meanwhile:
 ``SIDECAR_BIN=build/sidecar /usr/bin/python3 -m pytest -q test/integration/pending_client_features.py``
@@ -18,15 +18,12 @@ Run it by hand meanwhile:
 from __future__ import annotations
 
 import signal
-import time
 
-import jwt
 import pytest
 
-from client_util import CLIENT_DIR, ClientDriver
-from harness import SLOW, wait_until
+from client_util import ClientDriver
+from harness import wait_until
 
-SECRET = "client-pending-test-secret-of-decent-length"
 HISTORY = [{"channel": "org:{org}", "size": 1000, "ttl_s": 3600, "max_recover": 300}]
 
 
@@ -44,47 +41,8 @@ def drivers():
         d.close()
 
 
-def token(sub="alice", ttl=3600) -> tuple[str, int]:
-    exp = int(time.time()) + ttl
-    return jwt.encode({"org": "acme", "sub": sub, "exp": exp}, SECRET, algorithm="HS256"), exp
-
-
 def fcall(redis, channel: str, payload: str) -> int:
     return redis.command("FCALL", "sidecar_publish", 1, channel, payload)
-
-
-# ----------------------------------------------------------------------------- issue 12
-
-
-def test_in_band_refresh_keeps_the_connection_past_the_old_expiry(sidecar_factory, redis,
-                                                                   drivers):
-    sc = sidecar_factory(extra_yaml={"auth": {"mode": "jwt", "on_expiry": "close",
-                                              "expiry_warning_s": 2,
-                                              "jwt": {"secret": SECRET, "algorithms": ["HS256"],
-                                                      "leeway_s": 0}}})
-    short, short_exp = token(ttl=4)
-    long, long_exp = token(ttl=3600)
-    d = drivers({"tokens": [short, long], "options": {"url": sc.ws_url("/ws/acme"),
-                                                      "refresh": "in-band"}})
-    first = d.wait_state("open")
-    d.wait(lambda e: e["event"] == "control" and e["type"] == "token_expiring", 10)
-    refreshed = d.wait(lambda e: e["event"] == "control" and e["type"] == "refreshed", 10)
-    assert refreshed["payload"]["expires_at"] == long_exp
-    # Past the old exp (plus the expiry sweep), the same connection still delivers.
-    wait_until(lambda: time.time() > short_exp + 1.0, 10, "the old token's exp to pass")
-    wait_until(lambda: redis.numsub("org:acme") >= 1, 10, "SUBSCRIBE org:acme")
-    redis.publish("org:acme", '{"type":"SYNC_SUCCESS","after":"refresh"}')
-    assert d.wait_message()["data"]["after"] == "refresh"
-    states = [e["state"] for e in d.of("state")]
-    assert states == ["connecting", "open"], states
-    assert d.of("state", state="open")[0]["connectionId"] == first["connectionId"]
-
-
-def test_sidecar_serves_the_client_module(sidecar):
-    status, headers, body = sidecar.http("GET", "/client.js")
-    assert status == 200
-    assert headers["content-type"].startswith("text/javascript")
-    assert body == (CLIENT_DIR / "sidecar-client.js").read_bytes()
 
 
 # ----------------------------------------------------------------------------- issue 11
