@@ -8,6 +8,7 @@
 #include <cstring>
 #include <ctime>
 #include <netinet/in.h>
+#include <string_view>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -56,9 +57,11 @@ struct ClientPool::Conn {
   uint64_t deadline_ns = 0; // churn clients: when to stop waiting for the server's close
   std::string pending;      // a partial response head or frame carried to the next read
   SeqTracker seq;
+  ClientPosition pos;
 };
 
-ClientPool::ClientPool(ClientPoolOptions options) : options_(std::move(options)) {}
+ClientPool::ClientPool(ClientPoolOptions options)
+    : options_(std::move(options)), envelopes_(options_.subprotocol == "sidecar.v1") {}
 
 ClientPool::~ClientPool() {
   close_all();
@@ -86,21 +89,60 @@ bool ClientPool::init(std::string &error) {
     }
   }
   read_buf_.resize(kReadBuffer);
-  const size_t at = options_.path_template.find("{room}");
   for (uint32_t r = 0; r < options_.rooms; ++r) {
-    std::string path = options_.path_template;
-    if (at != std::string::npos) {
-      path.replace(at, 6, std::string(1, 'r').append(std::to_string(r)));
-    }
-    std::string request = "GET ";
-    request.append(path).append(" HTTP/1.1\r\nHost: ").append(options_.host);
-    request.append(":").append(std::to_string(options_.port));
-    request.append("\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                   "Sec-WebSocket-Version: 13\r\n\r\n");
-    requests_.push_back(std::move(request));
+    requests_.push_back(build_request(r, ""));
   }
+  room_epoch_.resize(options_.rooms);
   return true;
+}
+
+std::string ClientPool::build_request(uint32_t room, const std::string &query) const {
+  std::string path = options_.path_template;
+  if (const size_t at = path.find("{room}"); at != std::string::npos) {
+    path.replace(at, 6, std::string(1, 'r').append(std::to_string(room)));
+  }
+  std::string request = "GET ";
+  request.append(path).append(query).append(" HTTP/1.1\r\nHost: ").append(options_.host);
+  request.append(":").append(std::to_string(options_.port));
+  request.append("\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
+  if (!options_.subprotocol.empty()) {
+    request.append("Sec-WebSocket-Protocol: ").append(options_.subprotocol).append("\r\n");
+  }
+  request.append("Sec-WebSocket-Version: 13\r\n\r\n");
+  return request;
+}
+
+const ClientPosition &ClientPool::position(uint32_t client) const { return conns_[client].pos; }
+
+const SeqTracker &ClientPool::tracker(uint32_t client) const { return conns_[client].seq; }
+
+void ClientPool::set_room_query(uint32_t room, const std::string &query) {
+  requests_[room] = build_request(room, query);
+}
+
+void ClientPool::reconnect_all(uint32_t max_in_flight) {
+  for (uint32_t i = 0; i < options_.connections; ++i) {
+    Conn &c = conns_[i];
+    if (c.fd >= 0) {
+      ::close(c.fd);
+      c.fd = -1;
+    }
+    c.state = Conn::State::idle;
+    c.attempts = 0;
+    c.pending.clear();
+    c.pos.welcomed = false;
+    c.pos.recovered = false;
+    c.pos.since_welcome = 0;
+    c.pos.live_ns = 0;
+  }
+  // Churn slots are idle outside the churn phase, so every handshake in flight was a steady one.
+  in_flight_ = 0;
+  open_ = 0;
+  gave_up_ = 0;
+  retry_.clear();
+  next_to_connect_ = 0;
+  options_.max_in_flight = max_in_flight;
 }
 
 void ClientPool::start_connect(uint32_t index) {
@@ -334,6 +376,8 @@ size_t ClientPool::parse_frames(Conn &c, uint32_t index, char *data, size_t len,
     case 0x2:
       if (masked) {
         ++counters_.foreign; // servers never mask; this is not bench traffic
+      } else if (envelopes_) {
+        on_sidecar_v1(c, payload, n, now);
       } else {
         on_payload(c, payload, n, now);
       }
@@ -353,6 +397,57 @@ size_t ClientPool::parse_frames(Conn &c, uint32_t index, char *data, size_t len,
   return off;
 }
 
+void ClientPool::on_sidecar_v1(Conn &c, const char *p, size_t n, uint64_t now_ns) {
+  // Envelopes and welcomes have their keys in a fixed order (the sidecar builds them so); a
+  // search for each key is enough here and keeps this side free of a JSON library.
+  const std::string_view text(p, n);
+  if (text.starts_with(R"({"type":"message")")) {
+    const size_t e = text.find(R"(,"epoch":")");
+    const size_t o = text.find(R"(,"offset":)");
+    const size_t d = text.find(R"(,"data":)");
+    if (e == std::string_view::npos || o == std::string_view::npos || d == std::string_view::npos) {
+      ++counters_.foreign;
+      return;
+    }
+    const size_t e_end = text.find('"', e + 10);
+    const std::string_view epoch = text.substr(e + 10, e_end - (e + 10));
+    std::string &room_epoch = room_epoch_[c.room];
+    if (room_epoch.empty()) {
+      room_epoch.assign(epoch);
+    } else if (epoch != room_epoch) {
+      ++counters_.epoch_changes;
+    }
+    const char *q = p + o + 10;
+    uint64_t offset = 0;
+    if (!parse_u64(q, p + n, offset)) {
+      ++counters_.foreign;
+      return;
+    }
+    if (c.pos.has_offset && offset != c.pos.offset + 1) {
+      ++counters_.offset_skips;
+    }
+    c.pos.offset = offset;
+    c.pos.has_offset = true;
+    on_payload(c, p + d + 8, n - d - 8 - 1, now_ns); // without the envelope's closing brace
+    return;
+  }
+  if (text.starts_with(R"({"type":"connected")")) {
+    ++counters_.welcomes;
+    c.pos.welcomed = true;
+    c.pos.recovered = text.find(R"("recovered":true)") != std::string_view::npos;
+    if (const size_t o = text.find(R"("offset":)");
+        o != std::string_view::npos && !c.pos.has_offset) {
+      const char *q = p + o + 9;
+      c.pos.has_offset = parse_u64(q, p + n, c.pos.offset);
+    }
+    return;
+  }
+  if (text.starts_with(R"({"type":"resync")")) {
+    ++counters_.resyncs;
+  }
+  ++counters_.foreign;
+}
+
 void ClientPool::on_payload(Conn &c, const char *p, size_t n, uint64_t now_ns) {
   // Payload form, written by the publisher: {"seq":N,"room":"rI","t":T,"pad":"..."}
   const char *end = p + n;
@@ -370,6 +465,9 @@ void ClientPool::on_payload(Conn &c, const char *p, size_t n, uint64_t now_ns) {
   }
   c.seq.on_receive(seq);
   latency_.record(now_ns > t ? now_ns - t : 0);
+  if (++c.pos.since_welcome == live_target_ && c.pos.welcomed) {
+    c.pos.live_ns = now_ns;
+  }
 }
 
 void ClientPool::churn_tick(uint64_t now) {

@@ -22,6 +22,20 @@ struct ClientPoolOptions {
   // Spin on epoll instead of sleeping in it (--spin). Off by default: it steals the core that
   // Redis shares with the generator, and on this machine it did not raise the generator's cap.
   bool spin = false;
+  // Sent as Sec-WebSocket-Protocol when not empty. "sidecar.v1" also switches the receive side
+  // to envelopes: {"type":"message",...,"epoch":"E","offset":N,"data":<bench payload>}, whose
+  // offsets are checked to be consecutive per client, and welcomes that carry positions.
+  std::string subprotocol;
+};
+
+// What one steady client knows of its channel's position (sidecar.v1 only) and of its resume.
+struct ClientPosition {
+  bool welcomed = false;      // a {"type":"connected"} arrived on the current connection
+  bool recovered = false;     // ... and it said "recovered":true
+  bool has_offset = false;    // offset below is known (from a welcome or an envelope)
+  uint64_t offset = 0;        // the last position seen, kept across reconnects
+  uint32_t since_welcome = 0; // bench payloads received on the current connection
+  uint64_t live_ns = 0;       // when since_welcome reached the live target (0: not yet)
 };
 
 struct ClientCounters {
@@ -33,6 +47,10 @@ struct ClientCounters {
   uint64_t pings = 0;
   uint64_t churn_done = 0; // churn clients that connected, upgraded and closed cleanly
   uint64_t churn_failed = 0;
+  uint64_t welcomes = 0;      // {"type":"connected"} frames (sidecar.v1 only)
+  uint64_t resyncs = 0;       // {"type":"resync"} frames (sidecar.v1 only)
+  uint64_t offset_skips = 0;  // envelopes whose offset is not the client's last one + 1
+  uint64_t epoch_changes = 0; // envelopes whose epoch differs from the room's first one seen
 };
 
 class ClientPool {
@@ -62,8 +80,24 @@ public:
   // time shows whether the generator itself was the bottleneck.
   double busy_seconds() const { return static_cast<double>(busy_ns_) / 1e9; }
   uint32_t rooms() const { return options_.rooms; }
+  uint32_t connections() const { return options_.connections; }
   uint32_t room_of(uint32_t client) const { return client % options_.rooms; }
   void close_all();
+
+  // For the resume storm. The query string (with its '?') appended to a room's upgrade path
+  // from now on; "" for none.
+  void set_room_query(uint32_t room, const std::string &query);
+  // Closes every steady client and connects them all again from the next poll(), at most
+  // max_in_flight handshakes at a time. Sequence trackers and positions are kept, so what a
+  // reconnected client receives is checked against what it saw before.
+  void reconnect_all(uint32_t max_in_flight);
+  // A client counts as live once it has a welcome and `messages` bench payloads on its current
+  // connection; 0 turns this off.
+  void set_live_target(uint32_t messages) { live_target_ = messages; }
+  const ClientPosition &position(uint32_t client) const;
+  const SeqTracker &tracker(uint32_t client) const;
+  // The epoch of a room's first envelope; "" before one arrived.
+  const std::string &room_epoch(uint32_t room) const { return room_epoch_[room]; }
 
 private:
   struct Conn;
@@ -73,6 +107,8 @@ private:
   void on_readable(Conn &c, uint32_t index);
   size_t parse_frames(Conn &c, uint32_t index, char *data, size_t len, uint64_t now_ns);
   void on_payload(Conn &c, const char *p, size_t n, uint64_t now_ns);
+  void on_sidecar_v1(Conn &c, const char *p, size_t n, uint64_t now_ns);
+  std::string build_request(uint32_t room, const std::string &query) const;
   void fail(Conn &c, uint32_t index, bool server_side);
   void finish_churn(Conn &c, uint32_t index, bool ok);
   void send_masked(Conn &c, uint8_t opcode, const char *payload, size_t n);
@@ -96,6 +132,9 @@ private:
   ClientCounters counters_;
   std::vector<char> read_buf_;
   std::vector<std::string> requests_; // the upgrade request of each room, built once
+  std::vector<std::string> room_epoch_;
+  uint32_t live_target_ = 0;
+  bool envelopes_ = false;
 };
 
 uint64_t monotonic_ns();

@@ -3,7 +3,9 @@
 // then a rising search) and reports delivery rate, loss, order, latency and the server's RSS and
 // CPU. Prints a human table and, last, one JSON line.
 #include "client_pool.h"
+#include "proc_stats.h"
 #include "publisher.h"
+#include "resume_storm.h"
 
 #include <sys/resource.h>
 
@@ -12,7 +14,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -42,43 +43,11 @@ struct Args {
   uint32_t max_in_flight = 512;
   bool bind_sources = true;
   bool spin = false;
+  bool fcall = false;        // publish with FCALL sidecar_publish (history on)
+  std::string subprotocol;   // e.g. sidecar.v1
+  uint32_t resume_storm = 0; // messages behind; 0: the usual phases instead of the storm
+  uint32_t storm_in_flight = 4096;
 };
-
-struct ServerStats {
-  long rss_kb = -1;
-  double cpu_s = -1;
-};
-
-ServerStats read_server(int pid) {
-  ServerStats s;
-  if (pid <= 0) {
-    return s;
-  }
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.starts_with("VmRSS:")) {
-      s.rss_kb = std::strtol(line.c_str() + 6, nullptr, 10);
-    }
-  }
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string all((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-  if (auto p = all.rfind(')'); p != std::string::npos) {
-    std::istringstream rest(all.substr(p + 2));
-    std::string field;
-    unsigned long long utime = 0;
-    unsigned long long stime = 0;
-    for (int i = 3; i <= 15 && rest >> field; ++i) {
-      if (i == 14) {
-        utime = std::strtoull(field.c_str(), nullptr, 10);
-      } else if (i == 15) {
-        stime = std::strtoull(field.c_str(), nullptr, 10);
-      }
-    }
-    s.cpu_s = static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-  }
-  return s;
-}
 
 bool parse_hostport(std::string_view rest, std::string &host, uint16_t &port, std::string &path) {
   const size_t slash = rest.find('/');
@@ -115,7 +84,9 @@ void usage() {
                        "  [--fixed-rate DELIVERIES_PER_S] [--fixed-seconds S] [--churn PER_S]\n"
                        "  [--rates D1,D2,...] [--step-seconds S] [--server-pid PID]\n"
                        "  [--loss-limit FRACTION] [--p99-limit-ms MS] [--connect-timeout S]\n"
-                       "  [--max-in-flight N] [--no-bind-sources] [--spin]\n");
+                       "  [--max-in-flight N] [--no-bind-sources] [--spin]\n"
+                       "  [--publish-fcall] [--subprotocol sidecar.v1]\n"
+                       "  [--resume-storm MESSAGES_BEHIND [--storm-in-flight N]]\n");
 }
 
 bool parse_args(int argc, char **argv, Args &a) {
@@ -127,6 +98,10 @@ bool parse_args(int argc, char **argv, Args &a) {
     }
     if (k == "--spin") {
       a.spin = true;
+      continue;
+    }
+    if (k == "--publish-fcall") {
+      a.fcall = true;
       continue;
     }
     if (i + 1 >= argc) {
@@ -163,10 +138,20 @@ bool parse_args(int argc, char **argv, Args &a) {
       a.p99_limit_ms = std::atof(v);
     else if (k == "--connect-timeout")
       a.connect_timeout = std::atof(v);
+    else if (k == "--subprotocol")
+      a.subprotocol = v;
+    else if (k == "--resume-storm")
+      a.resume_storm = static_cast<uint32_t>(std::atol(v));
+    else if (k == "--storm-in-flight")
+      a.storm_in_flight = static_cast<uint32_t>(std::atol(v));
     else if (k == "--max-in-flight")
       a.max_in_flight = static_cast<uint32_t>(std::atol(v));
     else
       return false;
+  }
+  // The storm reads positions from envelopes and republishes with FCALL.
+  if (a.resume_storm > 0 && (a.subprotocol != "sidecar.v1" || !a.fcall)) {
+    return false;
   }
   return a.connections > 0 && a.rooms > 0 && a.rooms <= a.connections;
 }
@@ -339,8 +324,10 @@ int main(int argc, char **argv) {
   po.max_in_flight = a.max_in_flight;
   po.bind_sources = a.bind_sources;
   po.spin = a.spin;
+  po.subprotocol = a.subprotocol;
 
   PublishTarget pt;
+  pt.fcall = a.fcall;
   std::string pub_path;
   if (a.publish.starts_with("redis://")) {
     const bool ok = parse_hostport(a.publish.substr(8), pt.host, pt.port, pub_path);
@@ -402,7 +389,17 @@ int main(int argc, char **argv) {
 
   std::vector<Phase> phases;
   double best = 0;
-  if (opened == a.connections && subscribed) {
+  std::string storm_json;
+  bool storm_ok = true;
+  if (opened == a.connections && subscribed && a.resume_storm > 0) {
+    StormOptions so;
+    so.behind = a.resume_storm;
+    so.max_in_flight = a.storm_in_flight;
+    so.server_pid = a.server_pid;
+    so.metrics_host = po.host; // the sidecar serves /metrics on its listener unless admin.listen
+    so.metrics_port = po.port;
+    storm_json = run_resume_storm(pool, pub, so, storm_ok);
+  } else if (opened == a.connections && subscribed) {
     std::printf("%-8s %10s %10s %10s %10s %7s %5s %5s %7s %7s %7s %7s %8s %6s %6s %s\n", "phase",
                 "target/s", "achieved/s", "expected", "received", "lost", "ooo", "dup", "p50ms",
                 "p90ms", "p99ms", "p99.9ms", "max_ms", "srv_s", "gen_busy", "result");
@@ -445,9 +442,13 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < phases.size(); ++i) {
     json += (i ? "," : "") + phase_json(phases[i]);
   }
-  json += "]}";
+  json += "]";
+  if (!storm_json.empty()) {
+    json += ",\"storm\":" + storm_json;
+  }
+  json += "}";
   std::printf("%s\n", json.c_str());
   pool.close_all();
-  const bool ok = opened == a.connections && subscribed;
+  const bool ok = opened == a.connections && subscribed && storm_ok;
   return ok ? 0 : 1;
 }

@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -104,9 +105,15 @@ bool Publisher::send_redis(uint32_t count, PublishResult &result) {
     const auto room = static_cast<uint32_t>(next_message_++ % rooms_);
     const std::string &channel = names_[room];
     const size_t n = format(room, published_[room]++, payload.data());
-    const char *argv[3] = {"PUBLISH", channel.c_str(), payload.data()};
-    const size_t lens[3] = {7, channel.size(), n};
-    redisAppendCommandArgv(redis_, 3, argv, lens);
+    if (target_.fcall) {
+      const char *argv[5] = {"FCALL", "sidecar_publish", "1", channel.c_str(), payload.data()};
+      const size_t lens[5] = {5, 15, 1, channel.size(), n};
+      redisAppendCommandArgv(redis_, 5, argv, lens);
+    } else {
+      const char *argv[3] = {"PUBLISH", channel.c_str(), payload.data()};
+      const size_t lens[3] = {7, channel.size(), n};
+      redisAppendCommandArgv(redis_, 3, argv, lens);
+    }
   }
   for (uint32_t i = 0; i < count; ++i) {
     void *reply = nullptr;
@@ -220,6 +227,18 @@ PublishResult Publisher::run(double per_second, double seconds, const std::atomi
   return result;
 }
 
+bool Publisher::burst(uint64_t messages, PublishResult &result) {
+  for (uint64_t left = messages; left > 0;) {
+    const auto batch = static_cast<uint32_t>(std::min<uint64_t>(left, kMaxBatch));
+    if (!(target_.http ? send_http(batch, result) : send_redis(batch, result))) {
+      return false;
+    }
+    result.sent += batch;
+    left -= batch;
+  }
+  return true;
+}
+
 bool Publisher::all_subscribed(uint32_t &subscribed, std::string &error) {
   subscribed = 0;
   if (redis_ == nullptr) {
@@ -254,6 +273,33 @@ bool Publisher::all_subscribed(uint32_t &subscribed, std::string &error) {
     freeReplyObject(reply);
   }
   return subscribed == rooms_;
+}
+
+long long Publisher::command_stat(const char *command, const char *field) {
+  if (redis_ == nullptr) {
+    return -1;
+  }
+  auto *reply = static_cast<redisReply *>(redisCommand(redis_, "INFO commandstats"));
+  if (reply == nullptr) {
+    return -1;
+  }
+  long long value = -1;
+  if (reply->type == REDIS_REPLY_STRING) {
+    // Lines look like "cmdstat_fcall:calls=12,usec=340,usec_per_call=28.33,...".
+    const std::string text(reply->str, reply->len);
+    const std::string line = std::string("cmdstat_") + command + ":";
+    if (auto at = text.find(line); at != std::string::npos) {
+      const std::string key = std::string(field) + "=";
+      const size_t eol = text.find('\n', at);
+      if (auto k = text.find(key, at); k != std::string::npos && k < eol) {
+        value = std::strtoll(text.c_str() + k + key.size(), nullptr, 10);
+      }
+    } else {
+      value = 0; // never called yet
+    }
+  }
+  freeReplyObject(reply);
+  return value;
 }
 
 } // namespace sidecar::bench

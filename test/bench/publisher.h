@@ -1,6 +1,6 @@
-// The load generator's publisher: paced PUBLISH batches to Redis (or POSTs to an nchan-style
-// HTTP publisher location), each payload carrying its room's sequence and a CLOCK_MONOTONIC
-// timestamp. One Publisher is used by one thread at a time.
+// The load generator's publisher: paced PUBLISH (or FCALL sidecar_publish) batches to Redis (or
+// POSTs to an nchan-style HTTP publisher location), each payload carrying its room's sequence and a
+// CLOCK_MONOTONIC timestamp. One Publisher is used by one thread at a time.
 #pragma once
 
 #include <atomic>
@@ -18,6 +18,9 @@ struct PublishTarget {
   uint16_t port = 6379;
   std::string path_template = "/pub/{room}"; // http only; "{room}" becomes "r<index>"
   std::string channel_prefix = "org:";       // redis only: channel is prefix + "r<index>"
+  // Redis only: publish with FCALL sidecar_publish 1 <channel> <payload> (history on) instead
+  // of PUBLISH. Each reply is then the new position, or an error counted in PublishResult.
+  bool fcall = false;
 };
 
 struct PublishResult {
@@ -40,10 +43,16 @@ public:
   // Publishes `per_second` messages a second for `seconds`, round-robin over the rooms, until
   // done or `stop` is set. Blocks; run it on its own thread.
   PublishResult run(double per_second, double seconds, const std::atomic<bool> &stop);
+  // Sends `messages` at once, round-robin over the rooms from where the last send stopped, in
+  // pipelined batches without pacing; false when the connection broke.
+  bool burst(uint64_t messages, PublishResult &result);
   // Messages sent so far to each room; read it only while run() is not running.
   const std::vector<uint64_t> &published() const { return published_; }
   // Redis only: whether every room's channel has at least one subscriber (PUBSUB NUMSUB).
   bool all_subscribed(uint32_t &subscribed, std::string &error);
+  // Redis only: one numeric field of INFO commandstats, e.g. ("fcall", "calls"); -1 when absent
+  // or on error.
+  long long command_stat(const char *command, const char *field);
 
 private:
   size_t format(uint32_t room, uint64_t seq, char *out);
