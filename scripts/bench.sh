@@ -13,6 +13,11 @@
 # BENCH_ROOMS [100], BENCH_IDLE_MAX [19000], BENCH_FIXED_RATE [50000 deliveries/s],
 # BENCH_FIXED_SECONDS [5], BENCH_STEP_SECONDS [3], BENCH_RATES [ladder of deliveries/s],
 # BENCH_CHURN [1000 connects+disconnects/s], BENCH_SERVERS ["sidecar naive nchan"].
+# History rows (sidecar only; BENCH_HISTORY=0 skips them): W1 again with a `history:` config,
+# published with FCALL sidecar_publish, to verbatim and to sidecar.v1 clients; then the resume
+# storm: BENCH_STORM_CONNECTIONS [10000] sidecar.v1 clients in BENCH_ROOMS rooms come back at
+# once, BENCH_STORM_BEHIND [100] messages behind, at most BENCH_STORM_IN_FLIGHT [4096]
+# handshakes in flight.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,7 +31,7 @@ while [[ $# -gt 0 ]]; do
     --url) URL=$2; shift 2 ;;
     --publish) PUBLISH=$2; shift 2 ;;
     --server-pid) EXT_PID=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -35,11 +40,16 @@ if [[ ${BENCH_QUICK:-0} == 1 ]]; then
   CONNS=${BENCH_CONNECTIONS:-2000}; ROOMS=${BENCH_ROOMS:-20}; IDLE_MAX=${BENCH_IDLE_MAX:-4000}
   FIXED_S=${BENCH_FIXED_SECONDS:-2}; STEP_S=${BENCH_STEP_SECONDS:-1.5}
   RATES=${BENCH_RATES:-50000,100000,200000,400000}
+  STORM_CONNS=${BENCH_STORM_CONNECTIONS:-2000}
 else
   CONNS=${BENCH_CONNECTIONS:-10000}; ROOMS=${BENCH_ROOMS:-100}; IDLE_MAX=${BENCH_IDLE_MAX:-19000}
   FIXED_S=${BENCH_FIXED_SECONDS:-5}; STEP_S=${BENCH_STEP_SECONDS:-3}
   RATES=${BENCH_RATES:-25000,50000,100000,150000,200000,300000,400000,500000,650000,800000,1000000,1250000,1500000}
+  STORM_CONNS=${BENCH_STORM_CONNECTIONS:-10000}
 fi
+HISTORY=${BENCH_HISTORY:-1}
+STORM_BEHIND=${BENCH_STORM_BEHIND:-100}
+STORM_IN_FLIGHT=${BENCH_STORM_IN_FLIGHT:-4096}
 FIXED_RATE=${BENCH_FIXED_RATE:-50000}
 CHURN=${BENCH_CHURN:-1000}
 SERVERS=${BENCH_SERVERS:-sidecar naive nchan}
@@ -115,15 +125,23 @@ ensure_packages() {
 start_server() {
   local kind=$1 port=$2
   case $kind in
-    sidecar)
-      cat >"$TMP/sidecar.yaml" <<EOF
+    sidecar|sidecar-history)
+      cat >"$TMP/$kind.yaml" <<EOF
 listen: "127.0.0.1:$port"
 redis: { url: "redis://127.0.0.1:$RPORT/0" }
 routes: [ { path: "/ws/{org}", channel: "org:{org}" } ]
 limits: { max_connections: 100000, max_outbound_bytes: 4194304 }
 log: { level: warn }
 EOF
-      $PIN_SERVER "$SIDECAR" --config "$TMP/sidecar.yaml" >>"$OUT/sidecar.log" 2>&1 &
+      # The same server with history for the rooms' channels, so that FCALL sidecar_publish
+      # works and clients may resume; max_recover covers the storm's BENCH_STORM_BEHIND.
+      if [[ $kind == sidecar-history ]]; then
+        cat >>"$TMP/$kind.yaml" <<EOF
+history:
+  - { channel: "org:{org}", size: 1000, ttl_s: 3600, max_recover: $((STORM_BEHIND > 300 ? STORM_BEHIND : 300)) }
+EOF
+      fi
+      $PIN_SERVER "$SIDECAR" --config "$TMP/$kind.yaml" >>"$OUT/$kind.log" 2>&1 &
       SERVER_PID=$!; PUB_URL=redis://127.0.0.1:$RPORT ;;
     naive)
       $PIN_SERVER "$FLOOR" --listen "127.0.0.1:$port" --redis "127.0.0.1:$RPORT" >>"$OUT/naive.log" 2>&1 &
@@ -240,6 +258,16 @@ for kind in $SERVERS; do
   [[ $kind == sidecar && -z $SIDECAR ]] && continue
   COLUMNS_RUN+=("$kind")
   workload "$kind" w1 --connections "$CONNS" --rooms "$ROOMS" "${COMMON_SEARCH[@]}" --churn "$CHURN"
+  if [[ $kind == sidecar && $HISTORY == 1 ]]; then
+    # Right after the plain-PUBLISH W1, so that the ratios compare runs of one sitting.
+    workload sidecar-history w1f --connections "$CONNS" --rooms "$ROOMS" "${COMMON_SEARCH[@]}" \
+      --churn "$CHURN" --publish-fcall
+    workload sidecar-history w1v --connections "$CONNS" --rooms "$ROOMS" "${COMMON_SEARCH[@]}" \
+      --churn "$CHURN" --publish-fcall --subprotocol sidecar.v1
+    workload sidecar-history storm --connections "$STORM_CONNS" --rooms "$ROOMS" \
+      --publish-fcall --subprotocol sidecar.v1 --resume-storm "$STORM_BEHIND" \
+      --storm-in-flight "$STORM_IN_FLIGHT"
+  fi
   # One message to 10,000 sockets is 10,000 sends: tens of milliseconds on loopback for any
   # server, so W2's search allows a p99 of W2_P99_MS (default 500) instead of W1's 50 ms.
   workload "$kind" w2 --connections "$CONNS" --rooms 1 "${COMMON_SEARCH[@]}" \
@@ -253,4 +281,8 @@ log "done in $((SECONDS - START)) s"
        "BENCH_QUICK=${BENCH_QUICK:-0}, $CONNS connections, rooms of $((CONNS / ROOMS)), steps ${STEP_S}s," \
        "load average $LOAD_START at start, $(cut -d' ' -f1 /proc/loadavg) at end"
   /usr/bin/python3 "$ROOT/test/bench/table.py" "$OUT" "${COLUMNS_RUN[@]}"
+  if [[ -f $OUT/sidecar-history-w1f.json ]]; then
+    echo
+    /usr/bin/python3 "$ROOT/test/bench/table.py" --history "$OUT"
+  fi
 } | tee "$OUT/table.txt"

@@ -1,5 +1,6 @@
-"""Turns the loadgen's JSON lines in a bench-results directory into the one table bench.sh
-prints. Usage: table.py RESULTS_DIR COLUMN... (files are COLUMN-w1.json, -w2, -w3a, -w3b)."""
+"""Turns the loadgen's JSON lines in a bench-results directory into the tables bench.sh prints.
+Usage: table.py RESULTS_DIR COLUMN... (files are COLUMN-w1.json, -w2, -w3a, -w3b), or
+table.py --history RESULTS_DIR (sidecar-w1.json beside sidecar-history-w1f, -w1v and -storm)."""
 import json
 import os
 import sys
@@ -84,7 +85,76 @@ def connect(run):
     return f"{run['handshakes_per_s']:,.0f}/s ({run['connect_seconds']:.2f} s)"
 
 
+def ratio(num, den):
+    return f"{num / den:.2f}x" if num > 0 and den > 0 else "n/a"
+
+
+def cpu_value(run):
+    p = phase(run, "fixed")
+    if not p or not p["unique"] or p["server_cpu_s"] < 0:
+        return -1
+    return p["server_cpu_s"] / p["unique"] * 1e6
+
+
+def storm_rows(run):
+    s = run.get("storm")
+    if not s:
+        return [("resume storm", "n/a (see sidecar-history-storm.txt)")]
+    mib = lambda kb: f"{kb / 1024:.1f} MiB"
+    verdict = "all exact" if s["ok"] else "FAILED"
+    return [
+        ("clients, rooms, messages behind, handshakes in flight",
+         f"{s['clients']:,}, {s['rooms']}, {s['behind']}, {s['max_in_flight']}"),
+        ("time until all live (recovered welcome + every missed message)",
+         f"{s['all_live_s']:.2f} s (per client p50 {s['live_p50_ms']:.0f} ms, "
+         f"p99 {s['live_p99_ms']:.0f} ms)"),
+        ("checked: recovered / exactly once, in order / resyncs",
+         f"{s['recovered']:,} / {s['exact']:,} / {s['resyncs']} ({verdict})"),
+        ("Redis FCALLs during the storm (sidecar_read)",
+         f"{s['fcalls']} for {s['rooms']} rooms; sidecar_history_reads_total +"
+         f"{s['history_reads']:.0f}, _coalesced_total +{s['history_reads_coalesced']:.0f}"),
+        ("sidecar RSS before / peak during (VmRSS polled every 5 ms) / VmHWM",
+         f"{mib(s['rss_before_kb'])} / {mib(s['rss_peak_kb'])} / {mib(s['hwm_kb'])}"),
+    ]
+
+
+def print_table(header, cells):
+    widths = [max(len(str(r[i])) for r in cells + [header]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |"
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in cells:
+        print(line(r))
+
+
+def history(directory):
+    plain = load(directory, "sidecar", "w1")
+    fcall = load(directory, "sidecar-history", "w1f")
+    v1 = load(directory, "sidecar-history", "w1v")
+    columns = [("PUBLISH, verbatim clients", plain), ("FCALL, verbatim clients", fcall),
+               ("FCALL, sidecar.v1 clients", v1)]
+    n1 = plain.get("connections", "?")
+    r1 = plain.get("rooms", "?")
+    base = cpu_value(plain)
+    rows = [
+        (f"W1 rooms ({n1} conns, {r1} rooms): max rate, <0.1% loss & p99<50ms", max_rate),
+        ("W1 at fixed rate: p50 / p99 / max ms", lambda r: latency(r, "fixed")),
+        ("W1 at fixed rate: server CPU per 1M deliveries", lambda r: cpu_per_million(r, "fixed")),
+        ("  ... relative to PUBLISH, same sitting", lambda r: ratio(cpu_value(r), base)),
+    ]
+    print("history rows: sidecar with history: for org:{org}, published with FCALL sidecar_publish")
+    print_table(["metric"] + [c for c, _ in columns],
+                [[label] + [fn(run) for _, run in columns] for label, fn in rows])
+    print()
+    storm = load(directory, "sidecar-history", "storm")
+    print_table(["resume storm (sidecar.v1, FCALL)", "sidecar"],
+                [list(r) for r in storm_rows(storm)])
+
+
 def main():
+    if sys.argv[1] == "--history":
+        history(sys.argv[2])
+        return
     directory, columns = sys.argv[1], sys.argv[2:]
     runs = {c: {w: load(directory, c, w) for w in ("w1", "w2", "w3a", "w3b")} for c in columns}
     first = next(iter(runs.values()))
@@ -111,14 +181,7 @@ def main():
     fixed = phase(first["w1"], "fixed")
     if fixed:
         print(f"fixed rate: {fixed['target_per_s']:,.0f} deliveries/s")
-    cells = [[label] + [fn(c) for c in columns] for label, fn in rows]
-    header = ["metric"] + columns
-    widths = [max(len(str(r[i])) for r in cells + [header]) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |"
-    print(line(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in cells:
-        print(line(r))
+    print_table(["metric"] + columns, [[label] + [fn(c) for c in columns] for label, fn in rows])
 
 
 if __name__ == "__main__":
