@@ -256,6 +256,15 @@ class Run:
 
     def step_trim(self, ch: Channel):
         keep = self.rng.randint(0, 8)
+        # Half the time, cut just past a dropped client's position, so that its resume meets
+        # a hole (a random cut mostly lands where too_many decides first).
+        behind = [s for s in self.slots if s.client is None and s.cursor is not None
+                  and s.cursor[0] == self.chans[s.channel].epoch
+                  and 1 < self.chans[s.channel].top - s.cursor[1] <= MAX_RECOVER]
+        if behind and self.rng.random() < 0.5:
+            slot = self.rng.choice(behind)
+            ch = self.chans[slot.channel]
+            keep = self.rng.randint(0, ch.top - slot.cursor[1] - 2)
         self.pub.command("XTRIM", f"sidecar:{{{ch.name}}}:s", "MAXLEN", str(keep))
         if ch.epoch is not None:
             ch.first = max(ch.first, ch.top - keep + 1)
@@ -304,23 +313,23 @@ class Run:
             connected = [s for s in self.slots if s.client is not None]
             dropped = [s for s in self.slots if s.client is None]
             ch = self.chans[self.rng.choice(list(self.chans))]
-            if r < 0.35:
-                k = self.rng.choice([1, 2, 3, 5, 8, MAX_RECOVER + 3])
+            if r < 0.33:
+                k = self.rng.choice([1, 1, 2, 3, 5, 8, MAX_RECOVER + 3])
                 self.log.append(f"step {i}: publish {k} on {ch.name}")
                 self.publish(ch, k)
-            elif r < 0.55 and connected:
+            elif r < 0.53 and connected:
                 self.log.append(f"step {i}: drop")
                 await self.step_drop(self.rng.choice(connected))
-            elif r < 0.78 and dropped:
+            elif r < 0.80 and dropped:
                 self.log.append(f"step {i}: resume")
                 await self.step_resume(self.rng.choice(dropped), bogus=self.rng.random() < 0.08)
-            elif r < 0.88:
+            elif r < 0.90:
                 self.log.append(f"step {i}: trim")
                 self.step_trim(ch)
             elif r < 0.93:
                 self.log.append(f"step {i}: lose history")
                 self.step_lose(ch)
-            elif r < 0.97 and self.restarts < MAX_RESTARTS:
+            elif r < 0.96 and self.restarts < MAX_RESTARTS:
                 self.log.append(f"step {i}: restart")
                 await self.step_restart()
             else:

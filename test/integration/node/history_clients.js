@@ -133,9 +133,10 @@ function finish() {
   if (finished) return;
   finished = true;
   clearTimeout(deadline);
-  for (const c of clients) emit(c.result());
-  // Let the close handshakes go out, then leave whatever is still open.
-  setTimeout(() => process.exit(0), 200);
+  const out = clients.map((c) => JSON.stringify(c.result()) + '\n').join('');
+  // A pipe may take the lines asynchronously: exit only once they are all written, or the
+  // reader gets a truncated line. Connections still open end with the process.
+  process.stdout.write(out, () => process.exit(0));
 }
 
 // A bounded lifetime: results are printed either way, marked done or not.
