@@ -231,6 +231,7 @@ void Session::moved_in_room(Room *room, uint32_t slot) noexcept { rooms_.moved(r
 
 void Session::leave_rooms() noexcept {
   end_resume();
+  floors_.reset();
   rooms_.leave_all(env_.rooms, v1_);
 }
 
@@ -246,6 +247,8 @@ void Session::deliver(SharedFrame *f) noexcept {
 
 void Session::deliver(Room *room, const Publication &p) noexcept {
   SharedFrame *f = v1_ ? p.envelope : p.verbatim;
+  if (floors_ != nullptr && covered_by_read(room, p)) [[unlikely]]
+    return;
   if (resume_ != nullptr) {
     hold(room, p, f);
     return;

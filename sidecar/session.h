@@ -42,6 +42,7 @@ struct Metrics;
 class Session;
 class ReplayFrames;
 struct SessionResume;
+struct ResumeFloor;
 
 // What goes up from a session; the Server implements it. None of it is on the fan-out path.
 class SessionOwner {
@@ -202,6 +203,8 @@ private:
   void hold(Room *room, const Publication &p, SharedFrame *f) noexcept;
   void welcome_when_done() noexcept;
   void end_resume() noexcept; // cancels reads still out; nothing is sent
+  // True when p is a live message of `room` that this session's read covered (ResumeFloor).
+  bool covered_by_read(const Room *room, const Publication &p) noexcept;
   SharedFrame *replay_frame(std::string_view channel, const HistoryRead &read, size_t i,
                             FrameRef &own) noexcept;
   void enter_closing(uint64_t now_ms) noexcept;
@@ -232,6 +235,7 @@ private:
   std::unique_ptr<RequestParser> http_; // freed after the request
   std::optional<WsProtocol> ws_;
   std::unique_ptr<SessionResume> resume_; // only between an upgrade and a delayed welcome
+  std::unique_ptr<std::vector<ResumeFloor>> floors_; // only until the rooms pass the reads
   OutQueue out_;
   UpgradeGrant grant_;
   std::string ip_;

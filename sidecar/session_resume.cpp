@@ -177,6 +177,11 @@ void Session::finish_channel(size_t i, const HistoryRead *read) noexcept {
     } else {
       ResumeMerge::Plan plan =
           c.merge.finish(c.client ? &*c.client : nullptr, *read, c.max_recover);
+      if (read->top > 0) {
+        if (floors_ == nullptr)
+          floors_ = std::make_unique<std::vector<ResumeFloor>>();
+        floors_->push_back({c.room, read->epoch, read->top});
+      }
       c.welcome.known = true;
       c.welcome.epoch = plan.start.epoch;
       c.welcome.offset = plan.start.offset;
@@ -271,6 +276,25 @@ void Session::hold(Room *room, const Publication &p, SharedFrame *f) noexcept {
     over_budget_ = true; // out of memory: closed like a client over its budget
     request_flush();
   }
+}
+
+bool Session::covered_by_read(const Room *room, const Publication &p) noexcept {
+  for (size_t i = 0; i < floors_->size(); ++i) {
+    ResumeFloor &fl = (*floors_)[i];
+    if (fl.room != room)
+      continue;
+    if (p.pos == nullptr)
+      return false; // a plain PUBLISH: no position to compare, and it was never in the read
+    if (!p.resync && p.pos->epoch == fl.epoch && p.pos->offset <= fl.top) {
+      ++env_.metrics.history.live_duplicates;
+      return true;
+    }
+    floors_->erase(floors_->begin() + static_cast<std::ptrdiff_t>(i));
+    if (floors_->empty())
+      floors_.reset();
+    return false;
+  }
+  return false;
 }
 
 void Session::welcome_when_done() noexcept {

@@ -40,6 +40,17 @@ private:
   std::vector<FrameRef> verbatim_, envelope_;
 };
 
+// After a channel is settled: the live messages its room may still hand over that the read
+// covered already. The read's reply comes on the command link and can overtake the subscriber
+// link, so publications at or below the read's top can arrive live after it; they were replayed
+// (or precede the position the welcome gives) and are dropped. The entry goes with the first
+// message past it, of another epoch, or a resync.
+struct ResumeFloor {
+  const Room *room;
+  std::string epoch;
+  uint64_t top;
+};
+
 struct SessionResume {
   // One frame on its way to the client; `merge` is its index in the channel's ResumeMerge, or -1
   // for an item without a position (a plain PUBLISH).
