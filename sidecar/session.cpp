@@ -209,6 +209,8 @@ void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json,
   // Joined first, so that what the rooms deliver while the reads are out is held, not missed.
   if (env_.history != nullptr && (v1_ || !resume.recover.empty()))
     start_resume(welcome_json, std::move(resume.recover));
+  else if (v1_)
+    send_v1_welcome(welcome_json, {});
   else
     send_json(welcome_json);
 }
@@ -231,12 +233,11 @@ void Session::moved_in_room(Room *room, uint32_t slot) noexcept { rooms_.moved(r
 
 void Session::leave_rooms() noexcept {
   end_resume();
-  floors_.reset();
   rooms_.leave_all(env_.rooms, v1_);
 }
 
 void Session::deliver(SharedFrame *f) noexcept {
-  if (resume_ != nullptr) [[unlikely]] {
+  if (resuming()) [[unlikely]] {
     hold(nullptr, {f, f, nullptr, false}, f); // behind the welcome, which waits for history
     return;
   }
@@ -247,11 +248,13 @@ void Session::deliver(SharedFrame *f) noexcept {
 
 void Session::deliver(Room *room, const Publication &p) noexcept {
   SharedFrame *f = v1_ ? p.envelope : p.verbatim;
-  if (floors_ != nullptr && covered_by_read(room, p)) [[unlikely]]
-    return;
-  if (resume_ != nullptr) {
-    hold(room, p, f);
-    return;
+  if (resume_ != nullptr) [[unlikely]] {
+    if (!resume_->welcomed) {
+      hold(room, p, f);
+      return;
+    }
+    if (covered_by_read(room, p))
+      return;
   }
   if (f != nullptr && queue(f) && !p.resync)
     ++messages_out_;
@@ -572,8 +575,8 @@ void Session::tick(uint64_t now) {
   case Phase::open:
     // History reads that outlast redis.reply_timeout_ms (a room whose SUBSCRIBE Redis refuses,
     // a link that is down) end in resync unavailable rather than a welcome that never comes.
-    if (resume_ != nullptr && now - resume_->started_ms >= env_.cfg.redis.reply_timeout_ms) {
-      for (size_t i = 0; resume_ != nullptr && i < resume_->channels.size(); ++i) {
+    if (resuming() && now - resume_->started_ms >= env_.cfg.redis.reply_timeout_ms) {
+      for (size_t i = 0; resuming() && i < resume_->channels.size(); ++i) {
         if (!resume_->channels[i].done)
           finish_channel(i, nullptr);
       }

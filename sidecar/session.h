@@ -43,6 +43,7 @@ class Session;
 class ReplayFrames;
 struct SessionResume;
 struct ResumeFloor;
+struct WelcomeChannel;
 
 // What goes up from a session; the Server implements it. None of it is on the fan-out path.
 class SessionOwner {
@@ -203,6 +204,8 @@ private:
   void hold(Room *room, const Publication &p, SharedFrame *f) noexcept;
   void welcome_when_done() noexcept;
   void end_resume() noexcept; // cancels reads still out; nothing is sent
+  void send_v1_welcome(std::string_view welcome_json,
+                       const std::vector<WelcomeChannel> &channels) noexcept;
   // True when p is a live message of `room` that this session's read covered (ResumeFloor).
   bool covered_by_read(const Room *room, const Publication &p) noexcept;
   SharedFrame *replay_frame(std::string_view channel, const HistoryRead &read, size_t i,
@@ -234,8 +237,10 @@ private:
 
   std::unique_ptr<RequestParser> http_; // freed after the request
   std::optional<WsProtocol> ws_;
-  std::unique_ptr<SessionResume> resume_; // only between an upgrade and a delayed welcome
-  std::unique_ptr<std::vector<ResumeFloor>> floors_; // only until the rooms pass the reads
+  // Between an upgrade and a delayed welcome; after it, only while the rooms have not passed
+  // the reads (SessionResume::welcomed, ResumeFloor).
+  std::unique_ptr<SessionResume> resume_;
+  bool resuming() const noexcept;
   OutQueue out_;
   UpgradeGrant grant_;
   std::string ip_;

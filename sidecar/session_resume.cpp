@@ -84,7 +84,11 @@ void Session::start_resume(std::string_view welcome_json,
       }
     }
     if (r->channels.empty()) {
-      send_json(welcome_json); // no channel with history here: the welcome as without it
+      // No channel with history here: the welcome as without it (sidecar.v1: `channels` empty).
+      if (v1_)
+        send_v1_welcome(welcome_json, {});
+      else
+        send_json(welcome_json);
       return;
     }
     r->welcome.assign(welcome_json);
@@ -101,8 +105,10 @@ void Session::start_resume(std::string_view welcome_json,
   }
 }
 
+bool Session::resuming() const noexcept { return resume_ != nullptr && !resume_->welcomed; }
+
 void Session::room_ready(Room *room) noexcept {
-  if (resume_ == nullptr)
+  if (!resuming())
     return;
   for (size_t i = 0; i < resume_->channels.size(); ++i) {
     if (resume_->channels[i].room == room && !resume_->channels[i].asked)
@@ -127,7 +133,7 @@ void Session::ask_read(size_t i) noexcept {
 }
 
 void Session::read_done(size_t i, const HistoryReadResult &r) noexcept {
-  if (resume_ == nullptr || i >= resume_->channels.size() || resume_->channels[i].done)
+  if (!resuming() || i >= resume_->channels.size() || resume_->channels[i].done)
     return;
   resume_->channels[i].token = 0;
   if (!r.error.empty()) {
@@ -177,11 +183,8 @@ void Session::finish_channel(size_t i, const HistoryRead *read) noexcept {
     } else {
       ResumeMerge::Plan plan =
           c.merge.finish(c.client ? &*c.client : nullptr, *read, c.max_recover);
-      if (read->top > 0) {
-        if (floors_ == nullptr)
-          floors_ = std::make_unique<std::vector<ResumeFloor>>();
-        floors_->push_back({c.room, read->epoch, read->top});
-      }
+      if (read->top > 0)
+        res.floors.push_back({c.room, read->epoch, read->top});
       c.welcome.known = true;
       c.welcome.epoch = plan.start.epoch;
       c.welcome.offset = plan.start.offset;
@@ -278,9 +281,25 @@ void Session::hold(Room *room, const Publication &p, SharedFrame *f) noexcept {
   }
 }
 
+// A sidecar.v1 welcome always has `channels`, `{}` when no channel of the connection has
+// history (or history is off), so that a client can read it without checking that it exists.
+void Session::send_v1_welcome(std::string_view welcome_json,
+                              const std::vector<WelcomeChannel> &channels) noexcept {
+  std::string welcome;
+  try {
+    welcome = welcome_with_channels(welcome_json, channels);
+  } catch (const std::exception &e) {
+    log_error("out_of_memory", {{"conn", id_}, {"what", "welcome"}, {"error", e.what()}});
+    close(CloseCode::internal_error, "internal error");
+    return;
+  }
+  send_json(welcome);
+}
+
 bool Session::covered_by_read(const Room *room, const Publication &p) noexcept {
-  for (size_t i = 0; i < floors_->size(); ++i) {
-    ResumeFloor &fl = (*floors_)[i];
+  std::vector<ResumeFloor> &floors = resume_->floors;
+  for (size_t i = 0; i < floors.size(); ++i) {
+    ResumeFloor &fl = floors[i];
     if (fl.room != room)
       continue;
     if (p.pos == nullptr)
@@ -289,16 +308,16 @@ bool Session::covered_by_read(const Room *room, const Publication &p) noexcept {
       ++env_.metrics.history.live_duplicates;
       return true;
     }
-    floors_->erase(floors_->begin() + static_cast<std::ptrdiff_t>(i));
-    if (floors_->empty())
-      floors_.reset();
+    floors.erase(floors.begin() + static_cast<std::ptrdiff_t>(i));
+    if (floors.empty())
+      resume_.reset();
     return false;
   }
   return false;
 }
 
 void Session::welcome_when_done() noexcept {
-  if (resume_ == nullptr)
+  if (!resuming())
     return;
   for (const SessionResume::Channel &c : resume_->channels) {
     if (!c.done)
@@ -321,6 +340,15 @@ void Session::welcome_when_done() noexcept {
     return;
   }
   send_json(welcome);
+  if (!res->floors.empty()) {
+    try {
+      resume_ = std::make_unique<SessionResume>();
+      resume_->welcomed = true;
+      resume_->floors = std::move(res->floors);
+    } catch (const std::exception &) {
+      resume_.reset(); // out of memory: duplicates are not filtered, nothing is lost
+    }
+  }
   auto send = [this](SessionResume::Item &item) {
     if (item.frame && queue(item.frame.get()) && item.message)
       ++messages_out_;

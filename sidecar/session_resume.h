@@ -78,6 +78,8 @@ struct SessionResume {
   bool failed = false;     // out of memory while settling a channel: the session closes
   std::string welcome;
   uint64_t started_ms = 0;
+  std::vector<ResumeFloor> floors; // one per settled channel whose read saw a top
+  bool welcomed = false; // sent: only `floors` is left, until the rooms pass them
 };
 
 } // namespace sidecar

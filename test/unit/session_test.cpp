@@ -398,6 +398,27 @@ TEST_CASE("live messages the read already covered, arriving after the welcome, a
   CHECK(s.messages_out() == 5);
 }
 
+TEST_CASE("a sidecar.v1 welcome has channels {} when no channel of the connection has history") {
+  HistoryWorld w;
+  auto open = [&](Session &s, bool v1) {
+    UpgradeGrant g;
+    g.org = "acme";
+    g.key = "dGhlIHNhbXBsZSBub25jZQ==";
+    g.room_channel = "team:acme"; // not under org:{org}
+    s.upgrade(std::move(g), HistoryWorld::welcome(), ResumeRequest{v1, {}});
+    REQUIRE(s.is_open());
+  };
+  Session v1(w.env, 1), verbatim(w.env, 2);
+  open(v1, true);
+  open(verbatim, false);
+  CHECK(w.reads.reads.empty());
+  std::string plain = HistoryWorld::welcome();
+  std::string with = welcome_with_channels(plain, {});
+  CHECK(with.find(R"("channels":{})") != std::string::npos);
+  // The same 101 for both (the grant names no subprotocol); the v1 welcome has `channels`.
+  CHECK(v1.queued_bytes() - verbatim.queued_bytes() == frame_size(with) - frame_size(plain));
+}
+
 TEST_CASE("a resume that cannot be recovered is a resync, and nothing is replayed") {
   HistoryWorld w;
   Session keeper(w.env, 4);
