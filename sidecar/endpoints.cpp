@@ -79,9 +79,17 @@ std::string Server::degraded_reason() const {
   // before 7) is the same for every sidecar on this Redis, so a 503 would take all of them out
   // of rotation and turn lost resumes into lost live delivery. Clients are told instead: every
   // resume and gap read ends in a resync with reason unavailable.
-  if (bus_.history_enabled() && !bus_.history_error().empty())
-    return "history unavailable: the Redis Function library is not loaded (" +
-           bus_.history_error() + "); resumes and gap reads resync with reason unavailable";
+  if (bus_.history_enabled() && !bus_.history_ready()) {
+    if (bus_.history_refusing())
+      return "history unavailable: the Redis Function library is not loaded (" +
+             bus_.history_error() + "); resumes and gap reads resync with reason unavailable";
+    // Briefly, after every (re)connect of the command link: resumes wait for it (up to
+    // redis.reply_timeout_ms) rather than fail.
+    return bus_.command_connected()
+               ? "history not ready yet: loading the Redis Function library" +
+                     (bus_.history_error().empty() ? "" : " (" + bus_.history_error() + ")")
+               : "history not ready yet: the Redis command link is reconnecting";
+  }
   size_t n = bus_.refused_channels();
   if (n == 0)
     return "";

@@ -23,6 +23,13 @@ std::string error_code(std::string_view reply) {
   return "other";
 }
 
+// Errors that pass by themselves: Redis loading its data set after a restart, a script or
+// function running too long, a replica that lost its master for a moment.
+bool is_transient_error(std::string_view reply) {
+  std::string_view word = reply.substr(0, reply.find(' '));
+  return word == "LOADING" || word == "BUSY" || word == "MASTERDOWN" || word == "TRYAGAIN";
+}
+
 std::string_view text_of(const redisReply *r) {
   return r != nullptr && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
                           r->type == REDIS_REPLY_ERROR)
@@ -108,10 +115,14 @@ void RedisBus::tick() {
         expired.push_back(id);
     }
     if (!expired.empty()) {
-      std::string why =
-          "the Redis command link is down (" +
-          (cmd_.last_error().empty() ? std::string("connecting") : cmd_.last_error()) +
-          "); waited " + std::to_string(cfg_.reply_timeout_ms) + " ms (redis.reply_timeout_ms)";
+      std::string cause =
+          cmd_.up() ? "the history library is not loaded yet (" + history_error_ + ")"
+                    : "the Redis command link is down (" +
+                          (cmd_.last_error().empty() ? std::string("connecting")
+                                                     : cmd_.last_error()) +
+                          ")";
+      std::string why = cause + "; waited " + std::to_string(cfg_.reply_timeout_ms) +
+                        " ms (redis.reply_timeout_ms)";
       for (uint64_t id : expired)
         fail_read(id, why);
     }
@@ -361,6 +372,7 @@ void RedisBus::function_load_answered(const redisReply &reply) {
                                        {"bytes", library_.size()},
                                        {"attempts", load_failures_in_row_ + 1}});
     load_failures_in_row_ = 0;
+    lib_transient_ = false;
     history_error_.clear();
     return;
   }
@@ -373,6 +385,7 @@ void RedisBus::function_load_answered(const redisReply &reply) {
   bool news = load_failures_in_row_ == 1 || text != history_error_;
   history_error_ = std::move(text);
   lib_state_ = LibState::failed;
+  lib_transient_ = is_transient_error(history_error_);
   log_event(news ? LogConfig::Level::warn : LogConfig::Level::debug, "redis_function_load_failed",
             {{"reply", history_error_},
              {"attempt", load_failures_in_row_},
@@ -390,7 +403,7 @@ HistoryReadToken RedisBus::read_history(std::string channel, uint64_t from, uint
   ReadKey key{std::move(channel), from, count};
   if (!history_enabled())
     return refuse_read(std::move(key), std::move(cb), "history is not configured");
-  if (lib_state_ == LibState::failed)
+  if (lib_refusing())
     return refuse_read(std::move(key), std::move(cb),
                        "the history library is not loaded: " + history_error_);
   HistoryReadToken token = next_id_++;
@@ -481,7 +494,7 @@ void RedisBus::flush_reads() {
       answer(id, {}); // every waiter left; nobody is called and nothing is sent
       continue;
     }
-    if (lib_state_ == LibState::failed) {
+    if (lib_refusing()) {
       fail_read(id, "the history library is not loaded: " + history_error_);
       continue;
     }

@@ -85,6 +85,8 @@ public:
   bool history_enabled() const { return !library_.empty(); }
   // The library is loaded on the current command connection, so reads can be answered.
   bool history_ready() const { return lib_state_ == LibState::ready; }
+  // Reads fail at once: the library was refused for a reason that does not pass by itself.
+  bool history_refusing() const { return lib_refusing(); }
   // Why it is not: the latest FUNCTION LOAD refusal or the library found missing; "" when the
   // library is loaded, or while the first load is still on its way.
   const std::string &history_error() const { return history_error_; }
@@ -193,6 +195,11 @@ private:
 
   std::string library_; // FUNCTION LOAD's text; empty when history is off
   LibState lib_state_ = LibState::off;
+  // The last LOAD failed for a passing reason (Redis still loading its data set after a restart,
+  // a busy script): reads wait for the retry, as they wait for a link that is reconnecting,
+  // instead of failing at once.
+  bool lib_transient_ = false;
+  bool lib_refusing() const { return lib_state_ == LibState::failed && !lib_transient_; }
   std::string history_error_;
   std::string last_read_error_; // the latest error reply to a read, logged once per change
   uint32_t load_failures_in_row_ = 0;

@@ -852,6 +852,64 @@ class AofRedis(RedisServer):
         return self
 
 
+def history_ready(sc) -> bool:
+    status, body = ready_status(sc)
+    return status == 200 and "degraded" not in body
+
+
+def test_aof_redis_killed_and_restarted_keeps_the_epoch_and_resume_recovers(sidecar_factory):
+    aof = AofRedis()
+    aof.start()
+    try:
+        sc = sidecar_factory(redis_url=aof.url, extra_yaml=history_yaml())
+        wait_library(aof.port)
+        pub = Publisher(aof.port)
+
+        async def main():
+            stay = await connect_v1(sc, name="stayed")
+            gone = await connect_v1(sc, name="dropped")
+            epoch = channel_state(stay)["epoch"]
+            await wait_subscribed(aof)
+            pub.numbered("org:acme", 1, 4)
+            await gone.wait(lambda cl: cl.has_offset(4), 10, "offset 4")
+            await gone.drop()
+            pub.numbered("org:acme", 5, 10)
+            await stay.wait(lambda cl: cl.has_offset(10), 10, "offset 10")
+            pub.close()
+
+            await asyncio.to_thread(aof.kill)  # SIGKILL
+            await asyncio.to_thread(aof.restart)
+            await asyncio.to_thread(wait_library, aof.port)
+            # /ready is 200 without "degraded" only once the sidecar's command link is back and
+            # its library loaded: Redis has the library from the AOF at once, the sidecar not.
+            await asyncio.to_thread(wait_until, lambda: history_ready(sc), 10 * SLOW,
+                                    "/ready 200 with history ready")
+            await wait_subscribed(aof)
+            assert epoch_of(aof.port, "org:acme") == epoch
+
+            back = await connect_v1(sc, recover=[("org:acme", epoch, 4)], name="came back")
+            st = channel_state(back)
+            assert st["recovered"] is True and st["epoch"] == epoch, st
+            await back.wait(lambda cl: cl.has_offset(10), 10, "5..10 replayed")
+            pub2 = Publisher(aof.port)
+            try:
+                pub2.numbered("org:acme", 11, 15)
+            finally:
+                pub2.close()
+            for c in (back, stay):
+                await c.wait(lambda cl: cl.has_offset(15), 10, "offset 15")
+            assert_numbered(back.envelopes(), 5, 15, epoch)
+            # The client that stayed connected lost nothing and was not told to reload.
+            assert_numbered(stay.envelopes(), 1, 15, epoch)
+            assert not stay.resyncs() and not back.resyncs(), (stay.events, back.events)
+            await back.close()
+            await stay.close()
+
+        run(main(), 60)
+    finally:
+        aof.stop()
+
+
 def test_subscriber_link_killed_during_a_stream_loses_nothing_where_there_is_history(
         sidecar_factory, redis):
     """CLIENT KILL TYPE pubsub in the middle of a steady FCALL stream. The room with history reads
