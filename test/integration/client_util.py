@@ -1,6 +1,6 @@
 """Drives client/sidecar-client.js from the integration tests: ``ClientDriver`` runs
 node/client_driver.mjs (N SidecarClients in one Node process, `ws` as their socket) and reads the
-JSON lines it prints. Shared by test_client_node.py and pending_client_features.py."""
+JSON lines it prints. Shared by test_client_node.py and test_client_history.py."""
 
 from __future__ import annotations
 
