@@ -3,7 +3,9 @@ test_browser.py) loads browser/client_page.html, which imports the client from t
 GET /client.js. The page receives publishes, dispatches on their type, rides out a SIGTERM and
 restart of the sidecar (waiting the server_shutdown hint), sends what was queued meanwhile, stops
 on a refused token although the browser never shows it the 401, refreshes its token in-band, and
-reconnects with a fresh one when a refresh is refused.
+reconnects with a fresh one when a refresh is refused. With `history: true` it resumes across the
+restart and misses nothing; taken offline (DevTools network emulation), it waits for "online"
+instead of spending attempts and reconnects as soon as it fires.
 
 The page is served by a small http.server on another loopback port, so it is another origin than
 the sidecar: its module import (always a CORS fetch) and its discovery request prove the
@@ -101,6 +103,12 @@ class PageRun(BrowserRun):
     def wait_state(self, state: str, timeout: float = 15.0) -> dict:
         return self.wait(lambda e: e["event"] == "state" and e["state"] == state, timeout,
                          f"state {state}")
+
+    def command(self, line: str) -> dict:
+        """A driver command ("offline", "online"); returns its acknowledgement."""
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+        return self.wait(lambda e: e["event"] == "driver" and e["did"] == line, 10, line)
 
     def close_page(self):
         self.proc.stdin.write(b"close\n")
@@ -284,4 +292,53 @@ def test_page_with_history_loses_nothing_across_a_restart(sidecar_factory, redis
     # Everything the page saw, read to its "close": each message once, and no resync.
     ns = [e["data"]["n"] for e in run.seen if e["event"] == "message"]
     assert ns == list(range(9)), ns
+    assert not [e for e in run.seen if e["event"] == "resync"], run.seen
+
+
+def test_page_waits_for_online_when_offline_and_reconnects_when_it_fires(sidecar_factory, redis,
+                                                                        page):
+    # Chromium's DevTools network emulation (Playwright's setOffline) really takes the network
+    # away: navigator.onLine turns false, the window gets "offline", and the open WebSocket goes
+    # silent although neither end closed it. The client probes with a ping on "offline", gives
+    # up when no pong comes, and waits for "online" without spending attempts (its backoff here
+    # would be up to 20 s); on "online" it reconnects at once and, with history, gets what was
+    # published meanwhile.
+    sc = sidecar_factory(extra_yaml={"history": HISTORY})
+    run = page(sc.ws_url("/ws/acme"), history=1, base=20000, pong=1000)
+    opened = run.wait_state("open")
+    wait_until(lambda: redis.numsub("org:acme") >= 1, 10 * SLOW, "SUBSCRIBE org:acme")
+    fcall(redis, "org:acme", '{"type":"SYNC_SUCCESS","n":0}')
+    first = run.wait(lambda e: e["event"] == "message")
+    assert first["data"]["n"] == 0
+
+    run.command("offline")
+    net = run.wait(lambda e: e["event"] == "net", 5, "the offline event")
+    assert net == {**net, "type": "offline", "online": False}, net
+    fcall(redis, "org:acme", '{"type":"SYNC_SUCCESS","n":1}')  # cannot reach the page now
+    lost = run.wait_state("reconnecting", 10)
+    assert lost["reason"] == "ping_timeout" and lost["waiting"] == "online", lost
+    assert lost["attempt"] == 0 and "delayMs" not in lost, lost
+    assert lost["t"] - net["t"] >= 1000 - 50, (lost["t"], net["t"])
+    # The sidecar still holds the silent connection: nothing closed it.
+    assert redis.numsub("org:acme") == 1
+    assert not [m for m in run.seen if m["event"] == "message" and m["data"]["n"] == 1]
+
+    run.command("online")
+    net = run.wait(lambda e: e["event"] == "net", 5, "the online event")
+    assert net == {**net, "type": "online", "online": True}, net
+    back = run.wait_state("open", 5)
+    assert back["connectionId"] != opened["connectionId"]
+    assert back["t"] - net["t"] < 2000, (back["t"], net["t"])
+    welcome = run.wait(lambda e: e["event"] == "control" and e["type"] == "connected"
+                       and e["payload"]["connection_id"] == back["connectionId"], 5)["payload"]
+    assert welcome["channels"]["org:acme"]["recovered"] is True, welcome
+    assert run.wait(lambda e: e["event"] == "message", 5, "the missed message")["data"]["n"] == 1
+    # Between going offline and "online" the client made no attempt: no "reconnecting" with a
+    # delay and no failed attempt, only the one that succeeded once "online" fired.
+    states = [(e["state"], e.get("reason")) for e in run.seen if e["event"] == "state"]
+    assert states == [("connecting", "start"), ("open", "welcome"),
+                      ("reconnecting", "ping_timeout"), ("open", "welcome")], states
+    run.close_page()
+    ns = [e["data"]["n"] for e in run.seen if e["event"] == "message"]
+    assert ns == [0, 1], ns
     assert not [e for e in run.seen if e["event"] == "resync"], run.seen

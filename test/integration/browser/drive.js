@@ -9,7 +9,8 @@
 //   executable  optional browser binary (default /usr/bin/chromium)
 // Output lines: {"event":"loaded"}, then the page's events in order; the driver exits 0 after
 // the page reports "close". A line "close" on stdin (or stdin's end) makes the page close its
-// WebSocket with 1000, so the test ends the session the way a browser tab would. Driver failures print {"event":"driver_error","message":...}, exit 1.
+// WebSocket with 1000, so the test ends the session the way a browser tab would; lines "offline"
+// and "online" switch the browser's emulated network (see below). Driver failures print {"event":"driver_error","message":...}, exit 1.
 "use strict";
 
 const path = require("path");
@@ -56,8 +57,22 @@ async function main() {
       closing = true;
       page.evaluate(() => window.__ws && window.__ws.close(1000, "done")).catch(() => {});
     };
+    // Commands, one a line: "close" (above), "offline" and "online" (the network as Chromium's
+    // DevTools emulate it: navigator.onLine changes, the window gets the event, and the network
+    // is refused to the page). Each network command is acknowledged with {"event":"driver"}.
+    let pendingInput = "";
     process.stdin.on("data", (chunk) => {
-      if (String(chunk).includes("close")) closeSocket();
+      pendingInput += String(chunk);
+      const lines = pendingInput.split("\n");
+      pendingInput = lines.pop();
+      for (const line of lines.map((l) => l.trim())) {
+        if (line === "close") closeSocket();
+        if (line === "offline" || line === "online") {
+          context.setOffline(line === "offline").then(
+            () => emit({ event: "driver", did: line }),
+            (e) => emit({ event: "driver_error", message: String(e) }));
+        }
+      }
     });
     process.stdin.on("end", closeSocket);
 
