@@ -7,26 +7,11 @@ from __future__ import annotations
 
 import signal
 
-import pytest
 
-from client_util import ClientDriver
+from test_client_node import drivers  # noqa: F401 - the fixture, shared
 from harness import wait_until
 
 HISTORY = [{"channel": "org:{org}", "size": 1000, "ttl_s": 3600, "max_recover": 300}]
-
-
-@pytest.fixture
-def drivers():
-    made: list[ClientDriver] = []
-
-    def start(config: dict) -> ClientDriver:
-        d = ClientDriver(config)
-        made.append(d)
-        return d
-
-    yield start
-    for d in made:
-        d.close()
 
 
 def fcall(redis, channel: str, payload: str) -> int:
