@@ -60,7 +60,7 @@ ChannelSequence::Outcome ChannelSequence::on_read(const HistoryRead &read, uint3
       for (size_t i = d.first; i < d.first + d.count; ++i) {
         const auto &[offset, payload] = read.entries[i];
         out.steps.push_back(
-            {SequenceStep::Kind::deliver, ResyncReason::none, {read.epoch, offset}, payload});
+            {SequenceStep::Kind::deliver, ResyncReason::none, {read.epoch, offset}, payload, true});
       }
     } else {
       out.steps.push_back({SequenceStep::Kind::resync, d.reason, after, {}});

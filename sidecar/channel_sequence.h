@@ -49,6 +49,7 @@ struct SequenceStep {
   ResyncReason reason = ResyncReason::none; // resync only
   StreamPosition pos;  // deliver: the message's position; resync: where delivery continues after
   std::string payload; // deliver only
+  bool from_read = false; // deliver: the entry came from the read (a replay), not from the hold
 };
 
 // A room's order on its history channel.

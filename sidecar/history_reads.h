@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 
 #include "history.h"
 
@@ -28,6 +29,16 @@ public:
   // holding live messages before it asks misses nothing between the read and what it holds.
   virtual HistoryReadToken read_history(std::string channel, uint64_t from, uint32_t count,
                                         HistoryReadCallback cb) = 0;
+  // As read_history, except that the waiter may also join a read of the same key that is
+  // already on the wire, so its answer may describe the channel as it was a little before this
+  // call. For a caller that can tell from the answer whether it is recent enough (a session
+  // compares its top with the position its room had delivered when it asked) and asks again with
+  // read_history when it is not. Shares one FCALL among the clients of a reconnect storm that
+  // arrive over several loop turns.
+  virtual HistoryReadToken read_history_shared(std::string channel, uint64_t from, uint32_t count,
+                                               HistoryReadCallback cb) {
+    return read_history(std::move(channel), from, count, std::move(cb));
+  }
   // The waiter is never called after this (a session closing, a room going away). Unknown or
   // answered tokens are ignored. The read itself still completes for its other waiters.
   virtual void cancel_history_read(HistoryReadToken token) = 0;

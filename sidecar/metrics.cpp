@@ -76,6 +76,9 @@ void render_history(std::string &out, const HistoryCounters &h, const MetricsSna
   counter(out, "sidecar_history_reads_coalesced_total",
           "History reads answered by another waiter's FCALL instead of their own.",
           s.history_reads_coalesced);
+  counter(out, "sidecar_history_reads_stale_total",
+          "Resume reads that shared an FCALL older than their room's position and read again.",
+          h.stale_shared_reads);
   counter(out, "sidecar_live_malformed_total",
           "Live messages whose sidecar header was broken; dropped.", h.live_malformed);
   counter(out, "sidecar_live_duplicates_total",

@@ -46,6 +46,9 @@ struct HistoryCounters {
   uint64_t gap_reads = 0;                    // room reads after a gap or a subscriber reconnect
   uint64_t live_malformed = 0;               // live messages with a broken sidecar header, dropped
   uint64_t live_duplicates = 0; // positioned live messages a room had delivered already
+  // Resume reads that joined an FCALL already on the wire and found it older than the room's
+  // position, so were asked again.
+  uint64_t stale_shared_reads = 0;
 };
 
 struct Metrics {

@@ -429,6 +429,24 @@ HistoryReadToken RedisBus::read_history(std::string channel, uint64_t from, uint
   return token;
 }
 
+HistoryReadToken RedisBus::read_history_shared(std::string channel, uint64_t from, uint32_t count,
+                                               HistoryReadCallback cb) {
+  if (history_enabled() && !lib_refusing()) {
+    ReadKey key{channel, from, count};
+    auto k = keys_.find(key);
+    if (k != keys_.end() && k->second.collecting == 0 && k->second.sent != 0) {
+      // Joins the FCALL on the wire; its waiters only grow until it is answered.
+      PendingRead &read = reads_.at(k->second.sent);
+      HistoryReadToken token = next_id_++;
+      tokens_[token] = {k->second.sent, read.waiters.size()};
+      read.waiters.push_back({token, std::move(cb)});
+      ++reads_coalesced_;
+      return token;
+    }
+  }
+  return read_history(std::move(channel), from, count, std::move(cb));
+}
+
 HistoryReadToken RedisBus::refuse_read(ReadKey key, HistoryReadCallback cb, std::string why) {
   HistoryReadToken token = next_id_++;
   uint64_t id = next_id_++;

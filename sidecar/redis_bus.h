@@ -80,6 +80,8 @@ public:
   // redis.reply_timeout_ms; stop() forgets every read without calling its waiters.
   HistoryReadToken read_history(std::string channel, uint64_t from, uint32_t count,
                                 HistoryReadCallback cb) override;
+  HistoryReadToken read_history_shared(std::string channel, uint64_t from, uint32_t count,
+                                       HistoryReadCallback cb) override;
   void cancel_history_read(HistoryReadToken token) override;
 
   bool history_enabled() const { return !library_.empty(); }

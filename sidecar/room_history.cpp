@@ -143,9 +143,11 @@ void Rooms::read_answered(const std::string &channel, uint64_t serial, const His
   bool first = !h.ready;
   h.ready = true;
   for (const SequenceStep &step : out.steps) {
-    if (step.kind == SequenceStep::Kind::deliver)
-      deliver_payload(*room, step.payload, &step.pos);
-    else
+    if (step.kind == SequenceStep::Kind::deliver) {
+      size_t recipients = deliver_payload(*room, step.payload, &step.pos);
+      if (step.from_read)
+        history_counters_->replayed_messages += recipients;
+    } else
       send_resync(*room, step.reason, &step.pos);
     // Members do not leave during fan-out, but should every one of them, the room is gone.
     if ((room = find(channel)) == nullptr)

@@ -276,8 +276,18 @@ bool Session::queue(SharedFrame *f) noexcept {
 
 void Session::send_json(std::string_view json) noexcept {
   FrameRef f(SharedFrame::make(Opcode::text, json));
-  if (f && phase_ != Phase::gone)
-    out_.push(f.get());
+  if (f && phase_ != Phase::gone) {
+    // The welcome is the first message a client gets, also when reads delay it: a reply to what
+    // the client sent meanwhile (pong, error) waits behind it, in order with what rooms delivered.
+    // A sidecar message, so `resync`: not counted as a delivered publication.
+    if (resuming()) {
+      Publication own;
+      own.resync = true;
+      hold(nullptr, own, f.get());
+    } else {
+      out_.push(f.get());
+    }
+  }
   request_flush();
 }
 

@@ -198,7 +198,7 @@ private:
   // History (session_resume.cpp). start_resume sends the welcome itself when there is nothing
   // to read; the others run only while resume_ is set.
   void start_resume(std::string_view welcome_json, std::vector<RecoverRequest> recover) noexcept;
-  void ask_read(size_t channel) noexcept;
+  void ask_read(size_t channel, bool shared) noexcept;
   void read_done(size_t channel, const HistoryReadResult &r) noexcept;
   void finish_channel(size_t channel, const HistoryRead *read) noexcept;
   void hold(Room *room, const Publication &p, SharedFrame *f) noexcept;

@@ -101,7 +101,7 @@ void Session::start_resume(std::string_view welcome_json,
   }
   for (size_t i = 0; resume_ != nullptr && i < resume_->channels.size(); ++i) {
     if (resume_->channels[i].room->history->ready)
-      ask_read(i);
+      ask_read(i, true);
   }
 }
 
@@ -112,20 +112,27 @@ void Session::room_ready(Room *room) noexcept {
     return;
   for (size_t i = 0; i < resume_->channels.size(); ++i) {
     if (resume_->channels[i].room == room && !resume_->channels[i].asked)
-      ask_read(i);
+      ask_read(i, true);
   }
 }
 
-void Session::ask_read(size_t i) noexcept {
+// `shared`: the read may be one already on the wire, when the room knows its position (see
+// SessionResume::Channel::floor); a reconnect storm then costs one read per room and position.
+void Session::ask_read(size_t i, bool shared) noexcept {
   SessionResume::Channel &c = resume_->channels[i];
   c.asked = true;
   uint64_t from = c.client ? c.client->offset : 0;
   uint32_t count = c.client ? c.max_recover : 0;
   try {
+    const PositionFilter &room_pos = c.room->history->seq.position();
+    c.shared = shared && room_pos.anchored();
+    if (c.shared)
+      c.floor = StreamPosition{room_pos.epoch(), room_pos.last()};
     // The waiter is cancelled in end_resume, which every close path runs before this session can
     // be freed, so `this` is alive whenever the bus calls it.
-    c.token = env_.history->read_history(
-        c.room->channel, from, count, [this, i](const HistoryReadResult &r) { read_done(i, r); });
+    auto cb = [this, i](const HistoryReadResult &r) { read_done(i, r); };
+    c.token = c.shared ? env_.history->read_history_shared(c.room->channel, from, count, cb)
+                       : env_.history->read_history(c.room->channel, from, count, cb);
   } catch (const std::exception &) {
     finish_channel(i, nullptr);
     welcome_when_done();
@@ -135,10 +142,19 @@ void Session::ask_read(size_t i) noexcept {
 void Session::read_done(size_t i, const HistoryReadResult &r) noexcept {
   if (!resuming() || i >= resume_->channels.size() || resume_->channels[i].done)
     return;
-  resume_->channels[i].token = 0;
+  SessionResume::Channel &c = resume_->channels[i];
+  c.token = 0;
+  if (c.shared && r.error.empty() &&
+      (r.read.epoch != c.floor->epoch || r.read.top < c.floor->offset)) {
+    // A read from before the room delivered what it had when this one was asked: the positions
+    // between its top and that floor are neither in it nor held. Read again, written after now.
+    ++env_.metrics.history.stale_shared_reads;
+    ask_read(i, false);
+    return;
+  }
   if (!r.error.empty()) {
     log_debug("resume_read_failed",
-              {{"conn", id_}, {"channel", resume_->channels[i].room->channel}, {"error", r.error}});
+              {{"conn", id_}, {"channel", c.room->channel}, {"error", r.error}});
   }
   finish_channel(i, r.error.empty() ? &r.read : nullptr);
   welcome_when_done();

@@ -68,6 +68,11 @@ struct SessionResume {
     std::vector<Item> held; // what the room delivered while the read was out
     HistoryReadToken token = 0;
     bool asked = false; // the read was asked (only once the room is ready)
+    // The read may be one already on the wire (HistoryReads::read_history_shared); its answer
+    // then counts only if it reaches what the room had delivered when it was asked, `floor`:
+    // everything after that the session holds. Otherwise it is asked again, written after.
+    bool shared = false;
+    std::optional<StreamPosition> floor;
     bool done = false;
     std::vector<Item> out; // once done: what follows the welcome, in order
     WelcomeChannel welcome;

@@ -19,12 +19,18 @@ struct FakeReads final : HistoryReads {
     uint64_t from;
     uint32_t count;
     HistoryReadCallback cb;
+    bool shared = false; // asked with read_history_shared: may be a read already on the wire
   };
   std::vector<Read> reads;
   HistoryReadToken read_history(std::string channel, uint64_t from, uint32_t count,
                                 HistoryReadCallback cb) override {
     reads.push_back({std::move(channel), from, count, std::move(cb)});
     return reads.size(); // token i+1 names read i
+  }
+  HistoryReadToken read_history_shared(std::string channel, uint64_t from, uint32_t count,
+                                       HistoryReadCallback cb) override {
+    reads.push_back({std::move(channel), from, count, std::move(cb), true});
+    return reads.size();
   }
   void cancel_history_read(HistoryReadToken token) override { reads.at(token - 1).cb = nullptr; }
   bool pending(size_t i) const { return static_cast<bool>(reads.at(i).cb); }

@@ -496,3 +496,23 @@ TEST_CASE("a waiter that asks while its key's FCALL is on the wire gets one writ
   CHECK(b.bus->reads_coalesced() == 1);
   CHECK(late.result.error.empty());
 }
+
+TEST_CASE("a shared waiter joins the FCALL already on the wire and gets its answer") {
+  // read_history_shared: for callers that check the answer's top themselves (a resuming
+  // session), so a storm arriving over several loop turns costs one FCALL per key.
+  RedisProcess redis;
+  Bus b(redis.port());
+  REQUIRE(b.run_until([&] { return b.bus->history_ready(); }));
+  CHECK(redis.text({"CLIENT", "PAUSE", "300", "WRITE"}) == "OK");
+  std::vector<std::string> order;
+  Answer a, shared, other;
+  b.bus->read_history("org:a", 0, 10, into(order, "a", a));
+  REQUIRE(b.run_until([&] { return b.bus->reads_sent() == 1; }));
+  b.bus->read_history_shared("org:a", 0, 10, into(order, "shared", shared));
+  b.bus->read_history_shared("org:a", 1, 10, into(order, "other", other)); // another key
+  REQUIRE(b.run_until([&] { return shared.called && other.called; }));
+  CHECK(order == std::vector<std::string>{"a", "shared", "other"});
+  CHECK(b.bus->reads_sent() == 2); // org:a 0 10 once, org:a 1 10 once
+  CHECK(b.bus->reads_coalesced() == 1);
+  CHECK(shared.result.error.empty());
+}

@@ -376,6 +376,67 @@ TEST_CASE("a resume replays what was missed, then held live messages, each exact
   CHECK(s.messages_out() == 5);
 }
 
+TEST_CASE("a shared resume read older than the room's position is asked again, written after") {
+  // A reconnect storm shares one FCALL per room and position, including one already on the wire
+  // (read_history_shared). Its answer may predate what the room delivered before this session
+  // joined: 4 and 5 went out before the session held anything, and a read whose top is 3 has
+  // neither. Accepting it would skip them; the session reads again instead.
+  HistoryWorld w;
+  Session keeper(w.env, 3);
+  w.open(keeper, false);
+  w.room_ready("e1", 3);
+  w.rooms.publish("org:acme", live("e1", 4, "4"));
+  w.rooms.publish("org:acme", live("e1", 5, "5"));
+  Session s(w.env, 2);
+  w.open(s, false, {RecoverRequest{"org:acme", {"e1", 1}}});
+  REQUIRE(w.reads.reads.size() == 2);
+  CHECK(w.reads.reads[1].shared);
+  w.reads.answer(1, "e1", 3, {{2, "2"}, {3, "3"}}); // from before 4 and 5
+  CHECK(s.messages_out() == 0);
+  CHECK(w.metrics.history.stale_shared_reads == 1);
+  REQUIRE(w.reads.reads.size() == 3);
+  CHECK_FALSE(w.reads.reads[2].shared);
+  CHECK(w.reads.reads[2].from == 1);
+  w.rooms.publish("org:acme", live("e1", 6, "6")); // held
+  w.reads.answer(2, "e1", 5, {{2, "2"}, {3, "3"}, {4, "4"}, {5, "5"}});
+  CHECK(s.messages_out() == 5); // 2..5 replayed, 6 passed
+  CHECK(w.metrics.history.resumes_recovered == 1);
+  CHECK(w.metrics.history.replayed_messages == 4);
+}
+
+TEST_CASE("a pong asked for while the welcome waits on a read comes after the welcome") {
+  HistoryWorld w;
+  Session keeper(w.env, 3);
+  w.open(keeper, false);
+  w.room_ready("e1", 3);
+  Session s(w.env, 2);
+  w.open(s, false, {RecoverRequest{"org:acme", {"e1", 3}}});
+  uint64_t upgraded = s.queued_bytes();
+  client_sends(s, R"({"type":"ping"})");
+  CHECK(s.queued_bytes() == upgraded); // held behind the welcome
+  w.reads.answer(1, "e1", 3, {});
+  std::string welcome = welcome_with_channels(HistoryWorld::welcome(),
+                                              {WelcomeChannel{"org:acme", true, "e1", 3, true}});
+  CHECK(s.queued_bytes() > upgraded + frame_size(welcome));
+  CHECK(s.messages_out() == 0); // the pong is not a delivered publication
+}
+
+TEST_CASE("a shared resume read that reaches the room's position is used as it is") {
+  HistoryWorld w;
+  Session keeper(w.env, 3);
+  w.open(keeper, false);
+  w.room_ready("e1", 3);
+  w.rooms.publish("org:acme", live("e1", 4, "4"));
+  Session s(w.env, 2);
+  w.open(s, false, {RecoverRequest{"org:acme", {"e1", 1}}});
+  REQUIRE(w.reads.reads.size() == 2);
+  CHECK(w.reads.reads[1].shared);
+  w.reads.answer(1, "e1", 4, {{2, "2"}, {3, "3"}, {4, "4"}});
+  CHECK(w.reads.reads.size() == 2);
+  CHECK(s.messages_out() == 3);
+  CHECK(w.metrics.history.stale_shared_reads == 0);
+}
+
 TEST_CASE("live messages the read already covered, arriving after the welcome, are dropped") {
   // The read's reply (command link) can overtake the publications (subscriber link): the read
   // saw 4 and 5 before the room got them live. Found by test_history_random.py.
