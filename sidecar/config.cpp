@@ -39,8 +39,15 @@ std::string check_template(std::string_view tmpl, std::initializer_list<std::str
     std::string_view name = close == std::string_view::npos
                                 ? std::string_view{}
                                 : tmpl.substr(open + 1, close - open - 1);
-    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end())
-      return "unknown placeholder in " + quote(tmpl) + "; only {org} and {user} are replaced";
+    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+      std::string known;
+      for (std::string_view a : allowed)
+        known += (known.empty() ? "{" : " and {") + std::string(a) + "}";
+      return "unknown placeholder in " + quote(tmpl) + "; " +
+             (known.empty()
+                  ? std::string("nothing is replaced here")
+                  : "only " + known + (allowed.size() > 1 ? " are" : " is") + " replaced");
+    }
   }
   if (tmpl.find('}') != std::string_view::npos &&
       std::count(tmpl.begin(), tmpl.end(), '{') != std::count(tmpl.begin(), tmpl.end(), '}'))
@@ -91,6 +98,7 @@ private:
   void read_origin_patterns(const At &at);
   void finish();
   void check_auth();
+  void check_control();
   void check_key_file(const std::string &key, std::string &path);
 
   Config &cfg_;
@@ -173,6 +181,23 @@ void Parser::add_server_fields(std::vector<Field> &fields) {
           // Every session joins the one broadcast channel, so it cannot depend on org or user.
           {"channels.broadcast",
            [this, &c](const At &a) { read_template(a, c.channels.broadcast, {}, {}); }},
+          {"channels.connection",
+           [this, &c](const At &a) {
+             std::string tmpl;
+             if (!read_string(a, tmpl))
+               return;
+             if (tmpl.empty()) {
+               c.channels.connection.clear(); // off
+               return;
+             }
+             // One {conn}: the id is found again between the literal text on either side.
+             if (std::string why = check_template(tmpl, {"conn"}, {"conn"}); !why.empty())
+               fail(a, why);
+             else if (tmpl.find("{conn}") != tmpl.rfind("{conn}"))
+               fail(a, "must contain \"{conn}\" once, got " + quote(tmpl));
+             else
+               c.channels.connection = tmpl;
+           }},
           {"websocket.heartbeat_ms", num(100, kHour, c.websocket.heartbeat_ms)},
           {"websocket.pong_timeout_ms", num(100, kTenMinutes, c.websocket.pong_timeout_ms)},
           {"websocket.handshake_timeout_ms",
@@ -307,6 +332,10 @@ void Parser::add_edge_fields(std::vector<Field> &fields) {
           {"shutdown.reconnect_after_ms", num(0, kTenMinutes, c.shutdown.reconnect_after_ms)},
           {"shutdown.reconnect_jitter_ms", num(0, kTenMinutes, c.shutdown.reconnect_jitter_ms)},
           {"history", [this](const At &a) { read_history(a); }},
+          // The control channel is one name for every sidecar: no placeholders.
+          {"control.channel",
+           [this, &c](const At &a) { read_template(a, c.control.channel, {}, {}); }},
+          {"control.secret_env", str(c.control.secret_env)},
       });
 }
 
@@ -514,6 +543,26 @@ void Parser::finish() {
                "endpoints on the main listener");
   }
   check_auth();
+  check_control();
+}
+
+void Parser::check_control() {
+  ControlConfig &ctl = cfg_.control;
+  if (!ctl.secret_env.empty()) {
+    std::optional<std::string> value = env(ctl.secret_env);
+    if (!value || value->empty())
+      fail(line_of("control.secret_env"), "control.secret_env",
+           "environment variable " + quote(ctl.secret_env) +
+               " is not set or empty; unset control.secret_env to accept unsigned commands");
+    else
+      ctl.secret = *value;
+  }
+  // Every client joins the broadcast channel: control commands there would reach browsers, and
+  // a browser-facing publisher could issue them.
+  if (!ctl.channel.empty() && ctl.channel == cfg_.channels.broadcast)
+    fail(line_of("control.channel"), "control.channel",
+         "must differ from channels.broadcast (" + quote(ctl.channel) +
+             "): every client reads the broadcast channel");
 }
 
 } // namespace

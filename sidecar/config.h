@@ -51,6 +51,16 @@ struct Route {
 struct ChannelsConfig {
   std::string user = "org:{org}:user:{user}";  // per-user channel, joined when authenticated
   std::string broadcast = "sidecar:broadcast"; // every session joins it; "" disables
+  // Each session's own channel, {conn} being its connection id; "" disables. Subscribed as one
+  // pattern per sidecar (its connection-id prefix), never per session.
+  std::string connection = "conn:{conn}";
+};
+
+// Control commands on one channel (control.h); the channel "" turns them off.
+struct ControlConfig {
+  std::string channel = "sidecar:control";
+  std::string secret_env; // names the environment variable holding the HMAC secret
+  std::string secret;     // read from secret_env at load; "" when unsigned commands are accepted
 };
 
 struct WebSocketConfig {
@@ -145,6 +155,7 @@ struct Config {
   InboundConfig inbound;
   AdminConfig admin;
   ShutdownConfig shutdown;
+  ControlConfig control;
   // Channels whose publications are kept and can be resumed (issue 11); empty: history is off.
   std::vector<HistoryConfig> history;
   // Line of each key as it appeared in the file ("listen" -> 1), so that errors found later

@@ -41,6 +41,11 @@ ReloadPlan plan_reload(const Config &running, Config next) {
   // disagreeing about which channels have positions.
   if (next.history != running.history)
     kept.push_back("history");
+  // The bus subscribed the control channel and the connection pattern at start, for its life.
+  if (next.control.channel != running.control.channel)
+    kept.push_back("control.channel");
+  if (next.channels.connection != running.channels.connection)
+    kept.push_back("channels.connection");
 
   next.listen = running.listen;
   next.listen_addr = running.listen_addr;
@@ -49,6 +54,8 @@ ReloadPlan plan_reload(const Config &running, Config next) {
   next.redis = running.redis;
   next.channels.broadcast = running.channels.broadcast;
   next.history = running.history;
+  next.control.channel = running.control.channel;
+  next.channels.connection = running.channels.connection;
   plan.config = std::move(next);
   return plan;
 }

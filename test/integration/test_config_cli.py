@@ -126,3 +126,30 @@ def test_missing_file_is_an_error_naming_the_file(tmp_path):
     result = check_config(missing)
     assert result.returncode == 1
     assert f"{missing}: cannot read the config file" in result.stderr
+
+
+def test_control_and_connection_channel_errors_name_key_and_line(tmp_path):
+    config = tmp_path / "control.yaml"
+    config.write_text(
+        "channels:\n"                             # 1
+        "  broadcast: \"everyone\"\n"             # 2
+        "  connection: \"conn:{user}\"\n"         # 3  needs {conn}
+        "control:\n"                              # 4
+        "  channel: \"everyone\"\n"               # 5  the broadcast channel
+        "  secret_env: CTL_TEST_SECRET\n"         # 6  not set
+    )
+    result = check_config(config)
+    assert result.returncode == 1, result.stderr
+    errors = error_lines(result.stderr, config)
+    assert set(errors) == {"channels.connection", "control.channel", "control.secret_env"}, \
+        result.stderr
+    assert errors["channels.connection"][0] == 3 and "{conn}" in errors["channels.connection"][1]
+    assert errors["control.channel"][0] == 5 and "channels.broadcast" in errors["control.channel"][1]
+    assert errors["control.secret_env"][0] == 6 and "CTL_TEST_SECRET" in \
+        errors["control.secret_env"][1]
+    # The same file is valid once the secret is there and the names are fixed; the secret itself
+    # is never printed.
+    config.write_text("control:\n  secret_env: CTL_TEST_SECRET\n")
+    result = check_config(config, {"CTL_TEST_SECRET": "hunter2-control"})
+    assert result.returncode == 0, result.stderr
+    assert "hunter2-control" not in result.stderr + result.stdout

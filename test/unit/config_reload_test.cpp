@@ -178,3 +178,12 @@ TEST_CASE("several kept keys are listed in section order, comma-separated") {
         "redis.reply_timeout_ms,channels.broadcast");
   CHECK(plan.needs_restart.size() == 7);
 }
+
+TEST_CASE("the control channel and the connection template wait for a restart") {
+  Config running = load(kRunning);
+  ReloadPlan plan = plan_reload(running, load(kRunning + "control: {channel: \"ops:ctl\"}\n"
+                                                         "channels: {connection: \"c:{conn}\"}\n"));
+  CHECK(plan.not_applied_live() == "control.channel,channels.connection");
+  CHECK(plan.config.control.channel == "sidecar:control");
+  CHECK(plan.config.channels.connection == "conn:{conn}");
+}

@@ -118,12 +118,15 @@ TEST_CASE("the shipped config/sidecar.yaml loads with zero errors and holds the 
   CHECK(c.auth.org_claim == defaults.auth.org_claim);
   CHECK(c.auth.token_sources == defaults.auth.token_sources);
   CHECK(c.shutdown.reconnect_jitter_ms == defaults.shutdown.reconnect_jitter_ms);
+  CHECK(c.channels.connection == defaults.channels.connection);
+  CHECK(c.control.channel == defaults.control.channel);
   // Every key of the contract is written out in the example, so each has a line.
   for (std::string key :
        {"listen", "redis.url", "redis.reconnect_max_ms", "routes[0].path", "channels.broadcast",
         "websocket.close_timeout_ms", "limits.max_json_depth", "log.summary_interval_s",
         "auth.jwt.leeway_s", "auth.expiry_warning_s", "origins", "inbound.maxlen", "admin.token",
-        "shutdown.reconnect_jitter_ms"})
+        "shutdown.reconnect_jitter_ms", "channels.connection", "control.channel",
+        "control.secret_env"})
     CHECK_MESSAGE(c.key_lines.count(key) == 1, key);
 }
 
@@ -750,4 +753,63 @@ TEST_CASE("history errors name the entry and key, with did-you-mean and check_hi
   check_error(rules, "history[2].channel", 6, "is listed twice");
   CHECK(rules.config.history.empty());
   CHECK(parse("history: {channel: x}\n").errors.size() == 1);
+}
+
+TEST_CASE("control and channels.connection have their defaults and can be turned off") {
+  ConfigResult r = parse("");
+  REQUIRE(r.ok());
+  CHECK(r.config.control.channel == "sidecar:control");
+  CHECK(r.config.control.secret.empty());
+  CHECK(r.config.channels.connection == "conn:{conn}");
+  r = parse("control: {channel: \"\"}\n"
+            "channels: {connection: \"\"}\n");
+  INFO(all_errors(r));
+  REQUIRE(r.ok());
+  CHECK(r.config.control.channel.empty());
+  CHECK(r.config.channels.connection.empty());
+  r = parse("control: {channel: \"ops:ctl\"}\n"
+            "channels: {connection: \"reply:[{conn}]\"}\n");
+  REQUIRE(r.ok());
+  CHECK(r.config.control.channel == "ops:ctl");
+  CHECK(r.config.channels.connection == "reply:[{conn}]");
+}
+
+TEST_CASE("control.secret_env reads its variable at load, and an unset or empty one is an error") {
+  ConfigResult r = parse("control:\n"
+                         "  secret_env: CTL_SECRET\n",
+                         env_of({{"CTL_SECRET", "k3y"}}));
+  INFO(all_errors(r));
+  REQUIRE(r.ok());
+  CHECK(r.config.control.secret == "k3y");
+  r = parse("control:\n"
+            "  secret_env: CTL_SECRET\n");
+  check_error(r, "control.secret_env", 2, "environment variable \"CTL_SECRET\" is not set");
+  r = parse("control:\n"
+            "  secret_env: CTL_SECRET\n",
+            env_of({{"CTL_SECRET", ""}}));
+  check_error(r, "control.secret_env", 2, "is not set or empty");
+}
+
+TEST_CASE("control and connection channel templates are checked") {
+  ConfigResult r = parse("control:\n"
+                         "  channel: \"ctl:{org}\"\n"
+                         "  secrt_env: X\n"
+                         "channels:\n"
+                         "  connection: \"conn:{user}\"\n");
+  CHECK(r.errors.size() == 3);
+  check_error(r, "control.channel", 2, "nothing is replaced here");
+  check_error(r, "control.secrt_env", 3, "did you mean \"secret_env\"?");
+  check_error(r, "channels.connection", 5, "must contain \"{conn}\"");
+  r = parse("channels:\n"
+            "  connection: \"c:{conn}:{conn}\"\n");
+  check_error(r, "channels.connection", 2, "must contain \"{conn}\" once");
+  r = parse("channels:\n"
+            "  connection: \"c:{conn}:{org}\"\n");
+  check_error(r, "channels.connection", 2, "only {conn} is replaced");
+}
+
+TEST_CASE("the control channel may not be the broadcast channel every client reads") {
+  ConfigResult r = parse("channels: {broadcast: \"all\"}\n"
+                         "control: {channel: \"all\"}\n");
+  check_error(r, "control.channel", 2, "must differ from channels.broadcast");
 }
