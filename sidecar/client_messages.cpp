@@ -48,8 +48,11 @@ std::string error_message(std::string_view code, std::string_view message, bool 
       Json{{"type", "error"}, {"code", code}, {"message", message}, {"recoverable", recoverable}});
 }
 
-std::string token_expiring_message(int64_t expires_at) {
-  return json_text(Json{{"type", "token_expiring"}, {"expires_at", expires_at}});
+std::string token_expiring_message(int64_t expires_at, std::string_view reason) {
+  Json j{{"type", "token_expiring"}, {"expires_at", expires_at == 0 ? Json() : Json(expires_at)}};
+  if (!reason.empty())
+    j["reason"] = reason;
+  return json_text(j);
 }
 
 std::string refreshed_message(int64_t expires_at) {
@@ -57,8 +60,11 @@ std::string refreshed_message(int64_t expires_at) {
       Json{{"type", "refreshed"}, {"expires_at", expires_at == 0 ? Json() : Json(expires_at)}});
 }
 
-std::string server_shutdown_message(uint32_t reconnect_after_ms) {
-  return json_text(Json{{"type", "server_shutdown"}, {"reconnect_after_ms", reconnect_after_ms}});
+std::string server_shutdown_message(uint32_t reconnect_after_ms, std::string_view reason) {
+  Json j{{"type", "server_shutdown"}, {"reconnect_after_ms", reconnect_after_ms}};
+  if (!reason.empty())
+    j["reason"] = reason;
+  return json_text(j);
 }
 
 } // namespace sidecar

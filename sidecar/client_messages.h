@@ -32,12 +32,14 @@ std::string welcome_with_channels(std::string_view welcome,
 std::string pong_message(int64_t timestamp_ms);
 // {"type":"error","code":…,"message":…,"recoverable":…}
 std::string error_message(std::string_view code, std::string_view message, bool recoverable);
-// {"type":"token_expiring","expires_at":…}, unix seconds.
-std::string token_expiring_message(int64_t expires_at);
+// {"type":"token_expiring","expires_at":…}, unix seconds (null when 0: a token without exp).
+// With a reason ("refresh": a control command asked for it now), "reason":… follows.
+std::string token_expiring_message(int64_t expires_at, std::string_view reason = {});
 // {"type":"refreshed","expires_at":…}: the new token's exp in unix seconds, as token_expiring has
 // it; null when the new token has no exp (the session then has no deadline).
 std::string refreshed_message(int64_t expires_at);
-// {"type":"server_shutdown","reconnect_after_ms":…}
-std::string server_shutdown_message(uint32_t reconnect_after_ms);
+// {"type":"server_shutdown","reconnect_after_ms":…}; with a reason ("reconnect": a control
+// command moves clients off this sidecar, which stays up), "reason":… follows.
+std::string server_shutdown_message(uint32_t reconnect_after_ms, std::string_view reason = {});
 
 } // namespace sidecar

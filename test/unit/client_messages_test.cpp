@@ -37,6 +37,15 @@ TEST_CASE("pong, error, token_expiring and server_shutdown keep their field orde
   CHECK(server_shutdown_message(3000) == R"({"type":"server_shutdown","reconnect_after_ms":3000})");
 }
 
+TEST_CASE("a control command's reason follows the usual fields; a token without exp is null") {
+  CHECK(token_expiring_message(4102444800, "refresh") ==
+        R"({"type":"token_expiring","expires_at":4102444800,"reason":"refresh"})");
+  CHECK(token_expiring_message(0, "refresh") ==
+        R"({"type":"token_expiring","expires_at":null,"reason":"refresh"})");
+  CHECK(server_shutdown_message(1234, "reconnect") ==
+        R"({"type":"server_shutdown","reconnect_after_ms":1234,"reason":"reconnect"})");
+}
+
 TEST_CASE("refreshed carries expires_at in unix seconds as token_expiring does, null for none") {
   CHECK(refreshed_message(1700000123) == R"({"type":"refreshed","expires_at":1700000123})");
   CHECK(refreshed_message(0) == R"({"type":"refreshed","expires_at":null})");
