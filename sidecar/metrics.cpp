@@ -214,6 +214,32 @@ std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s) {
     value(out, std::string("sidecar_token_refreshes_total{result=\"") + result + "\"}",
           static_cast<double>(it == m.token_refreshes.end() ? 0 : it->second));
   }
+  line(out, "sidecar_control_commands_total", "counter",
+       "Control commands carried out on this sidecar, by op (disconnect, reconnect, refresh).");
+  for (size_t i = 0; i < kControlOps; ++i) {
+    value(out,
+          std::string("sidecar_control_commands_total{op=\"") +
+              control_op_name(static_cast<ControlOp>(i)) + "\"}",
+          static_cast<double>(m.control.applied[i]));
+  }
+  line(out, "sidecar_control_refused_total", "counter",
+       "Control commands refused without acting on anyone, by reason.");
+  for (size_t i = 0; i < kControlRefusals; ++i) {
+    value(out,
+          std::string("sidecar_control_refused_total{reason=\"") +
+              control_refusal_name(static_cast<ControlRefusal>(i)) + "\"}",
+          static_cast<double>(m.control.refused[i]));
+  }
+  counter(out, "sidecar_control_sessions_total",
+          "Sessions that control commands acted on (closed, told to reconnect or to refresh).",
+          m.control.sessions);
+  line(out, "sidecar_connection_messages_total", "counter",
+       "Messages on this sidecar's connection channels: delivered to their session, or "
+       "unrouted when it is not here.");
+  value(out, "sidecar_connection_messages_total{result=\"delivered\"}",
+        static_cast<double>(m.control.connection_delivered));
+  value(out, "sidecar_connection_messages_total{result=\"unrouted\"}",
+        static_cast<double>(m.control.connection_unrouted));
   histogram(out, "sidecar_handshake_duration_seconds",
             "Time from accept to the 101 response being queued.", m.handshake_seconds);
   histogram(out, "sidecar_fanout_latency_seconds",

@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "control.h"
+
 namespace sidecar {
 
 // A fixed-bucket histogram in seconds.
@@ -51,12 +53,22 @@ struct HistoryCounters {
   uint64_t stale_shared_reads = 0;
 };
 
+// Control commands and connection channels (issue 15). Labels are control.h's fixed names.
+struct ControlCounters {
+  std::array<uint64_t, kControlOps> applied{};      // commands carried out, by op
+  std::array<uint64_t, kControlRefusals> refused{}; // commands refused, by ControlRefusal
+  uint64_t sessions = 0;                            // sessions the applied commands acted on
+  uint64_t connection_delivered = 0; // messages on a connection channel queued to their session
+  uint64_t connection_unrouted = 0;  // ... whose session is not (or no longer) here
+};
+
 struct Metrics {
   uint64_t connections_accepted = 0;
   uint64_t connections_upgraded = 0;
   std::map<std::string, uint64_t> refused; // reason -> count
   PublishCounters publish;
   HistoryCounters history;
+  ControlCounters control;
   uint64_t bytes_out = 0;
   uint64_t slow_consumer_closes = 0;
   uint64_t pong_timeouts = 0;

@@ -53,6 +53,20 @@ RedisBus::RedisBus(uv_loop_t *loop, const RedisConfig &cfg, RedisSink &sink,
 
 RedisBus::~RedisBus() = default;
 
+void RedisBus::set_control_channel(std::string channel) {
+  control_ = std::move(channel);
+  if (!control_.empty()) {
+    chans_[control_].pinned = true;
+    reconcile(control_);
+  }
+}
+
+void RedisBus::set_connection_pattern(std::string pattern) {
+  pattern_ = std::move(pattern);
+  pattern_chan_.pinned = !pattern_.empty();
+  reconcile_pattern();
+}
+
 int RedisBus::start() {
   int rc = uv_timer_init(loop_, &timer_);
   if (rc != 0)
@@ -136,6 +150,10 @@ void RedisBus::tick() {
     chans_[name].state = ChanState::none;
     reconcile(name);
   }
+  if (pattern_chan_.state == ChanState::refused && now >= pattern_chan_.retry_at_ms) {
+    pattern_chan_.state = ChanState::none;
+    reconcile_pattern();
+  }
 }
 
 void RedisBus::on_link_up(RedisLink &link) {
@@ -160,6 +178,8 @@ void RedisBus::on_link_up(RedisLink &link) {
   }
   for (const auto &n : names)
     reconcile(n);
+  pattern_chan_.state = ChanState::none;
+  reconcile_pattern();
   sink_.on_redis_state(true);
 }
 
@@ -183,14 +203,29 @@ void RedisBus::on_link_down(RedisLink &link, bool was_up) {
   }
   for (auto it = chans_.begin(); it != chans_.end();) {
     it->second.state = ChanState::none;
-    it = it->second.wanted ? std::next(it) : chans_.erase(it);
+    it = it->second.want() ? std::next(it) : chans_.erase(it);
   }
+  pattern_chan_.state = ChanState::none;
   // A disconnect we asked for at shutdown is not an outage.
   if (was_up && !stopping_)
     sink_.on_redis_state(false);
 }
 
-void RedisBus::on_link_message(std::string_view channel, std::string_view payload) {
+void RedisBus::on_link_message(std::string_view pattern, std::string_view channel,
+                               std::string_view payload) {
+  if (!pattern.empty()) {
+    // Only our own pattern is ever PSUBSCRIBEd; a pmessage for another was left over from a
+    // connection we no longer speak for, and is dropped.
+    if (pattern == pattern_)
+      sink_.on_connection_message(channel, payload);
+    return;
+  }
+  // The control channel never reaches a room, even one that happens to share its name: its
+  // commands (and signatures) are not for clients to read.
+  if (!control_.empty() && channel == control_) {
+    sink_.on_control_message(payload);
+    return;
+  }
   sink_.on_redis_message(channel, payload);
 }
 
@@ -198,6 +233,9 @@ void RedisBus::on_link_reply(RedisLink &, const RedisPending &cmd, const redisRe
   switch (cmd.cmd) {
   case RedisCmd::subscribe:
     subscribe_answered(cmd.channel, reply);
+    return;
+  case RedisCmd::psubscribe:
+    psubscribe_answered(reply);
     return;
   case RedisCmd::function_load:
     function_load_answered(reply);
@@ -254,6 +292,24 @@ void RedisBus::subscribe_answered(const std::string &channel, const redisReply &
     sink_.on_subscribed(channel);
 }
 
+void RedisBus::psubscribe_answered(const redisReply &reply) {
+  if (reply.type == REDIS_REPLY_ARRAY && reply.elements == 3 &&
+      text_of(reply.element[0]) == "psubscribe") {
+    pattern_chan_.state = ChanState::subscribed;
+    if (pattern_chan_.refusals > 0) {
+      log_info("redis_subscribe_recovered",
+               {{"pattern", pattern_}, {"attempts", pattern_chan_.refusals + 1}});
+      pattern_chan_.refusals = 0;
+      pattern_chan_.reply.clear();
+    }
+    return;
+  }
+  refuse(pattern_chan_, pattern_,
+         reply.type == REDIS_REPLY_ERROR
+             ? std::string(text_of(&reply))
+             : "unexpected reply of type " + std::to_string(reply.type));
+}
+
 void RedisBus::refuse(Chan &chan, const std::string &channel, std::string reply) {
   ++subscribe_errors_[error_code(reply)];
   ++chan.refusals;
@@ -269,8 +325,16 @@ void RedisBus::refuse(Chan &chan, const std::string &channel, std::string reply)
              {"reply", chan.reply},
              {"attempt", chan.refusals},
              {"retry_in_ms", delay},
-             {"action", "this room receives nothing until Redis accepts; retrying with backoff "
-                        "(grant the channel to the redis.url user or fix Redis)"}});
+             {"action", !chan.pinned ? "this room receives nothing until Redis accepts; retrying "
+                                       "with backoff (grant the channel to the redis.url user or "
+                                       "fix Redis)"
+                        : &chan == &pattern_chan_
+                            ? "messages to this sidecar's connection channels are lost until "
+                              "Redis accepts; retrying with backoff (grant the pattern to the "
+                              "redis.url user or fix Redis)"
+                            : "control commands do not reach this sidecar until Redis accepts; "
+                              "retrying with backoff (grant the channel to the redis.url user "
+                              "or fix Redis)"}});
 }
 
 void RedisBus::subscribe(const std::string &channel) {
@@ -280,6 +344,7 @@ void RedisBus::subscribe(const std::string &channel) {
 
 void RedisBus::unsubscribe(const std::string &channel) {
   auto it = chans_.find(channel);
+  // A room that shares the control channel's name leaves the subscription to the bus (pinned).
   if (it == chans_.end())
     return;
   it->second.wanted = false;
@@ -295,20 +360,28 @@ void RedisBus::reconcile(const std::string &channel) {
     return;
   Chan &c = it->second;
   bool idle = c.state == ChanState::none || c.state == ChanState::refused;
-  if (!c.wanted && idle) {
+  if (!c.want() && idle) {
     chans_.erase(it);
     return;
   }
   if (!sub_.up())
     return;
-  if (c.wanted && c.state == ChanState::none) {
+  if (c.want() && c.state == ChanState::none) {
     // A refused send means the link is going down; on_link_up subscribes it again.
     if (sub_.send(RedisCmd::subscribe, channel, {"SUBSCRIBE", channel}))
       c.state = ChanState::subscribing;
-  } else if (!c.wanted && c.state == ChanState::subscribed) {
+  } else if (!c.want() && c.state == ChanState::subscribed) {
     if (sub_.send(RedisCmd::unsubscribe, channel, {"UNSUBSCRIBE", channel}))
       c.state = ChanState::unsubscribing;
   }
+}
+
+// The pattern is never unsubscribed: it is the bus's for its whole life.
+void RedisBus::reconcile_pattern() {
+  if (pattern_.empty() || !sub_.up() || pattern_chan_.state != ChanState::none)
+    return;
+  if (sub_.send(RedisCmd::psubscribe, pattern_, {"PSUBSCRIBE", pattern_}))
+    pattern_chan_.state = ChanState::subscribing;
 }
 
 bool RedisBus::xadd(const std::string &stream, uint32_t maxlen,
@@ -326,7 +399,7 @@ bool RedisBus::xadd(const std::string &stream, uint32_t maxlen,
 }
 
 size_t RedisBus::subscribed_channels() const {
-  size_t n = 0;
+  size_t n = pattern_chan_.state == ChanState::subscribed ? 1 : 0;
   for (const auto &[name, c] : chans_)
     n += c.state == ChanState::subscribed ? 1 : 0;
   return n;
@@ -334,19 +407,19 @@ size_t RedisBus::subscribed_channels() const {
 
 bool RedisBus::subscribed(const std::string &channel) const {
   auto it = chans_.find(channel);
-  return it != chans_.end() && it->second.wanted && it->second.state == ChanState::subscribed;
+  return it != chans_.end() && it->second.want() && it->second.state == ChanState::subscribed;
 }
 
 size_t RedisBus::refused_channels() const {
-  size_t n = 0;
+  size_t n = pattern_chan_.state == ChanState::refused ? 1 : 0;
   for (const auto &[name, c] : chans_)
-    n += c.wanted && c.state == ChanState::refused ? 1 : 0;
+    n += c.want() && c.state == ChanState::refused ? 1 : 0;
   return n;
 }
 
 bool RedisBus::refused(const std::string &channel) const {
   auto it = chans_.find(channel);
-  return it != chans_.end() && it->second.wanted && it->second.state == ChanState::refused;
+  return it != chans_.end() && it->second.want() && it->second.state == ChanState::refused;
 }
 
 std::string RedisBus::last_refusal() const {

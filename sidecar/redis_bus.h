@@ -7,6 +7,12 @@
 // is retried on its own with the same backoff, logged, counted by error code and reported to
 // /ready, while every other channel on the link carries on.
 //
+// Two subscriptions belong to the bus itself rather than to rooms (issue 15), and live as long
+// as it does: the control channel (SUBSCRIBE), whose messages go to the sink's on_control and
+// never to a room, and this sidecar's connection channels (one PSUBSCRIBE on its own
+// connection-id prefix), whose messages go to on_connection_message. Both are subscribed again
+// after every reconnect and retried when refused, exactly as a room's channel is.
+//
 // With history configured (issue 11) the command link also loads the Redis Function library
 // (FUNCTION LOAD REPLACE) on every connect, before any read it carries, and answers history
 // reads: one FCALL sidecar_read per distinct (channel, from, count) serves every waiter that
@@ -44,6 +50,10 @@ public:
   // before any SUBSCRIBE of the new connection is confirmed, so a room can mark itself as
   // needing a read here and send it from on_subscribed. Not told on the first connect.
   virtual void on_subscriber_reconnected() {}
+  // A message on the control channel (set_control_channel); never also given to a room.
+  virtual void on_control_message(std::string_view) {}
+  // A message on a channel matched by the connection pattern (set_connection_pattern).
+  virtual void on_connection_message(std::string_view, std::string_view) {}
 
 protected:
   ~RedisSink() = default;
@@ -63,6 +73,10 @@ public:
   RedisBus(const RedisBus &) = delete;
   RedisBus &operator=(const RedisBus &) = delete;
   ~RedisBus();
+
+  // Before start(); empty keeps each off. The pattern is given as Redis matches it (glob).
+  void set_control_channel(std::string channel);
+  void set_connection_pattern(std::string pattern);
 
   int start(); // initialises the timer and connects; returns a uv error or 0
   // Closes both links and the handles; no reconnects after this. Reads still pending are
@@ -106,7 +120,8 @@ public:
   size_t subscribed_channels() const;
   std::string last_error() const { return last_error_; }
 
-  // Channels wanted by a room whose SUBSCRIBE Redis refused; each is being retried.
+  // Channels wanted by a room (or the bus: control channel, connection pattern) whose SUBSCRIBE
+  // or PSUBSCRIBE Redis refused; each is being retried.
   size_t refused_channels() const;
   bool refused(const std::string &channel) const;
   // The latest refusal ("NOPERM this user has no permissions ..."); "" when none is current.
@@ -118,7 +133,9 @@ public:
 private:
   enum class ChanState { none, subscribing, subscribed, unsubscribing, refused };
   struct Chan {
-    bool wanted = false;
+    bool wanted = false; // by a room
+    bool pinned = false; // by the bus itself: the control channel
+    bool want() const { return wanted || pinned; }
     ChanState state = ChanState::none;
     uint32_t refusals = 0;    // in a row; the backoff grows with it
     uint64_t retry_at_ms = 0; // when a refused channel is tried again
@@ -129,7 +146,8 @@ private:
   void on_link_up(RedisLink &link) override;
   void on_link_down(RedisLink &link, bool was_up) override;
   void on_link_reply(RedisLink &link, const RedisPending &cmd, const redisReply &reply) override;
-  void on_link_message(std::string_view channel, std::string_view payload) override;
+  void on_link_message(std::string_view pattern, std::string_view channel,
+                       std::string_view payload) override;
 
   enum class LibState { off, waiting, loading, ready, failed };
   struct ReadKey {
@@ -173,7 +191,9 @@ private:
   HistoryReadToken refuse_read(ReadKey key, HistoryReadCallback cb, std::string why);
   bool send_read(uint64_t id, PendingRead &read);
   void reconcile(const std::string &channel);
+  void reconcile_pattern();
   void subscribe_answered(const std::string &channel, const redisReply &reply);
+  void psubscribe_answered(const redisReply &reply);
   void refuse(Chan &chan, const std::string &channel, std::string reply);
 
   uv_loop_t *loop_;
@@ -190,6 +210,9 @@ private:
   RedisLink sub_;
   RedisLink cmd_;
   std::unordered_map<std::string, Chan> chans_;
+  std::string control_; // the control channel; "" when off
+  std::string pattern_; // the connection-channel pattern; "" when off
+  Chan pattern_chan_;   // its state; `pinned` while pattern_ is set
   std::map<std::string, uint64_t> subscribe_errors_;
   std::string last_error_;
   std::string last_refusal_;

@@ -58,8 +58,10 @@ std::string_view text_of(const redisReply *r) {
 enum class Push { no, message, malformed };
 
 // A pub/sub push: ["message", channel, payload], ["smessage", channel, payload] or
-// ["pmessage", pattern, channel, payload]. Fills channel and payload.
-Push classify(const redisReply &r, std::string_view &channel, std::string_view &payload) {
+// ["pmessage", pattern, channel, payload]. Fills channel and payload, and pattern for a pmessage
+// (empty for the others).
+Push classify(const redisReply &r, std::string_view &pattern, std::string_view &channel,
+              std::string_view &payload) {
   if (r.type != REDIS_REPLY_ARRAY || r.elements < 1 || r.element[0]->type != REDIS_REPLY_STRING)
     return Push::no;
   std::string_view kind = text_of(r.element[0]);
@@ -76,6 +78,11 @@ Push classify(const redisReply &r, std::string_view &channel, std::string_view &
   const redisReply *p = r.element[first + 1];
   if (c->type != REDIS_REPLY_STRING || p->type != REDIS_REPLY_STRING)
     return Push::malformed;
+  if (first == 2) {
+    if (r.element[1]->type != REDIS_REPLY_STRING)
+      return Push::malformed;
+    pattern = std::string_view(r.element[1]->str, r.element[1]->len);
+  }
   channel = std::string_view(c->str, c->len);
   payload = std::string_view(p->str, p->len);
   return Push::message;
@@ -95,6 +102,8 @@ const char *redis_cmd_name(RedisCmd cmd) {
     return "SUBSCRIBE";
   case RedisCmd::unsubscribe:
     return "UNSUBSCRIBE";
+  case RedisCmd::psubscribe:
+    return "PSUBSCRIBE";
   case RedisCmd::xadd:
     return "XADD";
   case RedisCmd::function_load:
@@ -154,12 +163,12 @@ std::string RedisReplies::feed(const char *data, size_t n, Sink &sink) {
       return "";
     std::unique_ptr<redisReply, ReplyFree> reply(static_cast<redisReply *>(raw));
     if (subscriber_) {
-      std::string_view channel, payload;
-      Push push = classify(*reply, channel, payload);
+      std::string_view pattern, channel, payload;
+      Push push = classify(*reply, pattern, channel, payload);
       if (push == Push::malformed)
         return "a pub/sub message of the wrong shape";
       if (push == Push::message) {
-        sink.on_message(channel, payload);
+        sink.on_message(pattern, channel, payload);
         continue;
       }
     }
@@ -451,8 +460,9 @@ void RedisLink::on_reply(const RedisPending &cmd, const redisReply &reply) {
   }
 }
 
-void RedisLink::on_message(std::string_view channel, std::string_view payload) {
-  owner_.on_link_message(channel, payload);
+void RedisLink::on_message(std::string_view pattern, std::string_view channel,
+                           std::string_view payload) {
+  owner_.on_link_message(pattern, channel, payload);
 }
 
 bool RedisLink::send(RedisCmd cmd, std::string_view channel, std::span<const std::string_view> args,

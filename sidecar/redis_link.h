@@ -8,10 +8,11 @@
 //
 // Every command we send expects exactly one reply, in order: a FIFO of pending commands maps an
 // error to the command that caused it. In subscribed mode `message`/`pmessage`/`smessage` arrays
-// are pushes, not replies; SUBSCRIBE and UNSUBSCRIBE always name one channel, so each yields
-// exactly one reply. A command left unanswered past redis.reply_timeout_ms means the link is dead
-// (a partition, a NAT that dropped the flow, a frozen Redis): it is closed and reconnected with
-// backoff. A PING every redis.ping_interval_ms makes sure there is always something to answer.
+// are pushes, not replies; SUBSCRIBE, UNSUBSCRIBE and PSUBSCRIBE always name one channel or
+// pattern, so each yields exactly one reply. A command left unanswered past
+// redis.reply_timeout_ms means the link is dead (a partition, a NAT that dropped the flow, a
+// frozen Redis): it is closed and reconnected with backoff. A PING every redis.ping_interval_ms
+// makes sure there is always something to answer.
 #pragma once
 
 #include <uv.h>
@@ -38,6 +39,7 @@ enum class RedisCmd : uint8_t {
   ping,
   subscribe,
   unsubscribe,
+  psubscribe, // one pattern: the connection channels of this sidecar
   xadd,
   function_load, // FUNCTION LOAD REPLACE of the history library
   fcall,         // FCALL sidecar_read; the tag names the read
@@ -57,7 +59,9 @@ public:
   class Sink {
   public:
     virtual void on_reply(const RedisPending &cmd, const redisReply &reply) = 0;
-    virtual void on_message(std::string_view channel, std::string_view payload) = 0;
+    // `pattern` is the subscribed pattern of a pmessage, empty for message and smessage.
+    virtual void on_message(std::string_view pattern, std::string_view channel,
+                            std::string_view payload) = 0;
 
   protected:
     ~Sink() = default;
@@ -107,7 +111,9 @@ public:
     // Replies to every command the owner sent (the link answers AUTH, SELECT and PING itself).
     virtual void on_link_reply(RedisLink &link, const RedisPending &cmd,
                                const redisReply &reply) = 0;
-    virtual void on_link_message(std::string_view channel, std::string_view payload) = 0;
+    // `pattern`: as RedisReplies::Sink::on_message has it.
+    virtual void on_link_message(std::string_view pattern, std::string_view channel,
+                                 std::string_view payload) = 0;
 
   protected:
     ~Owner() = default;
@@ -162,7 +168,8 @@ private:
   std::string addr() const;
 
   void on_reply(const RedisPending &cmd, const redisReply &reply) override;
-  void on_message(std::string_view channel, std::string_view payload) override;
+  void on_message(std::string_view pattern, std::string_view channel,
+                  std::string_view payload) override;
 
   uv_loop_t *loop_;
   const RedisConfig &cfg_;

@@ -46,6 +46,7 @@ Server::Server(uv_loop_t *loop, Config cfg)
   char buf[16];
   snprintf(buf, sizeof buf, "%08x", rd());
   instance_ = buf;
+  start_control();
   if (!cfg_->history.empty()) {
     rooms_.enable_history(bus_, cfg_->history, metrics_.history);
     env_.history = &bus_;
@@ -135,9 +136,8 @@ void Server::on_request(Session &s, const HttpRequest &req) {
     s.answer(json_error(404, "NOT_FOUND", "no route or endpoint at this path"));
     return;
   }
-  std::string connection_id = instance_ + "-" + std::to_string(s.id());
-  AdmissionRequest ar{req,           *route,         org,      s.ip(),
-                      connection_id, shutting_down_, now_ms(), unix_now()};
+  std::string conn = connection_id(s); // outlives `ar`, which only views it
+  AdmissionRequest ar{req, *route, org, s.ip(), conn, shutting_down_, now_ms(), unix_now()};
   apply(s, org, admit(ar, *cfg_, jwt_.get(), {counts_, handshake_rates_}));
 }
 
@@ -223,7 +223,7 @@ bool Server::forward_inbound(Session &s, std::string_view text) {
   bool ok = bus_.xadd(stream, cfg_->inbound.maxlen,
                       {{"org", s.org()},
                        {"user", s.user()},
-                       {"conn", instance_ + "-" + std::to_string(s.id())},
+                       {"conn", connection_id(s)},
                        {"data", std::string(text)}});
   if (ok)
     ++metrics_.inbound_forwarded;
@@ -285,11 +285,10 @@ void Server::begin_shutdown() {
            {{"sessions", sessions_.size()}, {"drain_timeout_ms", cfg_->shutdown.drain_timeout_ms}});
   // Only the main listener stops: the admin listener keeps answering /ready (503) while we drain.
   main_.close();
-  std::mt19937 rng{std::random_device{}()};
   std::uniform_int_distribution<uint32_t> jitter(0, cfg_->shutdown.reconnect_jitter_ms);
   for (auto &[id, s] : sessions_) {
     if (s->is_open()) {
-      uint32_t after = cfg_->shutdown.reconnect_after_ms + jitter(rng);
+      uint32_t after = cfg_->shutdown.reconnect_after_ms + jitter(rng_);
       s->send_json(server_shutdown_message(after));
       s->close(CloseCode::going_away, "server shutdown");
     } else if (s->phase() == Session::Phase::http) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <random>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -26,6 +27,7 @@
 namespace sidecar {
 
 class JwtVerifier;
+struct ControlCommand;
 
 class Server final : public RedisSink, public SessionOwner, public Listener::Owner {
 public:
@@ -52,6 +54,8 @@ public:
   void on_redis_state(bool connected) override;
   void on_subscribed(std::string_view channel) override;
   void on_subscriber_reconnected() override;
+  void on_control_message(std::string_view payload) override;
+  void on_connection_message(std::string_view channel, std::string_view payload) override;
 
 private:
   static constexpr size_t kReadBufferSize = 64 * 1024;
@@ -76,6 +80,11 @@ private:
   std::string ready_reason() const;
   std::string degraded_reason() const; // ready, but some rooms cannot receive
   void log_summary();
+  // Control commands and connection channels (server_control.cpp).
+  void start_control(); // hands the bus the control channel and the connection pattern
+  void apply_control(const ControlCommand &cmd);
+  std::string connection_id(const Session &s) const; // as the welcome and inbound entries say
+  Session *find_connection(std::string_view id);     // an open session of this sidecar, or null
   uint64_t now_ms() const { return uv_now(loop_); }
 
   uv_loop_t *loop_;
@@ -98,7 +107,10 @@ private:
   uv_signal_t sigterm_{}, sigint_{}, sighup_{};
   std::unordered_map<uint64_t, std::unique_ptr<Session>> sessions_;
   uint64_t next_id_ = 1;
-  std::string instance_; // random prefix of connection ids, unique across sidecars
+  std::string instance_;                  // random prefix of connection ids, unique across sidecars
+  std::string conn_prefix_, conn_suffix_; // channels.connection around {conn}
+  uint64_t last_control_warn_ms_ = 0;     // refused commands warn once a second at most
+  std::mt19937 rng_{std::random_device{}()}; // reconnect jitter
   bool shutting_down_ = false;
   uint64_t last_summary_ms_ = 0;
   uint64_t started_ms_ = 0;

@@ -150,6 +150,8 @@ public:
   bool is_open() const { return phase_ == Phase::open; }
   const std::string &org() const { return grant_.org; }
   const std::string &user() const { return grant_.user; }
+  int64_t token_exp() const { return grant_.token_exp; } // unix seconds; 0: none
+  bool v1() const { return v1_; }                        // takes sidecar.v1 envelopes
   const std::string &ip() const { return ip_; }
   // Only before admission: the connection counts are keyed by it.
   void set_ip(std::string ip) { ip_ = std::move(ip); }

@@ -31,8 +31,10 @@ struct Recorder final : RedisReplies::Sink {
     if (reset_on_auth && cmd.cmd == RedisCmd::auth)
       replies->reset();
   }
-  void on_message(std::string_view channel, std::string_view payload) override {
-    seen.push_back("message " + std::string(channel) + " " + std::string(payload));
+  void on_message(std::string_view pattern, std::string_view channel,
+                  std::string_view payload) override {
+    seen.push_back((pattern.empty() ? "message " : "pmessage " + std::string(pattern) + " ") +
+                   std::string(channel) + " " + std::string(payload));
   }
 };
 
@@ -84,13 +86,14 @@ TEST_CASE("an error reply to SUBSCRIBE goes to that SUBSCRIBE and the next reply
   }
 }
 
-TEST_CASE("pmessage and smessage are pushes; the channel is the one published to") {
+TEST_CASE("pmessage and smessage are pushes; the channel is the one published to, a pmessage "
+          "names its pattern") {
   RedisReplies r(true);
   Recorder rec;
   std::string bytes = "*4\r\n$8\r\npmessage\r\n$5\r\norg:*\r\n$5\r\norg:b\r\n$2\r\nhi\r\n"
                       "*3\r\n$8\r\nsmessage\r\n$5\r\norg:c\r\n$0\r\n\r\n";
   CHECK(r.feed(bytes.data(), bytes.size(), rec).empty());
-  CHECK(rec.seen == std::vector<std::string>{"message org:b hi", "message org:c "});
+  CHECK(rec.seen == std::vector<std::string>{"pmessage org:* org:b hi", "message org:c "});
 }
 
 TEST_CASE("a PONG outside subscribed mode and an XADD id are replies in order") {
@@ -212,7 +215,7 @@ TEST_CASE("each reply comes back with the tag its command was sent with") {
     void on_reply(const RedisPending &cmd, const redisReply &) override {
       tags->push_back(cmd.tag);
     }
-    void on_message(std::string_view, std::string_view) override {}
+    void on_message(std::string_view, std::string_view, std::string_view) override {}
   } sink;
   sink.tags = &tags;
   r.expect(RedisCmd::function_load, {}, 1);
@@ -221,4 +224,19 @@ TEST_CASE("each reply comes back with the tag its command was sent with") {
   std::string bytes = "$7\r\nsidecar\r\n-ERR Function not found\r\n*2\r\n$5\r\nepoch\r\n:0\r\n";
   CHECK(r.feed(bytes.data(), bytes.size(), sink).empty());
   CHECK(tags == std::vector<uint64_t>{0, 7, 8});
+}
+
+TEST_CASE("a PSUBSCRIBE reply answers its command; a pmessage whose pattern is not a string is "
+          "malformed") {
+  RedisReplies r(true);
+  Recorder rec;
+  r.expect(RedisCmd::psubscribe, "conn:ab-*", 1);
+  std::string bytes = "*3\r\n$10\r\npsubscribe\r\n$9\r\nconn:ab-*\r\n:2\r\n"
+                      "*4\r\n$8\r\npmessage\r\n$9\r\nconn:ab-*\r\n$9\r\nconn:ab-7\r\n$2\r\nhi\r\n";
+  CHECK(r.feed(bytes.data(), bytes.size(), rec).empty());
+  CHECK(rec.seen == std::vector<std::string>{"reply PSUBSCRIBE conn:ab-* <- psubscribe",
+                                             "pmessage conn:ab-* conn:ab-7 hi"});
+  RedisReplies bad(true);
+  std::string odd = "*4\r\n$8\r\npmessage\r\n:1\r\n$9\r\nconn:ab-7\r\n$2\r\nhi\r\n";
+  CHECK(bad.feed(odd.data(), odd.size(), rec) == "a pub/sub message of the wrong shape");
 }
