@@ -76,7 +76,8 @@ def test_sigkill_and_restart_keeps_clients_and_resubscribes_every_live_room(side
         acme2 = await connect_ws(sc.ws_url("/ws/acme"))
         beta = await connect_ws(sc.ws_url("/ws/beta"))
         delta = await connect_ws(sc.ws_url("/ws/delta"))
-        before = {"org:acme", "org:beta", "org:delta", "sidecar:broadcast"}
+        # sidecar:control is the sidecar's own subscription, there with or without rooms.
+        before = {"org:acme", "org:beta", "org:delta", "sidecar:broadcast", "sidecar:control"}
         await asyncio.to_thread(wait_until, lambda: redis.pubsub_channels() == before, 5,
                                 "every room subscribed")
 
@@ -94,7 +95,7 @@ def test_sigkill_and_restart_keeps_clients_and_resubscribes_every_live_room(side
         await asyncio.to_thread(redis.restart)
         await asyncio.to_thread(wait_ready, sc, 200, RECOVERY_S)
         # Exactly the rooms with members now: gamma joined, delta's room was left.
-        after = {"org:acme", "org:beta", "org:gamma", "sidecar:broadcast"}
+        after = {"org:acme", "org:beta", "org:gamma", "sidecar:broadcast", "sidecar:control"}
         await asyncio.to_thread(wait_until, lambda: redis.pubsub_channels() == after, 5,
                                 f"PUBSUB CHANNELS == {sorted(after)}")
 
@@ -239,7 +240,7 @@ def test_redis_killed_with_commands_in_flight_is_noticed_and_recovered(sidecar_f
         await asyncio.to_thread(wait_ready, sc, 503, 5)
         await asyncio.to_thread(redis.restart)
         await asyncio.to_thread(wait_ready, sc, 200, RECOVERY_S)
-        want = {f"org:room{i}" for i in range(3)} | {"sidecar:broadcast"}
+        want = {f"org:room{i}" for i in range(3)} | {"sidecar:broadcast", "sidecar:control"}
         await asyncio.to_thread(wait_until, lambda: redis.pubsub_channels() == want, 5,
                                 "every room subscribed again")
         for i, c in enumerate(clients):
