@@ -491,3 +491,26 @@ def test_the_js_client_refreshes_on_refresh_and_waits_the_advice_on_reconnect(
     again = d.wait_state("open")
     assert again["connectionId"] != first["connectionId"]
     assert again["t"] - lost["t"] >= 700 - 20, (lost, again)
+
+
+def test_a_room_named_like_the_control_channel_never_sees_commands_nor_unsubscribes_it(
+        sidecar_factory, redis):
+    """A route whose channel is the bare org lets a client name the room "sidecar:control". The
+    commands still go to the control side only, and the client leaving does not unsubscribe it."""
+    sc = sidecar_factory(extra_yaml=config(routes=[{"path": "/ws/{org}", "channel": "{org}"}]))
+    wait_subscribed(redis, 1)
+
+    async def go():
+        nosy = await client(sc, org=CTL)
+        victim = await client(sc, org="acme")
+        redis.publish(CTL, '{"op":"refresh","org":"acme"}')
+        msg = await recv_json(victim, 10)
+        assert msg["type"] == "token_expiring" and msg["reason"] == "refresh", msg
+        await probe_all(redis, [nosy, victim])  # nosy's next message is the probe, not the command
+        await nosy.close()
+        wait_until(lambda: metric(sc, "sidecar_connections_open") == 1, 10 * SLOW, "nosy gone")
+        assert redis.numsub(CTL) == 1
+        redis.publish(CTL, '{"op":"disconnect","org":"acme","code":4000,"reason":"still here"}')
+        await expect_close(victim, 4000, "still here")
+
+    run(go())
