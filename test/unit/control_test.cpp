@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <vector>
 
 using namespace sidecar;
 
@@ -228,4 +229,56 @@ TEST_CASE("refusal and op names are fixed metric labels") {
     CHECK(std::string(control_refusal_name(static_cast<ControlRefusal>(i))) != "?");
   for (size_t i = 0; i < kControlOps; ++i)
     CHECK(std::string(control_op_name(static_cast<ControlOp>(i))) != "?");
+}
+
+TEST_CASE("mutated commands never throw, and whatever is accepted keeps the invariants") {
+  // A cheap stand-in for a fuzzer: byte flips, cuts and splices of valid commands, signed and
+  // plain, against both modes. Deterministic, so a failure names its input.
+  const std::string secret = "k";
+  std::vector<std::string> seeds = {
+      R"({"op":"disconnect","org":"acme","user":"alice","code":4003,"reason":"revoked"})",
+      R"({"op":"reconnect","all":true,"after_ms":10,"jitter_ms":20})",
+      R"({"op":"refresh","conn":"ab-1","sidecar":"ab"})"};
+  for (size_t i = 0, n = seeds.size(); i < n; ++i)
+    seeds.push_back(signed_form(seeds[i], secret));
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  auto next = [&x] {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+  };
+  const char alphabet[] = "{}[]\":,\\0123456789abcdefnulltrue \x00\xff\xc3";
+  size_t accepted_n = 0;
+  for (int round = 0; round < 20000; ++round) {
+    std::string s = seeds[next() % seeds.size()];
+    for (uint64_t k = next() % 4; k-- > 0 && !s.empty();) {
+      size_t at = next() % s.size();
+      switch (next() % 3) {
+      case 0:
+        s[at] = alphabet[next() % (sizeof alphabet - 1)];
+        break;
+      case 1:
+        s.erase(at, next() % 8);
+        break;
+      default:
+        s.insert(at, seeds[next() % seeds.size()].substr(0, next() % 16));
+      }
+    }
+    for (std::string_view key : {std::string_view(), std::string_view(secret)}) {
+      ControlParse p;
+      REQUIRE_NOTHROW(p = parse_control(s, key));
+      if (!p.cmd)
+        continue;
+      ++accepted_n;
+      CAPTURE(s);
+      const ControlCommand &c = *p.cmd;
+      CHECK((c.who.all || c.who.org || c.who.user || c.who.conn || c.who.sidecar));
+      CHECK(is_control_close_code(c.code));
+      CHECK(c.reason.size() <= 123);
+      if (!key.empty())
+        CHECK(s.find("\"sig\"") != std::string::npos);
+    }
+  }
+  CHECK(accepted_n > 0);
 }
