@@ -121,8 +121,10 @@ void Server::apply_control(const ControlCommand &cmd) {
   const ControlSelector &who = cmd.who;
   std::vector<Session *> chosen;
   auto consider = [&](Session *s) {
+    // The id is built only for the one session a conn selector looked up, never in the scan.
     if (s != nullptr && s->is_open() &&
-        control_selects(who, s->org(), s->user(), connection_id(*s), instance_))
+        control_selects(who, s->org(), s->user(), who.conn ? connection_id(*s) : std::string(),
+                        instance_))
       chosen.push_back(s);
   };
   if (who.conn) {
