@@ -293,6 +293,11 @@ Admission admit(const AdmissionRequest &req, const Config &cfg, const JwtVerifie
   keep_joined(recover, grant, cfg);
   ok.resume.recover = std::move(recover);
   ok.welcome = welcome_message(req.connection_id, req.org, grant.user, cfg.websocket.heartbeat_ms);
+  // Every Sec-WebSocket-Extensions header counts (RFC 6455 9.1); an offer we cannot accept,
+  // malformed ones included, only means no compression.
+  if (Result<DeflateAgreement> d = negotiate_permessage_deflate(
+          req.http.header_list("sec-websocket-extensions"), cfg.compression))
+    ok.deflate = std::move(*d);
   ok.upgrade = true;
   return ok;
 }

@@ -109,6 +109,8 @@ struct Admission {
   UpgradeGrant grant;
   std::string welcome;
   ResumeRequest resume;
+  // The permessage-deflate agreement, when the client offered one we accept.
+  std::optional<DeflateAgreement> deflate;
 };
 
 // A token checked for a session of one org: the verifier (structure, algorithm, key, signature,

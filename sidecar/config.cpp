@@ -86,6 +86,13 @@ private:
   template <typename T> std::function<void(const At &)> bytes(uint64_t lo, uint64_t hi, T &out) {
     return [this, lo, hi, &out](const At &a) { read_bytes(a, lo, hi, out); };
   }
+  std::function<void(const At &)> small(uint8_t lo, uint8_t hi, uint8_t &out) {
+    return [this, lo, hi, &out](const At &a) {
+      uint32_t v = out;
+      read_uint(a, lo, hi, v);
+      out = static_cast<uint8_t>(v);
+    };
+  }
   std::function<void(const At &)> str(std::string &out) {
     return [this, &out](const At &a) { read_string(a, out); };
   }
@@ -331,6 +338,12 @@ void Parser::add_edge_fields(std::vector<Field> &fields) {
           {"shutdown.drain_timeout_ms", num(0, kTenMinutes, c.shutdown.drain_timeout_ms)},
           {"shutdown.reconnect_after_ms", num(0, kTenMinutes, c.shutdown.reconnect_after_ms)},
           {"shutdown.reconnect_jitter_ms", num(0, kTenMinutes, c.shutdown.reconnect_jitter_ms)},
+          {"compression.enabled", [this, &c](const At &a) { read_bool(a, c.compression.enabled); }},
+          {"compression.min_bytes", bytes(0, 16 * kMiB, c.compression.min_bytes)},
+          {"compression.level", small(1, 9, c.compression.level)},
+          // 8 is valid in RFC 7692 but zlib cannot honour it (permessage_deflate.h).
+          {"compression.client_max_window_bits",
+           small(9, 15, c.compression.client_max_window_bits)},
           {"history", [this](const At &a) { read_history(a); }},
           // The control channel is one name for every sidecar: no placeholders.
           {"control.channel",

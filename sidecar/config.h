@@ -13,6 +13,7 @@
 #include "config_error.h"
 #include "history.h"
 #include "origin.h"
+#include "permessage_deflate.h"
 #include "result.h"
 
 namespace sidecar {
@@ -156,6 +157,8 @@ struct Config {
   AdminConfig admin;
   ShutdownConfig shutdown;
   ControlConfig control;
+  // permessage-deflate (issue 14): what is negotiated, and which publications are deflated.
+  DeflateOptions compression;
   // Channels whose publications are kept and can be resumed (issue 11); empty: history is off.
   std::vector<HistoryConfig> history;
   // Line of each key as it appeared in the file ("listen" -> 1), so that errors found later

@@ -334,12 +334,15 @@ UpgradeCheck check_upgrade(const HttpRequest &req) {
   return c;
 }
 
-std::string build_switching_protocols(std::string_view client_key, std::string_view protocol) {
+std::string build_switching_protocols(std::string_view client_key, std::string_view protocol,
+                                      std::string_view extensions) {
   std::string out = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                     "Connection: Upgrade\r\nSec-WebSocket-Accept: ";
   out.append(websocket_accept_key(client_key)).append("\r\n");
   if (!protocol.empty())
     out.append("Sec-WebSocket-Protocol: ").append(protocol).append("\r\n");
+  if (!extensions.empty())
+    out.append("Sec-WebSocket-Extensions: ").append(extensions).append("\r\n");
   out.append("\r\n");
   return out;
 }

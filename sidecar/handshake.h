@@ -97,8 +97,10 @@ struct UpgradeCheck {
 };
 UpgradeCheck check_upgrade(const HttpRequest &req);
 
-// "HTTP/1.1 101 Switching Protocols" with the accept key and, when chosen, the subprotocol.
-std::string build_switching_protocols(std::string_view client_key, std::string_view protocol);
+// "HTTP/1.1 101 Switching Protocols" with the accept key and, when chosen, the subprotocol and
+// the Sec-WebSocket-Extensions answer (permessage-deflate's agreement).
+std::string build_switching_protocols(std::string_view client_key, std::string_view protocol,
+                                      std::string_view extensions = {});
 
 // Splits a comma-separated header list into trimmed, non-empty items.
 std::vector<std::string> split_list(std::string_view value);

@@ -85,6 +85,36 @@ void render_history(std::string &out, const HistoryCounters &h, const MetricsSna
           "Positioned live messages a room had delivered already; dropped.", h.live_duplicates);
 }
 
+void render_compression(std::string &out, const CompressionCounters &c) {
+  counter(out, "sidecar_deflate_negotiated_total",
+          "Connections whose handshake agreed permessage-deflate.", c.negotiated);
+  counter(out, "sidecar_deflate_frames_built_total",
+          "Compressed frames built: at most one per publication and window size, whatever the "
+          "number of recipients.",
+          c.frames_built);
+  counter(out, "sidecar_deflate_bytes_before_total",
+          "Payload bytes of the publications those frames compressed.", c.bytes_before);
+  counter(out, "sidecar_deflate_bytes_after_total", "Compressed payload bytes of those frames.",
+          c.bytes_after);
+  counter(out, "sidecar_deflate_not_smaller_total",
+          "Publications sent plain to compressing clients because deflate did not shrink them "
+          "(or failed).",
+          c.not_smaller);
+  counter(out, "sidecar_deflate_frames_queued_total", "Compressed frames queued to recipients.",
+          c.frames_queued);
+  counter(out, "sidecar_deflate_bytes_saved_total",
+          "Payload bytes compressed deliveries kept off the wire.", c.bytes_saved);
+  line(out, "sidecar_inflate_errors_total", "counter",
+       "Compressed client messages that could not be inflated, by kind (too_big: 1009, "
+       "corrupt: 1007, no_memory: 1011).");
+  for (size_t i = 0; i < c.inflate_errors.size(); ++i) {
+    value(out,
+          std::string("sidecar_inflate_errors_total{kind=\"") +
+              CompressionCounters::kInflateErrors[i] + "\"}",
+          static_cast<double>(c.inflate_errors[i]));
+  }
+}
+
 } // namespace
 
 void Metrics::count_refusal(int status) {
@@ -247,6 +277,7 @@ std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s) {
             m.fanout_seconds);
   if (s.history)
     render_history(out, m.history, s);
+  render_compression(out, m.compression);
   counter(out, "sidecar_internal_errors_total",
           "Exceptions caught at a callback entry; each cost at most one connection.",
           s.internal_errors);

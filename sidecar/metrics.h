@@ -62,6 +62,21 @@ struct ControlCounters {
   uint64_t connection_unrouted = 0;  // ... whose session is not (or no longer) here
 };
 
+// permessage-deflate (issue 14), counted where it happens: frames by the rooms that build them,
+// deliveries and inflate errors by the sessions. Errors are indexed by Inflater::Status - 1
+// (too_big, corrupt, no_memory), each a fixed metric label.
+struct CompressionCounters {
+  uint64_t negotiated = 0;    // connections whose handshake agreed permessage-deflate
+  uint64_t frames_built = 0;  // compressed frames built, at most one per publication and window
+  uint64_t bytes_before = 0;  // payload bytes of those frames before deflate
+  uint64_t bytes_after = 0;   // and after
+  uint64_t not_smaller = 0;   // publications sent plain because deflate did not shrink them
+  uint64_t frames_queued = 0; // compressed frames queued, one per recipient
+  uint64_t bytes_saved = 0;   // payload bytes those deliveries did not put on the wire
+  std::array<uint64_t, 3> inflate_errors{};
+  static constexpr const char *kInflateErrors[] = {"too_big", "corrupt", "no_memory"};
+};
+
 struct Metrics {
   uint64_t connections_accepted = 0;
   uint64_t connections_upgraded = 0;
@@ -69,6 +84,7 @@ struct Metrics {
   PublishCounters publish;
   HistoryCounters history;
   ControlCounters control;
+  CompressionCounters compression;
   uint64_t bytes_out = 0;
   uint64_t slow_consumer_closes = 0;
   uint64_t pong_timeouts = 0;

@@ -46,12 +46,16 @@
 
 namespace sidecar {
 
-// What the operator allows; the config's compression section maps onto it.
+// What the operator allows: the config's `compression:` section (Config::compression).
 struct DeflateOptions {
   bool enabled = true;
   // The largest window we let a client compress with (9..15). Smaller bounds the transient
   // inflate memory; the client must have offered client_max_window_bits for us to say so.
   uint8_t client_max_window_bits = 15;
+  uint8_t level = 1; // zlib's 1..9 for published messages (see Deflater)
+  // Publications shorter than this go out plain: below about a hundred bytes deflate rarely
+  // saves more than its own few bytes of block header, and costs a deflate per publication.
+  uint32_t min_bytes = 128;
 };
 
 // An accepted offer: the window we compress with, the window we inflate with, and the value of
@@ -116,6 +120,7 @@ private:
 class DeflaterSet {
 public:
   explicit DeflaterSet(int level) noexcept : level_(level) {}
+  int level() const noexcept { return level_; }
   // nullptr when bits is out of range or zlib could not be initialised.
   Deflater *get(uint8_t window_bits) noexcept;
 

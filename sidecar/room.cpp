@@ -7,7 +7,8 @@
 
 namespace sidecar {
 
-Room *Rooms::join(const std::string &channel, RoomMember *m, uint32_t &slot, bool v1) {
+Room *Rooms::join(const std::string &channel, RoomMember *m, uint32_t &slot, bool v1,
+                  bool deflate) {
   auto it = rooms_.find(channel);
   bool created = it == rooms_.end();
   if (created) {
@@ -22,6 +23,7 @@ Room *Rooms::join(const std::string &channel, RoomMember *m, uint32_t &slot, boo
   slot = static_cast<uint32_t>(room->members.size());
   room->members.push_back(m);
   room->v1_members += v1 ? 1 : 0;
+  room->deflate_members += deflate ? 1 : 0;
   // A new history room holds live messages until its first read, which waits for the SUBSCRIBE:
   // only then is everything after the read's answer sure to arrive.
   if (created && room->history && bus_.subscribed(channel)) {
@@ -31,8 +33,9 @@ Room *Rooms::join(const std::string &channel, RoomMember *m, uint32_t &slot, boo
   return room;
 }
 
-void Rooms::leave(Room *room, uint32_t slot, bool v1) {
+void Rooms::leave(Room *room, uint32_t slot, bool v1, bool deflate) {
   room->v1_members -= v1 ? 1 : 0;
+  room->deflate_members -= deflate ? 1 : 0;
   if (room->fanning_out) {
     // Filling the hole now would move a member that fan-out has not reached yet to a slot it
     // has passed, and that member would miss the message. The hole is filled when it ends.
@@ -71,9 +74,10 @@ size_t Rooms::publish(std::string_view channel, std::string_view payload) {
     ++counters_.unrouted;
     return 0;
   }
-  // The one branch history adds to the common path: with history off and no sidecar.v1 member,
-  // the payload is relayed as it came, whatever its bytes.
-  if (room->history != nullptr || room->v1_members != 0 || reads_ != nullptr) [[unlikely]]
+  // The one branch history and compression add to the common path: with history off, no
+  // sidecar.v1 member and nothing to deflate, the payload is relayed as it came.
+  if (room->history != nullptr || room->v1_members != 0 || reads_ != nullptr ||
+      deflates(*room, payload.size())) [[unlikely]]
     return publish_each(*room, payload);
   // Framed once for the whole room: text when the payload is valid UTF-8, else binary.
   Opcode op = is_valid_utf8(payload) ? Opcode::text : Opcode::binary;
@@ -133,15 +137,16 @@ Room *Rooms::find(std::string_view channel) {
   return it == rooms_.end() ? nullptr : it->second.get();
 }
 
-bool Memberships::join(Rooms &rooms, const std::string &channel, RoomMember *m, bool v1) {
+bool Memberships::join(Rooms &rooms, const std::string &channel, RoomMember *m, bool v1,
+                       bool deflate) {
   for (const Entry &e : entries_) {
     if (e.room->channel == channel)
       return true;
   }
   Entry e{};
-  e.room = rooms.join(channel, m, e.slot, v1);
+  e.room = rooms.join(channel, m, e.slot, v1, deflate);
   if (!entries_.push_back(e)) {
-    rooms.leave(e.room, e.slot, v1);
+    rooms.leave(e.room, e.slot, v1, deflate);
     return false;
   }
   return true;
@@ -154,11 +159,11 @@ void Memberships::moved(Room *room, uint32_t slot) noexcept {
   }
 }
 
-void Memberships::leave_all(Rooms &rooms, bool v1) noexcept {
+void Memberships::leave_all(Rooms &rooms, bool v1, bool deflate) noexcept {
   while (!entries_.empty()) {
     Entry e = entries_.back();
     entries_.pop_back();
-    rooms.leave(e.room, e.slot, v1);
+    rooms.leave(e.room, e.slot, v1, deflate);
   }
 }
 

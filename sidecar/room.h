@@ -10,6 +10,11 @@
 // for sidecar.v1 get each publication in an envelope; every publication is still framed at most
 // twice (verbatim and envelope) per room, never per member.
 //
+// With compression (issue 14) a room counts its members that agreed permessage-deflate; when
+// there is one and a publication is at least compression.min_bytes, the publication goes out
+// as a Publication whose DeflatedFrames deflates it once, on the first such member's request,
+// and every such member shares that RSV1 frame.
+//
 // Rooms know their members only as RoomMember (Session implements it), so this file and its tests
 // need no sockets, no loop and no Server.
 #pragma once
@@ -25,12 +30,42 @@
 #include "history.h"
 #include "history_reads.h"
 #include "metrics.h"
+#include "permessage_deflate.h"
 #include "small_vector.h"
 
 namespace sidecar {
 
 class SharedFrame;
 struct Room;
+
+// A publication's permessage-deflate frames: built when the first member that agreed compression
+// asks, at most once per plain frame (verbatim, envelope) and window size, and shared by every
+// member that asks the same. Lives on the stack of one fan-out.
+class DeflatedFrames {
+public:
+  DeflatedFrames(DeflaterSet &deflaters, CompressionCounters &counters) noexcept
+      : deflaters_(deflaters), counters_(counters) {}
+  ~DeflatedFrames();
+  DeflatedFrames(const DeflatedFrames &) = delete;
+  DeflatedFrames &operator=(const DeflatedFrames &) = delete;
+  // The compressed form of `plain` (a frame of this publication) for a member that compresses
+  // with `window_bits`; null when that member gets `plain` instead (deflate did not make it
+  // smaller, or failed), which a compressing client accepts as well.
+  SharedFrame *get(SharedFrame *plain, uint8_t window_bits) noexcept;
+
+private:
+  struct Entry {
+    const SharedFrame *plain = nullptr;
+    uint8_t bits = 0;
+    SharedFrame *frame = nullptr; // null: tried, the plain frame goes out
+  };
+  DeflaterSet &deflaters_;
+  CompressionCounters &counters_;
+  // Two frames times two window sizes; a fifth combination (clients that asked for three
+  // different server windows in one room) gets the plain frame.
+  std::array<Entry, 4> entries_{};
+  uint8_t used_ = 0;
+};
 
 // One item a room hands its members other than through the plain fan-out: a publication in a
 // room with history or with sidecar.v1 members, or a resync. Each member takes the frame of its
@@ -43,6 +78,9 @@ struct Publication {
   // epoch when unknown). Null for a message without a position.
   const StreamPosition *pos = nullptr;
   bool resync = false; // a sidecar message, not a delivered publication
+  // Compressed frames for members that agreed permessage-deflate; null when the room sends this
+  // publication plain to everyone (no such member, too small, compression off).
+  DeflatedFrames *deflated = nullptr;
 };
 
 // What a room needs from a member. Rooms call both; nothing else should.
@@ -89,6 +127,7 @@ struct Room {
   bool resync_on_subscribe = false;
   uint32_t holes = 0;                   // nulls left by members that left during fan-out
   uint32_t v1_members = 0;              // members that take sidecar.v1 envelopes
+  uint32_t deflate_members = 0;         // members that agreed permessage-deflate
   std::unique_ptr<RoomHistory> history; // null unless the channel has a history: entry
 };
 
@@ -117,14 +156,23 @@ public:
                       HistoryCounters &counters);
   bool history_enabled() const { return reads_ != nullptr; }
 
+  // Turns compression on: publications of at least options.min_bytes to a room with members
+  // that agreed permessage-deflate are deflated once for them (DeflatedFrames). `options` is
+  // read on every publication (a reload replaces it in place: `enabled: false` stops
+  // compressing at once, a new level applies from the next publication); it and `counters` must
+  // outlive this registry.
+  void enable_compression(const DeflateOptions &options, CompressionCounters &counters);
+
   // Adds m to the room of `channel` and returns the room and the slot it took; the member keeps
   // both so that leaving costs no search. A member joins a room at most once: it would
-  // otherwise receive every message twice. `v1`: m takes sidecar.v1 envelopes.
-  Room *join(const std::string &channel, RoomMember *m, uint32_t &slot, bool v1 = false);
+  // otherwise receive every message twice. `v1`: m takes sidecar.v1 envelopes; `deflate`: m
+  // agreed permessage-deflate.
+  Room *join(const std::string &channel, RoomMember *m, uint32_t &slot, bool v1 = false,
+             bool deflate = false);
   // Removes the member at `slot`, of the kind it joined as. The member moved into the hole gets
   // its new slot through RoomMember::moved_in_room, at once or, during that room's fan-out, when
   // the fan-out ends.
-  void leave(Room *room, uint32_t slot, bool v1 = false);
+  void leave(Room *room, uint32_t slot, bool v1 = false, bool deflate = false);
 
   // One message from Redis: frames `payload` once (a text frame when it is valid UTF-8, else
   // binary) and queues that one frame to every member of the channel's room. Returns the
@@ -152,6 +200,9 @@ private:
   size_t publish_each(Room &room, std::string_view payload);
   size_t deliver_payload(Room &room, std::string_view payload, const StreamPosition *pos);
   size_t send_resync(Room &room, ResyncReason reason, const StreamPosition *pos);
+  // True when a publication of `bytes` to `room` is to be deflated for some of its members.
+  bool deflates(const Room &room, size_t bytes) const noexcept;
+  DeflaterSet *deflaters() noexcept; // for the configured level; null when out of memory
   void start_read(Room &room);
   void read_answered(const std::string &channel, uint64_t serial, const HistoryReadResult &r);
   void cancel_read(Room &room);
@@ -163,6 +214,9 @@ private:
   HistoryReads *reads_ = nullptr; // non-null once history is enabled
   std::vector<HistoryConfig> history_;
   HistoryCounters *history_counters_ = nullptr;
+  const DeflateOptions *compression_ = nullptr; // non-null once compression is enabled
+  CompressionCounters *compression_counters_ = nullptr;
+  std::unique_ptr<DeflaterSet> deflaters_; // made on first use, again when the level changes
   std::unordered_map<std::string, std::unique_ptr<Room>, Hash, std::equal_to<>> rooms_;
 };
 
@@ -173,11 +227,12 @@ public:
   // Joins `channel` unless m is in its room already: templates that expand alike name a channel
   // twice, and a member in a room twice would get every message twice. False only when the
   // membership cannot be stored (out of memory); m is then not in the room.
-  bool join(Rooms &rooms, const std::string &channel, RoomMember *m, bool v1 = false);
+  bool join(Rooms &rooms, const std::string &channel, RoomMember *m, bool v1 = false,
+            bool deflate = false);
   // RoomMember::moved_in_room lands here.
   void moved(Room *room, uint32_t slot) noexcept;
-  // Leaves every room, the last joined first; `v1` as they were joined.
-  void leave_all(Rooms &rooms, bool v1 = false) noexcept;
+  // Leaves every room, the last joined first; `v1` and `deflate` as they were joined.
+  void leave_all(Rooms &rooms, bool v1 = false, bool deflate = false) noexcept;
 
   uint32_t size() const noexcept { return entries_.size(); }
   Room *room(uint32_t i) const noexcept { return entries_[i].room; }

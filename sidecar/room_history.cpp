@@ -1,9 +1,13 @@
-// Rooms with history or sidecar.v1 members (room.h): the slow path of Rooms::publish, the reads
-// a history room sends, and the resyncs it fans out. Kept apart from room.cpp so that the common
-// path (no history, no sidecar.v1 member) reads on its own there.
+// Rooms with history, sidecar.v1 or compressing members (room.h): the slow path of
+// Rooms::publish, the reads a history room sends, and the resyncs it fans out. Kept apart from
+// room.cpp so that the common path (no history, no sidecar.v1 member, nothing to deflate) reads
+// on its own there.
 //
-// Every publication is framed at most twice per room, once per kind of member present, and
-// each member picks its frame in RoomMember::deliver(room, p); nothing is built per member.
+// Every publication is framed at most twice per room, once per kind of member present (plus, for
+// compressing members, once deflated per kind), and each member picks its frame in
+// RoomMember::deliver(room, p); nothing is built per member.
+#include <optional>
+
 #include "frame.h"
 #include "log.h"
 #include "room.h"
@@ -83,9 +87,15 @@ size_t Rooms::deliver_payload(Room &room, std::string_view payload, const Stream
     log_error("out_of_memory", {{"channel", room.channel}, {"bytes", payload.size()}});
     return 0;
   }
-  size_t recipients = room.history == nullptr && room.v1_members == 0
+  // Deflated lazily, by the first member that wants it (DeflatedFrames::get).
+  std::optional<DeflatedFrames> deflated;
+  DeflaterSet *deflaters = deflates(room, payload.size()) ? this->deflaters() : nullptr;
+  if (deflaters != nullptr)
+    deflated.emplace(*deflaters, *compression_counters_);
+  size_t recipients = room.history == nullptr && room.v1_members == 0 && !deflated
                           ? fan_out(room, v.get())
-                          : fan_out(room, Publication{v.get(), e.get(), pos, false});
+                          : fan_out(room, Publication{v.get(), e.get(), pos, false,
+                                                      deflated ? &*deflated : nullptr});
   counters_.frames += recipients;
   return recipients;
 }

@@ -47,6 +47,8 @@ Server::Server(uv_loop_t *loop, Config cfg)
   snprintf(buf, sizeof buf, "%08x", rd());
   instance_ = buf;
   start_control();
+  // cfg_ is replaced in place on reload, so the rooms read the compression settings live.
+  rooms_.enable_compression(cfg_->compression, metrics_.compression);
   if (!cfg_->history.empty()) {
     rooms_.enable_history(bus_, cfg_->history, metrics_.history);
     env_.history = &bus_;
@@ -160,7 +162,7 @@ void Server::apply(Session &s, const std::string &org, Admission a) {
   metrics_.handshake_seconds.observe(static_cast<double>(mono_ns() - s.accepted_ns_) / 1e9);
   log_debug("connect",
             {{"conn", s.id()}, {"org", a.grant.org}, {"user", a.grant.user}, {"ip", s.ip()}});
-  s.upgrade(std::move(a.grant), a.welcome, std::move(a.resume));
+  s.upgrade(std::move(a.grant), a.welcome, std::move(a.resume), a.deflate ? &*a.deflate : nullptr);
 }
 
 void Server::session_leaving(Session &s) noexcept {

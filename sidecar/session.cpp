@@ -186,14 +186,19 @@ void Session::answer(const HttpAnswer &a) noexcept {
   request_flush();
 }
 
-void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json,
-                      ResumeRequest resume) noexcept {
+void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json, ResumeRequest resume,
+                      const DeflateAgreement *deflate) noexcept {
   http_.reset(); // normally gone already: an upgraded session keeps no HTTP state
   grant_ = std::move(grant);
   v1_ = resume.v1;
   const Config &cfg = env_.cfg;
-  ws_.emplace(*this, cfg.limits.max_message_bytes);
-  std::string head = build_switching_protocols(grant_.key, grant_.protocol);
+  if (deflate != nullptr) {
+    deflate_bits_ = deflate->server_window_bits & 0x0f;
+    ++env_.metrics.compression.negotiated;
+  }
+  ws_.emplace(*this, cfg.limits.max_message_bytes, deflate ? deflate->client_window_bits : 0);
+  std::string head = build_switching_protocols(grant_.key, grant_.protocol,
+                                               deflate ? deflate->response : std::string_view{});
   grant_.key.clear();
   grant_.key.shrink_to_fit();
   FrameRef h(SharedFrame::make_raw(head));
@@ -218,7 +223,7 @@ void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json,
 bool Session::join_rooms(std::initializer_list<const std::string *> channels) noexcept {
   Rooms &rooms = env_.rooms;
   for (const std::string *ch : channels) {
-    if (ch->empty() || rooms_.join(rooms, *ch, this, v1_))
+    if (ch->empty() || rooms_.join(rooms, *ch, this, v1_, deflate_bits_ != 0))
       continue;
     // Out of memory beyond the inline memberships: a session that silently misses a channel is
     // worse than one that is told to come back.
@@ -233,7 +238,7 @@ void Session::moved_in_room(Room *room, uint32_t slot) noexcept { rooms_.moved(r
 
 void Session::leave_rooms() noexcept {
   end_resume();
-  rooms_.leave_all(env_.rooms, v1_);
+  rooms_.leave_all(env_.rooms, v1_, deflate_bits_ != 0);
 }
 
 void Session::deliver(SharedFrame *f) noexcept {
@@ -247,7 +252,14 @@ void Session::deliver(SharedFrame *f) noexcept {
 }
 
 void Session::deliver(Room *room, const Publication &p) noexcept {
-  SharedFrame *f = v1_ ? p.envelope : p.verbatim;
+  SharedFrame *plain = v1_ ? p.envelope : p.verbatim;
+  SharedFrame *f = plain;
+  // The room's one deflate of this publication for our window, or the plain frame when deflate
+  // did not make it smaller.
+  if (deflate_bits_ != 0 && p.deflated != nullptr && plain != nullptr) {
+    if (SharedFrame *c = p.deflated->get(plain, deflate_bits_))
+      f = c;
+  }
   if (resume_ != nullptr) [[unlikely]] {
     if (!resume_->welcomed) {
       hold(room, p, f);
@@ -256,8 +268,14 @@ void Session::deliver(Room *room, const Publication &p) noexcept {
     if (covered_by_read(room, p))
       return;
   }
-  if (f != nullptr && queue(f) && !p.resync)
+  if (f != nullptr && queue(f) && !p.resync) {
     ++messages_out_;
+    if (f != plain) {
+      CompressionCounters &cc = env_.metrics.compression;
+      ++cc.frames_queued;
+      cc.bytes_saved += plain->size() - f->size();
+    }
+  }
 }
 
 bool Session::queue(SharedFrame *f) noexcept {
@@ -314,6 +332,14 @@ void Session::on_ws_output(const uint8_t *data, size_t len) {
         enter_closing(env_.now_ms());
         request_flush();
       });
+}
+
+void Session::on_ws_inflate_error(Inflater::Status st) noexcept {
+  auto i = static_cast<size_t>(st) - 1;
+  CompressionCounters &cc = env_.metrics.compression;
+  if (i < cc.inflate_errors.size())
+    ++cc.inflate_errors[i];
+  last_error_ = CompressionCounters::kInflateErrors[i < 3 ? i : 2];
 }
 
 void Session::take_ws_output(const uint8_t *data, size_t len) {

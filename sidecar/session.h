@@ -138,10 +138,11 @@ public:
   void tick(uint64_t now_ms);
 
   // The owner decides about a finished request and calls exactly one of these. With history
-  // channels to read (`resume`), the welcome waits for the reads.
+  // channels to read (`resume`), the welcome waits for the reads. `deflate`: the agreed
+  // permessage-deflate, answered in the 101; only its window sizes are kept.
   void answer(const HttpAnswer &a) noexcept;
-  void upgrade(UpgradeGrant grant, std::string_view welcome_json,
-               ResumeRequest resume = {}) noexcept;
+  void upgrade(UpgradeGrant grant, std::string_view welcome_json, ResumeRequest resume = {},
+               const DeflateAgreement *deflate = nullptr) noexcept;
 
   void send_json(std::string_view json) noexcept;
 
@@ -180,6 +181,7 @@ private:
   void handle_http(const char *data, size_t len);
   void on_ws_message(Opcode op, const uint8_t *data, size_t len) override;
   void on_ws_output(const uint8_t *data, size_t len) override;
+  void on_ws_inflate_error(Inflater::Status st) noexcept override;
   void handle_ws_message(Opcode op, const uint8_t *data, size_t len);
   void take_ws_output(const uint8_t *data, size_t len);
   // Queues f without counting it as a delivered message (pings, the sidecar's own frames);
@@ -230,6 +232,9 @@ private:
   bool ws_out_drop_ = false; // the wslay frame being handed over is over budget
   bool expiry_warned_ : 1 = false;
   bool v1_ : 1 = false; // negotiated sidecar.v1: takes envelopes
+  // The window we deflate with for this client (9..15) when it agreed permessage-deflate, else
+  // 0. The client's window lives in ws_, which inflates.
+  uint8_t deflate_bits_ : 4 = 0;
   Memberships rooms_;
   // The small fields sit together so that no padding follows them: every idle session pays it.
   unsigned writing_frames_ = 0;

@@ -49,9 +49,33 @@ void WsProtocol::frame_start_cb(wslay_event_context_ptr,
     if (arg->opcode != WSLAY_CONTINUATION_FRAME) {
       self->frame_is_text_ = arg->opcode == WSLAY_TEXT_FRAME;
       self->utf8_.reset();
+      // wslay has refused RSV1 already where it does not belong: without an agreement (the
+      // context allows no RSV bit), on a continuation and on a control frame (1002).
+      self->compressed_ = (arg->rsv & WSLAY_RSV1_BIT) != 0;
+      if (self->compressed_ && self->fail_code_ == CloseCode{}) {
+        Inflater::Status st = self->inflater_.begin(self->inflate_bits_, self->max_message_bytes_);
+        if (st != Inflater::Status::ok)
+          self->inflate_failed(st);
+      }
     }
     self->fragmented_ = !arg->fin;
   }
+}
+
+void WsProtocol::inflate_failed(Inflater::Status st) noexcept {
+  switch (st) {
+  case Inflater::Status::too_big:
+    fail_code_ = CloseCode::message_too_big;
+    break;
+  case Inflater::Status::corrupt:
+    fail_code_ = CloseCode::invalid_payload;
+    break;
+  default:
+    fail_code_ = CloseCode::internal_error;
+    break;
+  }
+  inflater_.discard();
+  handler_.on_ws_inflate_error(st);
 }
 
 void WsProtocol::frame_chunk_cb(wslay_event_context_ptr,
@@ -59,6 +83,15 @@ void WsProtocol::frame_chunk_cb(wslay_event_context_ptr,
   auto *self = static_cast<WsProtocol *>(user);
   if (self->frame_is_close_) {
     self->close_payload_.append(reinterpret_cast<const char *>(arg->data), arg->data_length);
+  }
+  if (self->frame_is_data_ && self->compressed_) {
+    // A bomb is caught here, at the first piece that would inflate past the limit.
+    if (self->fail_code_ == CloseCode{}) {
+      Inflater::Status st = self->inflater_.feed(arg->data, arg->data_length);
+      if (st != Inflater::Status::ok)
+        self->inflate_failed(st);
+    }
+    return;
   }
   // Text is checked as it arrives, so a code point split across fragments is still judged whole.
   if (self->frame_is_data_ && self->frame_is_text_ &&
@@ -75,6 +108,20 @@ void WsProtocol::frame_end_cb(wslay_event_context_ptr, void *user) {
     self->judge_close();
     return;
   }
+  if (self->frame_is_data_ && !self->fragmented_ && self->compressed_) {
+    if (self->fail_code_ != CloseCode{})
+      return;
+    // The last frame: the stream must end on a block boundary, and text is judged inflated.
+    Inflater::Status st = self->inflater_.finish();
+    if (st != Inflater::Status::ok) {
+      self->inflate_failed(st);
+    } else if (self->frame_is_text_) {
+      std::string_view m = self->inflater_.message();
+      if (!is_valid_utf8(reinterpret_cast<const uint8_t *>(m.data()), m.size()))
+        self->fail_code_ = CloseCode::invalid_payload;
+    }
+    return;
+  }
   if (self->frame_is_data_ && !self->fragmented_ && self->frame_is_text_ &&
       !self->utf8_.complete()) {
     self->fail_code_ = CloseCode::invalid_payload;
@@ -88,12 +135,21 @@ void WsProtocol::msg_cb(wslay_event_context_ptr, const wslay_event_on_msg_recv_a
     return;
   switch (arg->opcode) {
   case WSLAY_TEXT_FRAME:
-  case WSLAY_BINARY_FRAME:
-    if (self->state_ == State::open) {
-      self->handler_.on_ws_message(arg->opcode == WSLAY_TEXT_FRAME ? Opcode::text : Opcode::binary,
-                                   arg->msg, arg->msg_length);
+  case WSLAY_BINARY_FRAME: {
+    const uint8_t *data = arg->msg;
+    size_t len = arg->msg_length;
+    if (self->compressed_) {
+      std::string_view m = self->inflater_.message();
+      data = reinterpret_cast<const uint8_t *>(m.data());
+      len = m.size();
     }
+    if (self->state_ == State::open)
+      self->handler_.on_ws_message(arg->opcode == WSLAY_TEXT_FRAME ? Opcode::text : Opcode::binary,
+                                   data, len);
+    self->inflater_.discard(); // the message is over: an idle connection holds no zlib state
+    self->compressed_ = false;
     break;
+  }
   default:
     break;
   }
@@ -134,7 +190,11 @@ bool WsProtocol::ensure_context() noexcept {
   if (wslay_event_context_server_init(&raw, &callbacks, this) != 0)
     return false;
   ctx_.reset(raw);
+  // With compression the limit applies here to the compressed bytes as well as, in the
+  // Inflater, to the inflated ones.
   wslay_event_config_set_max_recv_msg_length(raw, max_message_bytes_);
+  if (inflate_bits_ != 0)
+    wslay_event_config_set_allowed_rsv_bits(raw, WSLAY_RSV1_BIT);
   taken_ = framed_ = frame_size_ = 0;
   return true;
 }
@@ -152,6 +212,8 @@ void WsProtocol::fail(uint16_t code) noexcept {
   }
   state_ = State::done;
   ctx_.reset();
+  inflater_.discard();
+  compressed_ = false;
 }
 
 void WsProtocol::feed(const uint8_t *data, size_t len) noexcept {
@@ -198,6 +260,8 @@ void WsProtocol::after_wslay() noexcept {
       // and will read no more: in both cases nothing remains but to drop TCP once flushed.
       state_ = State::done;
       ctx_.reset();
+      inflater_.discard(); // a compressed message cut short by the close
+      compressed_ = false;
     } else {
       state_ = State::closing;
     }

@@ -5,6 +5,11 @@
 // wslay's event context costs about 9 KiB, so it exists only while it holds state: it is created
 // when bytes arrive and freed again when a read ends on a frame boundary with no fragmented message
 // open. An idle session keeps only the few fields below.
+//
+// permessage-deflate (RFC 7692), when the handshake agreed it: RSV1 is allowed on the first frame
+// of a data message, and such a message is inflated as its frames arrive (Inflater), with the
+// message limit applied to the inflated size. The inflate state exists only while a compressed
+// message is open; between messages it is one null pointer.
 #pragma once
 
 #include <wslay/wslay.h>
@@ -16,6 +21,7 @@
 
 #include "close_code.h"
 #include "frame.h"
+#include "permessage_deflate.h"
 
 namespace sidecar {
 
@@ -26,6 +32,9 @@ public:
   virtual void on_ws_message(Opcode op, const uint8_t *data, size_t len) = 0;
   // Bytes of complete frames that wslay wrote (pong, close). Must accept every byte.
   virtual void on_ws_output(const uint8_t *data, size_t len) = 0;
+  // A compressed message could not be inflated (the connection is failing with 1009, 1007 or
+  // 1011); for counters only.
+  virtual void on_ws_inflate_error(Inflater::Status) noexcept {}
 
 protected:
   ~WsHandler() = default;
@@ -39,8 +48,10 @@ public:
     done,    // the closing handshake is over or the connection failed: drop TCP once flushed
   };
 
-  WsProtocol(WsHandler &handler, uint64_t max_message_bytes)
-      : handler_(handler), max_message_bytes_(max_message_bytes) {}
+  // inflate_bits: the client's window of an agreed permessage-deflate (9..15), 0 when none was
+  // agreed and RSV1 is a protocol error.
+  WsProtocol(WsHandler &handler, uint64_t max_message_bytes, uint8_t inflate_bits = 0)
+      : handler_(handler), max_message_bytes_(max_message_bytes), inflate_bits_(inflate_bits) {}
   WsProtocol(const WsProtocol &) = delete;
   WsProtocol &operator=(const WsProtocol &) = delete;
 
@@ -56,6 +67,7 @@ public:
   // The code the peer sent in its close frame, 1005 for a close without code, 0 if none arrived.
   uint16_t close_code_received() const noexcept { return close_received_; }
   bool has_context() const noexcept { return ctx_ != nullptr; }
+  bool inflating() const noexcept { return inflater_.active(); }
 
 private:
   struct CtxDeleter {
@@ -77,6 +89,8 @@ private:
   void fail(uint16_t code) noexcept;
   void fail(CloseCode code) noexcept { fail(wire_code(code)); }
   void after_wslay() noexcept;
+  // An inflate error ends the message: the close code it earns, the state freed.
+  void inflate_failed(Inflater::Status st) noexcept;
 
   WsHandler &handler_;
   uint64_t max_message_bytes_;
@@ -84,7 +98,8 @@ private:
   State state_ = State::open;
   uint16_t close_sent_ = wire_code(CloseCode::abnormal);
   uint16_t close_received_ = 0;
-  CloseCode fail_code_{}; // set from a callback (0 while none); acted on once wslay returns
+  CloseCode fail_code_{};  // set from a callback (0 while none); acted on once wslay returns
+  uint16_t echo_code_ = 0; // the peer's valid close, to echo once wslay returns
 
   // Input being fed, handed to wslay through recv_cb.
   const uint8_t *in_ = nullptr;
@@ -99,11 +114,15 @@ private:
   bool frame_is_text_ = false; // the current data frame belongs to a text message
   bool frame_is_data_ = false;
   bool frame_is_close_ = false;
+  bool compressed_ = false; // the open data message had RSV1: its frames go through inflater_
+  uint8_t inflate_bits_;    // see the constructor
   Utf8Validator utf8_;
   // A close frame's payload (at most 125 bytes): we judge and answer close frames ourselves,
   // because wslay refuses codes that IANA has since assigned (1012-1014).
   std::string close_payload_;
-  uint16_t echo_code_ = 0; // the peer's valid close, to echo once wslay returns
+  // One pointer; the zlib state only while a compressed message is open. The fields are ordered
+  // so that compression adds no padding: every idle session pays for each byte here.
+  Inflater inflater_;
 };
 
 } // namespace sidecar

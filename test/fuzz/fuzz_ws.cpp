@@ -3,9 +3,11 @@
 // limits.max_message_bytes and its 1009.
 //
 // Input layout: byte 0 picks the mode (bit 7) and the read size (1..32); byte 1 the limit.
-// Raw mode: the rest are the bytes a client sends. Structured mode: byte 2 picks binary or text
-// and the number of fragments (1..4); the rest is the payload of one message, which the target
-// masks and frames correctly itself (text is mapped to ASCII, so it is valid UTF-8).
+// Raw mode: the rest are the bytes a client sends; bit 5 of byte 0 says whether permessage-deflate
+// was agreed (RSV1 allowed, compressed messages inflated). Structured mode: byte 2 picks binary or
+// text, the number of fragments (1..4) and whether the message is sent compressed (bit 3, RSV1 on
+// its first frame); the rest is the payload of one message, which the target deflates, masks and
+// frames correctly itself (text is mapped to ASCII, so it is valid UTF-8).
 //
 // Invariants, each an abort when broken:
 // - always: messages handed up are no larger than the limit and valid UTF-8 when text; output is
@@ -13,7 +15,7 @@
 //   finished and silent.
 // - structured: the outcome is known in advance. A message over the limit is closed with 1009 and
 //   never delivered; one within it is delivered exactly once, byte for byte, and the connection
-//   stays open.
+//   stays open. Compressed, the limit applies to the inflated size (and wslay's to the deflated).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -23,6 +25,7 @@
 
 #include "frame.h"
 #include "fuzz_stats.h"
+#include "permessage_deflate.h"
 #include "ws_protocol.h"
 
 namespace {
@@ -122,25 +125,36 @@ void structured(const uint8_t *data, size_t size, size_t chunk, size_t limit) {
     return;
   const bool text = (data[0] & 1) != 0;
   const size_t fragments = 1 + ((data[0] >> 1) & 3);
+  const bool compressed = (data[0] & 8) != 0;
   std::string payload(reinterpret_cast<const char *>(data + 1), size - 1);
   if (text) {
     for (char &ch : payload)
       ch = static_cast<char>(0x20 + static_cast<uint8_t>(ch) % 95);
   }
+  std::string body = payload;
+  if (compressed) {
+    static sidecar::Deflater deflater(1, 15);
+    sidecar::Deflater::Compressed z = deflater.compress(payload);
+    if (!z.ok)
+      broken("deflate failed", payload.size(), 0);
+    body.assign(z.bytes);
+  }
   std::string wire;
-  size_t per = payload.size() / fragments;
+  size_t per = body.size() / fragments;
   for (size_t f = 0, off = 0; f < fragments; ++f) {
-    size_t len = f + 1 == fragments ? payload.size() - off : per;
-    append_frame(wire, f + 1 == fragments, f == 0 ? (text ? 0x1 : 0x2) : 0x0,
-                 payload.substr(off, len));
+    size_t len = f + 1 == fragments ? body.size() - off : per;
+    auto op = static_cast<uint8_t>(f == 0 ? (text ? 0x1 : 0x2) | (compressed ? 0x40 : 0) : 0x0);
+    append_frame(wire, f + 1 == fragments, op, body.substr(off, len));
     off += len;
   }
 
   Checker c(limit);
-  sidecar::WsProtocol p(c, limit);
+  sidecar::WsProtocol p(c, limit, compressed ? 15 : 0);
   feed_all(p, wire, chunk);
   c.check_frames();
-  if (payload.size() > limit) {
+  if (compressed && p.inflating())
+    broken("the inflate state outlived its message", payload.size(), body.size());
+  if (payload.size() > limit || body.size() > limit) {
     if (c.messages != 0)
       broken("an oversized message was delivered", payload.size(), limit);
     if (p.close_code_sent() != 1009 || p.state() != sidecar::WsProtocol::State::done)
@@ -157,9 +171,10 @@ void structured(const uint8_t *data, size_t size, size_t chunk, size_t limit) {
   stats.hit(kStructuredDelivered);
 }
 
-void raw(const uint8_t *data, size_t size, size_t chunk, size_t limit, bool close_at_end) {
+void raw(const uint8_t *data, size_t size, size_t chunk, size_t limit, bool close_at_end,
+         bool deflate) {
   Checker c(limit);
-  sidecar::WsProtocol p(c, limit);
+  sidecar::WsProtocol p(c, limit, deflate ? 15 : 0);
   for (size_t off = 0; off < size; off += chunk) {
     size_t len = size - off < chunk ? size - off : chunk;
     p.feed(data + off, len);
@@ -191,6 +206,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if ((data[0] & 0x80) != 0)
     structured(data + 2, size - 2, chunk, limit);
   else
-    raw(data + 2, size - 2, chunk, limit, (data[0] & 0x40) != 0);
+    raw(data + 2, size - 2, chunk, limit, (data[0] & 0x40) != 0, (data[0] & 0x20) != 0);
   return 0;
 }

@@ -761,3 +761,37 @@ TEST_CASE("recover parameters: read only with history, refused whole when bad, k
   // "+" decodes to a space, which no channel has: refused like any other bad value.
   check_refused(g.run(upgrade_request("/ws/acme?recover=org+acme%40abc%3A1")), 400, "BAD_RECOVER");
 }
+
+TEST_CASE(
+    "permessage-deflate is agreed from every Sec-WebSocket-Extensions header, or not at all") {
+  Gate g;
+  HttpRequest r = upgrade_request();
+  CHECK_FALSE(g.run(r).deflate.has_value()); // not offered
+  r.headers.emplace_back("sec-websocket-extensions", "permessage-deflate; bogus");
+  r.headers.emplace_back("sec-websocket-extensions",
+                         "x-webkit-deflate-frame, permessage-deflate; client_max_window_bits=10");
+  Admission a = g.run(r);
+  REQUIRE(a.upgrade);
+  REQUIRE(a.deflate.has_value());
+  CHECK(a.deflate->response == "permessage-deflate; server_no_context_takeover; "
+                               "client_no_context_takeover; client_max_window_bits=10");
+  CHECK(a.deflate->client_window_bits == 10);
+  CHECK(a.deflate->server_window_bits == 15);
+
+  // A malformed offer is declined, never a refused handshake.
+  HttpRequest bad = upgrade_request();
+  bad.headers.emplace_back("sec-websocket-extensions", "permessage-deflate; a=\"unterminated");
+  Admission b = g.run(bad);
+  CHECK(b.upgrade);
+  CHECK_FALSE(b.deflate.has_value());
+
+  g.cfg.compression.enabled = false;
+  CHECK_FALSE(g.run(r).deflate.has_value());
+}
+
+TEST_CASE("the 101 carries the extension answer only when there is one") {
+  std::string with = build_switching_protocols(kKey, "", "permessage-deflate; x");
+  CHECK(with.find("\r\nSec-WebSocket-Extensions: permessage-deflate; x\r\n") != std::string::npos);
+  CHECK(with.ends_with("\r\n\r\n"));
+  CHECK(build_switching_protocols(kKey, "").find("Extensions") == std::string::npos);
+}

@@ -126,8 +126,13 @@ TEST_CASE("the shipped config/sidecar.yaml loads with zero errors and holds the 
         "websocket.close_timeout_ms", "limits.max_json_depth", "log.summary_interval_s",
         "auth.jwt.leeway_s", "auth.expiry_warning_s", "origins", "inbound.maxlen", "admin.token",
         "shutdown.reconnect_jitter_ms", "channels.connection", "control.channel",
-        "control.secret_env"})
+        "control.secret_env", "compression.enabled", "compression.min_bytes", "compression.level",
+        "compression.client_max_window_bits"})
     CHECK_MESSAGE(c.key_lines.count(key) == 1, key);
+  CHECK(c.compression.enabled == defaults.compression.enabled);
+  CHECK(c.compression.min_bytes == defaults.compression.min_bytes);
+  CHECK(c.compression.level == defaults.compression.level);
+  CHECK(c.compression.client_max_window_bits == defaults.compression.client_max_window_bits);
 }
 
 TEST_CASE("every known key is read into Config and its line recorded") {
@@ -812,4 +817,38 @@ TEST_CASE("the control channel may not be the broadcast channel every client rea
   ConfigResult r = parse("channels: {broadcast: \"all\"}\n"
                          "control: {channel: \"all\"}\n");
   check_error(r, "control.channel", 2, "must differ from channels.broadcast");
+}
+
+TEST_CASE("compression keys are read, and bad values name the key, the line and the range") {
+  ConfigResult ok = parse("compression:\n"
+                          "  enabled: false\n"
+                          "  min_bytes: 1KiB\n"
+                          "  level: 9\n"
+                          "  client_max_window_bits: 10\n");
+  INFO(all_errors(ok));
+  REQUIRE(ok.ok());
+  CHECK_FALSE(ok.config.compression.enabled);
+  CHECK(ok.config.compression.min_bytes == 1024);
+  CHECK(ok.config.compression.level == 9);
+  CHECK(ok.config.compression.client_max_window_bits == 10);
+  Config defaults;
+  CHECK(defaults.compression.enabled);
+  CHECK(defaults.compression.level == 1);
+  CHECK(defaults.compression.client_max_window_bits == 15);
+
+  ConfigResult bad = parse("compression:\n"
+                           "  enabled: maybe\n"
+                           "  min_bytes: -1\n"
+                           "  level: 0\n"
+                           "  client_max_window_bits: 8\n"
+                           "  window_bits: 9\n");
+  CHECK(bad.errors.size() == 5);
+  check_error(bad, "compression.enabled", 2, "true or false");
+  check_error(bad, "compression.min_bytes", 3, "byte count");
+  check_error(bad, "compression.level", 4, "must be 1..9, got 0");
+  check_error(bad, "compression.client_max_window_bits", 5, "must be 9..15, got 8");
+  check_error(bad, "compression.window_bits", 6, "unknown key");
+  ConfigResult big = parse("compression: {level: 10, client_max_window_bits: 16}\n");
+  check_error(big, "compression.level", 1, "must be 1..9, got 10");
+  check_error(big, "compression.client_max_window_bits", 1, "must be 9..15, got 16");
 }

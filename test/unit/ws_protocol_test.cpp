@@ -1,6 +1,7 @@
 #include "ws_protocol.h"
 
 #include <doctest/doctest.h>
+#include <zlib.h>
 
 #include <string>
 #include <vector>
@@ -19,7 +20,24 @@ struct Recorder final : WsHandler {
   void on_ws_output(const uint8_t *data, size_t len) override {
     output.append(reinterpret_cast<const char *>(data), len);
   }
+  std::vector<Inflater::Status> inflate_errors;
+  void on_ws_inflate_error(Inflater::Status st) noexcept override { inflate_errors.push_back(st); }
 };
+
+// A message payload as a permessage-deflate client sends it (RFC 7692 7.2.1).
+std::string deflated(std::string_view in, int bits = 15) {
+  z_stream z{};
+  REQUIRE(deflateInit2(&z, 6, Z_DEFLATED, -bits, 8, Z_DEFAULT_STRATEGY) == Z_OK);
+  std::string out(deflateBound(&z, static_cast<uLong>(in.size())) + 16, '\0');
+  z.next_in = reinterpret_cast<Bytef *>(const_cast<char *>(in.data()));
+  z.avail_in = static_cast<uInt>(in.size());
+  z.next_out = reinterpret_cast<Bytef *>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  REQUIRE(deflate(&z, Z_SYNC_FLUSH) == Z_OK);
+  out.resize(out.size() - z.avail_out - 4); // the 00 00 ff ff tail
+  deflateEnd(&z);
+  return out;
+}
 
 // A masked client frame, as a browser would send it.
 std::string client_frame(uint8_t first_byte, std::string_view payload, bool mask = true) {
@@ -226,4 +244,96 @@ TEST_CASE("close codes IANA assigned after RFC 6455 are echoed, an empty close g
   feed(p, client_frame(0x88, ""));
   CHECK(r.output == std::string("\x88\x00", 2));
   CHECK(p.close_code_received() == 1005);
+}
+
+// ---------------------------------------------------------------- permessage-deflate
+
+TEST_CASE("a compressed message is inflated, whatever the read splits, and nothing stays") {
+  std::string text = R"({"type":"chat","text":"h\u00e9llo h\u00e9llo h\u00e9llo h\u00e9llo"})";
+  std::string body = deflated(text);
+  std::string bytes = client_frame(0xC1, body) + client_frame(0x81, "plain") +
+                      client_frame(0x41, body.substr(0, 5)) + client_frame(0x89, "p") +
+                      client_frame(0x80, body.substr(5));
+  for (size_t cut = 0; cut <= bytes.size(); ++cut) {
+    Recorder r;
+    WsProtocol p(r, 1024, 15);
+    feed(p, bytes.substr(0, cut));
+    feed(p, bytes.substr(cut));
+    REQUIRE(r.messages.size() == 3);
+    CHECK(r.messages[0].second == text);
+    CHECK(r.messages[1].second == "plain");
+    CHECK(r.messages[2].second == text);
+    CHECK(p.state() == WsProtocol::State::open);
+    CHECK_FALSE(p.inflating()); // an idle connection keeps no zlib state
+    CHECK_FALSE(p.has_context());
+  }
+}
+
+TEST_CASE("the inflate state exists only while a compressed message is open") {
+  Recorder r;
+  WsProtocol p(r, 1024, 15);
+  std::string body = deflated(std::string(300, 'x'));
+  feed(p, client_frame(0x42, body.substr(0, 3)));
+  CHECK(p.inflating());
+  feed(p, client_frame(0x80, body.substr(3)));
+  CHECK_FALSE(p.inflating());
+  REQUIRE(r.messages.size() == 1);
+  CHECK(r.messages[0] == std::pair{Opcode::binary, std::string(300, 'x')});
+}
+
+TEST_CASE("the message limit applies to the inflated size: a bomb is closed with 1009") {
+  Recorder r;
+  WsProtocol p(r, 4096, 15);
+  feed(p, client_frame(0xC1, deflated(std::string(4096, 'a'))));
+  CHECK(r.messages.size() == 1);
+  std::string bomb = deflated(std::string(2 << 20, 'a')); // 2 MiB in about 2 KiB
+  REQUIRE(bomb.size() < 4096); // under the limit on the wire: only inflating finds it
+  feed(p, client_frame(0xC2, bomb));
+  CHECK(sent_close_code(r.output) == 1009);
+  CHECK(p.state() == WsProtocol::State::done);
+  CHECK(r.messages.size() == 1);
+  CHECK(r.inflate_errors == std::vector{Inflater::Status::too_big});
+  CHECK_FALSE(p.inflating());
+}
+
+TEST_CASE("broken deflate and invalid inflated UTF-8 are closed with 1007") {
+  std::string whole = deflated(std::string(3000, 'q') + "tail of the message");
+  for (const auto &bytes :
+       {client_frame(0xC1, whole.substr(0, whole.size() / 2)),
+        client_frame(0xC1, "\x07\xff\xff\xff"), client_frame(0xC1, deflated("ok \xff\xfe"))}) {
+    Recorder r;
+    WsProtocol p(r, 1 << 20, 15);
+    feed(p, bytes);
+    CHECK(sent_close_code(r.output) == 1007);
+    CHECK(r.messages.empty());
+    CHECK_FALSE(p.inflating());
+  }
+}
+
+TEST_CASE("RSV1 is a protocol error without an agreement, on a control frame or a continuation") {
+  std::string body = deflated("{}");
+  struct Case {
+    uint8_t bits;
+    std::string bytes;
+  };
+  for (const Case &c : {Case{0, client_frame(0xC1, body)}, Case{15, client_frame(0xC9, "")},
+                        Case{15, client_frame(0x41, "") + client_frame(0xC0, body)},
+                        Case{15, client_frame(0x01, "{") + client_frame(0xC0, "}")},
+                        Case{15, client_frame(0xA1, "{}")}, Case{15, client_frame(0x91, "{}")}}) {
+    Recorder r;
+    WsProtocol p(r, 1024, c.bits);
+    feed(p, c.bytes);
+    CHECK(sent_close_code(r.output) == 1002);
+    CHECK(r.messages.empty());
+    CHECK_FALSE(p.inflating());
+  }
+}
+
+TEST_CASE("an empty compressed message is the empty message") {
+  Recorder r;
+  WsProtocol p(r, 1024, 15);
+  feed(p, client_frame(0xC1, "") + client_frame(0xC1, std::string("\x00", 1)));
+  REQUIRE(r.messages.size() == 2);
+  CHECK(r.messages[0].second.empty());
+  CHECK(r.messages[1].second.empty());
 }
