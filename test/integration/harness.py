@@ -400,6 +400,7 @@ class Frame:
     fin: bool
     opcode: int
     payload: bytes
+    rsv: int = 0  # RSV1..RSV3 as 0b100..0b001; RSV1 marks a permessage-deflate message
 
     def close_code(self) -> int | None:
         """For a close frame: its status code, or None when it carries none."""
@@ -478,7 +479,7 @@ class RawWs:
         payload, self.buf = self.buf[off:off + n], self.buf[off + n:]
         if key:
             payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-        return Frame(bool(b0 & 0x80), b0 & 0x0F, payload)
+        return Frame(bool(b0 & 0x80), b0 & 0x0F, payload, (b0 >> 4) & 0x07)
 
     def recv_message(self, timeout: float = 5.0) -> Frame | None:
         """The next data message (fragments joined) or close frame, answering pings on the way."""

@@ -97,6 +97,30 @@ def test_an_origin_pattern_that_can_never_match_fails_the_check(tmp_path, patter
     assert "scheme://host[:port]" in errors["origins[1]"][1]
 
 
+def test_bad_compression_values_fail_the_check_with_key_and_line(tmp_path):
+    config = tmp_path / "compression.yaml"
+    config.write_text(
+        "compression:\n"                        # 1
+        "  enabled: sometimes\n"                # 2
+        "  min_bytes: 32MiB\n"                  # 3  over 16 MiB
+        "  level: 11\n"                         # 4
+        "  client_max_window_bits: 8\n"         # 5  zlib cannot honour 8
+    )
+    result = check_config(config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = error_lines(result.stderr, config)
+    assert errors == {
+        "compression.enabled": (2, 'must be true or false, got "sometimes"'),
+        "compression.min_bytes": (3, 'must be 0..16 MiB, got "32MiB"'),
+        "compression.level": (4, "must be 1..9, got 11"),
+        "compression.client_max_window_bits": (5, "must be 9..15, got 8"),
+    }, result.stderr
+    config.write_text("compression: {enabled: false, min_bytes: 0, level: 9, "
+                      "client_max_window_bits: 9}\n")
+    result = check_config(config)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
 def test_bad_sidecar_redis_url_overrides_a_good_file(tmp_path):
     config = tmp_path / "ok.yaml"
     config.write_text(SHIPPED_CONFIG.read_text())

@@ -2,7 +2,10 @@
 // A WebSocket client built on the `ws` package that prints one JSON line per event, so the
 // integration tests can check the sidecar against a client implementation we did not write.
 //
-//   node ws_client.js URL [--count N] [--send TEXT] [--timeout-ms MS]
+//   node ws_client.js URL [--count N] [--send TEXT] [--timeout-ms MS] [--deflate]
+//
+// --deflate offers permessage-deflate (ws's perMessageDeflate: true) and adds the negotiated
+// extensions to the open line: {"event":"open","extensions":"permessage-deflate"}.
 //
 // Lines: {"event":"open"}, {"event":"message","binary":bool,"data_b64":"..."},
 //        {"event":"close","code":N,"reason":"..."}, {"event":"error","message":"..."}.
@@ -12,12 +15,13 @@
 const WebSocket = require('ws');
 
 function parseArgs(argv) {
-  const args = { url: null, count: 0, send: null, timeoutMs: 30000 };
+  const args = { url: null, count: 0, send: null, timeoutMs: 30000, deflate: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--count') args.count = Number(argv[++i]);
     else if (a === '--send') args.send = argv[++i];
     else if (a === '--timeout-ms') args.timeoutMs = Number(argv[++i]);
+    else if (a === '--deflate') args.deflate = true;
     else if (args.url === null) args.url = a;
     else throw new Error(`unexpected argument ${a}`);
   }
@@ -30,7 +34,7 @@ function emit(obj) {
 }
 
 const args = parseArgs(process.argv.slice(2));
-const ws = new WebSocket(args.url, { perMessageDeflate: false });
+const ws = new WebSocket(args.url, { perMessageDeflate: args.deflate });
 let received = 0;
 
 // A bounded lifetime: a test that forgets to close us must not leave a process behind.
@@ -41,7 +45,7 @@ const deadline = setTimeout(() => {
 }, args.timeoutMs);
 
 ws.on('open', () => {
-  emit({ event: 'open' });
+  emit(args.deflate ? { event: 'open', extensions: ws.extensions } : { event: 'open' });
   if (args.send !== null) ws.send(args.send);
 });
 
