@@ -47,6 +47,9 @@ ReloadPlan plan_reload(const Config &running, Config next) {
   if (next.channels.connection != running.channels.connection)
     kept.push_back("channels.connection");
 
+  // compression.* applies live: negotiation reads it at each handshake, the rooms at each
+  // publication, and connections keep what they agreed.
+
   next.listen = running.listen;
   next.listen_addr = running.listen_addr;
   next.admin.listen = running.admin.listen;

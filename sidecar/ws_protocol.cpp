@@ -62,6 +62,11 @@ void WsProtocol::frame_start_cb(wslay_event_context_ptr,
   }
 }
 
+void WsProtocol::end_compressed() noexcept {
+  inflater_.discard();
+  compressed_ = false;
+}
+
 void WsProtocol::inflate_failed(Inflater::Status st) noexcept {
   switch (st) {
   case Inflater::Status::too_big:
@@ -146,8 +151,7 @@ void WsProtocol::msg_cb(wslay_event_context_ptr, const wslay_event_on_msg_recv_a
     if (self->state_ == State::open)
       self->handler_.on_ws_message(arg->opcode == WSLAY_TEXT_FRAME ? Opcode::text : Opcode::binary,
                                    data, len);
-    self->inflater_.discard(); // the message is over: an idle connection holds no zlib state
-    self->compressed_ = false;
+    self->end_compressed(); // the message is over: an idle connection holds no zlib state
     break;
   }
   default:
@@ -212,8 +216,7 @@ void WsProtocol::fail(uint16_t code) noexcept {
   }
   state_ = State::done;
   ctx_.reset();
-  inflater_.discard();
-  compressed_ = false;
+  end_compressed();
 }
 
 void WsProtocol::feed(const uint8_t *data, size_t len) noexcept {
@@ -260,8 +263,7 @@ void WsProtocol::after_wslay() noexcept {
       // and will read no more: in both cases nothing remains but to drop TCP once flushed.
       state_ = State::done;
       ctx_.reset();
-      inflater_.discard(); // a compressed message cut short by the close
-      compressed_ = false;
+      end_compressed(); // a compressed message cut short by the close
     } else {
       state_ = State::closing;
     }

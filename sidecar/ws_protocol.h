@@ -91,6 +91,8 @@ private:
   void after_wslay() noexcept;
   // An inflate error ends the message: the close code it earns, the state freed.
   void inflate_failed(Inflater::Status st) noexcept;
+  // The compressed message (if any) is over, delivered or not: its zlib state goes.
+  void end_compressed() noexcept;
 
   WsHandler &handler_;
   uint64_t max_message_bytes_;

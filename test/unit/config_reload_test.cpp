@@ -71,6 +71,12 @@ TEST_CASE("settings read on every use apply live and are not reported") {
        [](const Config &c) {
          return c.shutdown.drain_timeout_ms == 5 && c.shutdown.reconnect_jitter_ms == 0;
        }},
+      // Negotiation reads it at each handshake and rooms at each publication (room.h).
+      {"compression: {enabled: false, min_bytes: 1, level: 9, client_max_window_bits: 9}\n",
+       [](const Config &c) {
+         return !c.compression.enabled && c.compression.min_bytes == 1 &&
+                c.compression.level == 9 && c.compression.client_max_window_bits == 9;
+       }},
   };
   Config running = load(kRunning);
   for (const Case &c : cases) {
