@@ -1,22 +1,27 @@
 // OutQueue; see out_queue.h.
 #include "out_queue.h"
 
+#include <cstdlib>
+
 namespace sidecar {
 
 bool OutQueue::push(SharedFrame *f) noexcept {
+  if (f->size() > UINT32_MAX)
+    return false;
   if (count_ == cap_) {
-    size_t ncap = cap_ == 0 ? 8 : cap_ * 2;
-    std::unique_ptr<SharedFrame *[]> n(new (std::nothrow) SharedFrame *[ncap]);
-    if (!n)
+    uint32_t ncap = cap_ < 8 ? 8 : cap_ * 2;
+    auto *n = static_cast<SharedFrame **>(std::malloc(ncap * sizeof(SharedFrame *)));
+    if (n == nullptr)
       return false;
     for (size_t i = 0; i < count_; ++i)
       n[i] = at(i);
-    ring_ = std::move(n);
+    release_heap();
+    heap_ = n;
     cap_ = ncap;
     head_ = 0;
   }
   f->ref();
-  ring_[(head_ + count_) & (cap_ - 1)] = f;
+  at(count_) = f;
   ++count_;
   bytes_ += f->size();
   return true;
@@ -39,7 +44,7 @@ void OutQueue::consume(size_t n) noexcept {
     SharedFrame *f = at(0);
     size_t left = f->size() - head_offset_;
     if (n < left) {
-      head_offset_ += n;
+      head_offset_ += static_cast<uint32_t>(n);
       return;
     }
     n -= left;
@@ -49,11 +54,22 @@ void OutQueue::consume(size_t n) noexcept {
     f->unref();
   }
   // An empty queue that grew during a burst gives its memory back: idle sessions stay small.
-  if (count_ == 0 && cap_ > 64) {
-    ring_.reset();
-    cap_ = 0;
-    head_ = 0;
-  }
+  if (count_ == 0 && cap_ > 64)
+    shrink();
+}
+
+void OutQueue::shrink() noexcept {
+  if (count_ != 0 || !on_heap())
+    return;
+  release_heap();
+  inline_[0] = inline_[1] = nullptr;
+  cap_ = kInline;
+  head_ = 0;
+}
+
+void OutQueue::release_heap() noexcept {
+  if (on_heap())
+    std::free(heap_);
 }
 
 void OutQueue::truncate(size_t keep) noexcept {

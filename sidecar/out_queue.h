@@ -18,9 +18,13 @@ public:
   OutQueue() = default;
   OutQueue(const OutQueue &) = delete;
   OutQueue &operator=(const OutQueue &) = delete;
-  ~OutQueue() { clear(); }
+  ~OutQueue() {
+    clear();
+    shrink();
+  }
 
-  // Takes a new reference to f. Grows the ring by doubling, so a steady state allocates nothing.
+  // Takes a new reference to f. The first two frames fit inside the queue; beyond them the ring
+  // moves to the heap and grows by doubling, so a steady state allocates nothing.
   bool push(SharedFrame *f) noexcept;
   bool empty() const noexcept { return count_ == 0; }
   size_t frames() const noexcept { return count_; }
@@ -36,16 +40,31 @@ public:
   // already in flight must stay alive until its write callback).
   void truncate(size_t keep) noexcept;
   void clear() noexcept { truncate(0); }
+  // An empty queue gives back a ring it grew on the heap. Called when the session is idle (its
+  // deadline tick), so a session that once had a burst queued does not keep paying for it.
+  void shrink() noexcept;
+  bool on_heap() const noexcept { return cap_ > kInline; }
 
 private:
-  SharedFrame *&at(size_t i) const noexcept { return ring_[(head_ + i) & (cap_ - 1)]; }
+  // An upgrade queues two frames (the 101 answer and the welcome) and an idle session one at a
+  // time (a ping), so two inline slots keep an idle session off the heap.
+  static constexpr uint32_t kInline = 2;
+  SharedFrame **slots() const noexcept {
+    return on_heap() ? heap_ : const_cast<SharedFrame **>(inline_);
+  }
+  SharedFrame *&at(size_t i) const noexcept { return slots()[(head_ + i) & (cap_ - 1)]; }
+  void release_heap() noexcept;
 
-  std::unique_ptr<SharedFrame *[]> ring_;
-  size_t cap_ = 0; // power of two, or 0 before the first push
-  size_t head_ = 0;
-  size_t count_ = 0;
-  size_t head_offset_ = 0; // bytes of the front frame already written
+  union {
+    SharedFrame *inline_[kInline] = {};
+    SharedFrame **heap_; // cap_ entries, while on_heap()
+  };
   uint64_t bytes_ = 0;
+  uint32_t cap_ = kInline; // a power of two
+  uint32_t head_ = 0;
+  uint32_t count_ = 0;
+  // Bytes of the front frame already written; no frame reaches 4 GiB (push refuses one).
+  uint32_t head_offset_ = 0;
 };
 
 } // namespace sidecar

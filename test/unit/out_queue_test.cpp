@@ -52,3 +52,46 @@ TEST_CASE("one frame is shared, not copied, by every queue") {
   q2.gather(&b2, 1);
   CHECK(b1.base == b2.base);
 }
+
+TEST_CASE("an idle queue of up to two frames stays off the heap; a drained ring goes back inside") {
+  OutQueue q;
+  FrameRef f(SharedFrame::make(Opcode::text, "hi"));
+  q.push(f.get());
+  q.push(f.get()); // an upgrade: the 101 answer and the welcome
+  CHECK(!q.on_heap());
+  q.consume(8);
+  CHECK(q.empty());
+  q.push(f.get()); // a ping
+  CHECK(!q.on_heap());
+  q.consume(4);
+  for (int i = 0; i < 5; ++i)
+    q.push(f.get());
+  CHECK(q.on_heap());
+  q.shrink(); // not empty: keeps everything
+  CHECK(q.frames() == 5);
+  q.consume(5 * 4);
+  CHECK(q.on_heap()); // a small ring is kept across turns: no allocation per message
+  q.shrink();
+  CHECK(!q.on_heap());
+  CHECK(f.get()->refs() == 1);
+  q.push(f.get());
+  uv_buf_t b;
+  CHECK(q.gather(&b, 1) == 1);
+  CHECK(b.len == 4);
+}
+
+TEST_CASE("the ring wraps around inside and on the heap, in order") {
+  OutQueue q;
+  FrameRef a(SharedFrame::make(Opcode::text, "a"));
+  FrameRef b(SharedFrame::make(Opcode::text, "bb"));
+  q.push(a.get());
+  q.push(b.get());
+  q.consume(3);    // a gone; b at the second inline slot
+  q.push(a.get()); // wraps to the first inline slot
+  q.push(b.get()); // moves to the heap, in order b, a, b
+  uv_buf_t bufs[4];
+  REQUIRE(q.gather(bufs, 4) == 3);
+  CHECK(bufs[0].len == 4);
+  CHECK(bufs[1].len == 3);
+  CHECK(bufs[2].len == 4);
+}
