@@ -180,23 +180,24 @@ TokenCheck check_token(std::string_view token, const std::string &org, const Aut
   TokenCheck c;
   c.user = std::move(user);
   // exp may be any JSON number (1e300, 2^63-1): read it as a double and keep it within year
-  // 9999, so that neither the conversion nor the expiry arithmetic on every sweep overflows.
+  // 9999, so that neither the conversion nor the arithmetic of a session's deadlines overflows.
   auto exp = v.claims.find("exp");
   if (exp != v.claims.end() && exp->is_number())
     c.exp = static_cast<int64_t>(std::clamp(exp->get<double>(), 1.0, 253402300799.0));
   return c;
 }
 
-TokenCheck check_refresh(std::optional<std::string_view> token, const UpgradeGrant &session,
-                         const AuthConfig &auth, const JwtVerifier *jwt, int64_t unix_now) {
+TokenCheck check_refresh(std::optional<std::string_view> token, const std::string &org,
+                         const std::string &user, const AuthConfig &auth, const JwtVerifier *jwt,
+                         int64_t unix_now) {
   if (auth.mode != AuthConfig::Mode::jwt || jwt == nullptr) {
     return token_refusal(400, "AUTH_DISABLED",
                          "this sidecar does not authenticate; nothing to refresh");
   }
   if (!token || token->empty())
     return token_refusal(401, "UNAUTHORIZED", "a token is required");
-  TokenCheck c = check_token(*token, session.org, auth, *jwt, unix_now);
-  if (c.ok() && c.user != session.user) {
+  TokenCheck c = check_token(*token, org, auth, *jwt, unix_now);
+  if (c.ok() && c.user != user) {
     c = token_refusal(403, "USER_MISMATCH", "the token names another user than this session's");
   }
   return c;

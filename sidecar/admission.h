@@ -129,13 +129,14 @@ struct TokenCheck {
 TokenCheck check_token(std::string_view token, const std::string &org, const AuthConfig &auth,
                        const JwtVerifier &jwt, int64_t unix_now);
 
-// An in-band refresh ({"type":"refresh","token":…}) for a session admitted with `session`:
+// An in-band refresh ({"type":"refresh","token":…}) for a session admitted for `org` and `user`:
 // check_token for the session's org, and the token must name the session's user (an anonymous
 // session stays anonymous). A missing token is UNAUTHORIZED as at the handshake; auth off (or
 // no verifier) is AUTH_DISABLED; another user is USER_MISMATCH. The session keeps its deadline
 // on any refusal.
-TokenCheck check_refresh(std::optional<std::string_view> token, const UpgradeGrant &session,
-                         const AuthConfig &auth, const JwtVerifier *jwt, int64_t unix_now);
+TokenCheck check_refresh(std::optional<std::string_view> token, const std::string &org,
+                         const std::string &user, const AuthConfig &auth, const JwtVerifier *jwt,
+                         int64_t unix_now);
 
 // Runs the checks in the README's order, cheapest first and all before any Redis work: shutting
 // down, protocol, org, recover parameters (with history configured), handshake rate, origin,

@@ -19,6 +19,15 @@ namespace {
 
 template <typename T> Server *server_of(T *h) { return static_cast<Server *>(h->data); }
 
+// How often the deadline timer fires: a few times per shortest timeout, as often as the sweep
+// over every session used to run, so that deadlines are kept as closely as before.
+uint64_t deadline_resolution_ms(const Config &cfg) {
+  const WebSocketConfig &w = cfg.websocket;
+  uint64_t shortest = std::min({w.heartbeat_ms, w.pong_timeout_ms, w.handshake_timeout_ms,
+                                w.close_timeout_ms, uint32_t{4000}});
+  return std::max<uint64_t>(20, shortest / 4);
+}
+
 void close_handle(void *h) {
   auto *handle = static_cast<uv_handle_t *>(h);
   if (!uv_is_closing(handle))
@@ -30,17 +39,19 @@ void close_handle(void *h) {
 Server::Server(uv_loop_t *loop, Config cfg)
     : loop_(loop), cfg_(std::make_unique<Config>(std::move(cfg))), proxies_(cfg_->trusted_proxies),
       read_buf_(new char[kReadBufferSize]), ping_frame_(SharedFrame::make(Opcode::ping, {})),
-      bus_(loop, cfg_->redis, *this, cfg_->history),
-      rooms_(bus_, metrics_.publish), env_{.loop = loop,
-                                           .cfg = *cfg_,
-                                           .metrics = metrics_,
-                                           .rooms = rooms_,
-                                           .flush = flush_,
-                                           .owner = *this,
-                                           .ping_frame = ping_frame_.get(),
-                                           .read_buf = read_buf_.get(),
-                                           .read_buf_size = kReadBufferSize,
-                                           .jwt = jwt_},
+      bus_(loop, cfg_->redis, *this, cfg_->history), rooms_(bus_, metrics_.publish),
+      timers_(uv_now(loop), deadline_resolution_ms(*cfg_)), env_{.loop = loop,
+                                                                 .cfg = *cfg_,
+                                                                 .metrics = metrics_,
+                                                                 .rooms = rooms_,
+                                                                 .flush = flush_,
+                                                                 .timers = timers_,
+                                                                 .writes = writes_,
+                                                                 .owner = *this,
+                                                                 .ping_frame = ping_frame_.get(),
+                                                                 .read_buf = read_buf_.get(),
+                                                                 .read_buf_size = kReadBufferSize,
+                                                                 .jwt = jwt_},
       main_(env_, *this, false), admin_(env_, *this, true) {
   std::random_device rd;
   char buf[16];
@@ -76,15 +87,13 @@ bool Server::start() {
     rc = uv_check_start(&check_, &Server::on_check);
   check_.data = this;
   if (rc == 0)
-    rc = uv_timer_init(loop_, &sweep_);
-  sweep_.data = this;
-  const WebSocketConfig &w = cfg_->websocket;
-  // The sweep drives every per-session deadline, so it runs a few times per shortest timeout.
-  uint64_t shortest = std::min({w.heartbeat_ms, w.pong_timeout_ms, w.handshake_timeout_ms,
-                                w.close_timeout_ms, uint32_t{4000}});
-  uint64_t every = std::max<uint64_t>(20, shortest / 4);
+    rc = uv_timer_init(loop_, &deadlines_);
+  deadlines_.data = this;
+  // Each firing advances the wheel by the ticks that passed: the sessions due in them are
+  // visited, and no other.
+  uint64_t every = timers_.resolution_ms();
   if (rc == 0)
-    rc = uv_timer_start(&sweep_, &Server::on_sweep, every, every);
+    rc = uv_timer_start(&deadlines_, &Server::on_deadlines, every, every);
   if (rc == 0)
     rc = uv_timer_init(loop_, &drain_);
   drain_.data = this;
@@ -232,20 +241,20 @@ bool Server::forward_inbound(Session &s, std::string_view text) {
   return ok;
 }
 
-void Server::on_sweep(uv_timer_t *t) {
-  guarded("server.sweep", 0, "sweeping again next time", [&] { server_of(t)->sweep(); });
+void Server::on_deadlines(uv_timer_t *t) {
+  guarded("server.deadlines", 0, "trying again next time", [&] { server_of(t)->run_deadlines(); });
 }
 
-void Server::sweep() {
+void Server::run_deadlines() {
   uint64_t now = now_ms();
   // tick() may close a session, but freeing happens in a close callback, never here. A session
-  // whose tick throws is the one dropped; the sweep goes on to the others.
-  for (auto &entry : sessions_) {
-    Session *s = entry.second.get();
+  // whose tick throws is the one dropped; the others due go on.
+  timers_.advance(now, [&](TimerWheel::Entry &e) {
+    auto &s = static_cast<Session &>(e);
     guarded(
-        "session.tick", s->id(), "closing this connection", [&] { s->tick(now); },
-        [&] { s->abort("internal error"); });
-  }
+        "session.tick", s.id(), "closing this connection", [&] { s.tick(now); },
+        [&] { s.abort("internal error"); });
+  });
   if (cfg_->log.summary_interval_s != 0 &&
       now - last_summary_ms_ >= uint64_t{cfg_->log.summary_interval_s} * 1000) {
     last_summary_ms_ = now;
@@ -329,7 +338,7 @@ void Server::begin_shutdown() {
 void Server::finish_shutdown() {
   log_info("shutdown_complete", {});
   bus_.stop();
-  for (void *h : {static_cast<void *>(&check_), static_cast<void *>(&sweep_),
+  for (void *h : {static_cast<void *>(&check_), static_cast<void *>(&deadlines_),
                   static_cast<void *>(&drain_), static_cast<void *>(&sigterm_),
                   static_cast<void *>(&sigint_), static_cast<void *>(&sighup_)}) {
     close_handle(h);
@@ -365,6 +374,11 @@ void Server::reload() {
   jwt_ = std::move(jwt);
   proxies_ = TrustedProxies(cfg_->trusted_proxies);
   log_configure(cfg_->log.level, cfg_->log.format);
+  // Timeouts apply at once: each session is scheduled again for its deadlines under the new
+  // values (one pass per reload, not per second).
+  uint64_t now = now_ms();
+  for (auto &[id, s] : sessions_)
+    s->schedule_deadline(now);
   log_info("reloaded", {{"not_applied_live", plan.not_applied_live()}});
 }
 

@@ -60,11 +60,11 @@ public:
 private:
   static constexpr size_t kReadBufferSize = 64 * 1024;
   static void on_check(uv_check_t *h);
-  static void on_sweep(uv_timer_t *t);
+  static void on_deadlines(uv_timer_t *t);
   static void on_signal(uv_signal_t *h, int signum);
   void signalled(int signum);
   void flush_pending();
-  void sweep();
+  void run_deadlines(); // sessions whose deadline came, then the periodic summary
   void begin_shutdown();
   void finish_shutdown();
   void reload();
@@ -97,12 +97,14 @@ private:
   RedisBus bus_;
   Rooms rooms_;
   FlushList flush_;
-  ReplayFrames replay_; // cleared every loop turn (flush_pending)
-  SessionEnv env_;      // what every session is handed: the members above, and this Server
+  TimerWheel timers_;    // every session's next deadline, advanced by deadlines_
+  WriteRequests writes_; // uv_write_t requests lent to sessions while a write is pending
+  ReplayFrames replay_;  // cleared every loop turn (flush_pending)
+  SessionEnv env_;       // what every session is handed: the members above, and this Server
   Listener main_;
   Listener admin_;
   uv_check_t check_{};
-  uv_timer_t sweep_{};
+  uv_timer_t deadlines_{};
   uv_timer_t drain_{};
   uv_signal_t sigterm_{}, sigint_{}, sighup_{};
   std::unordered_map<uint64_t, std::unique_ptr<Session>> sessions_;

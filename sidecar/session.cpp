@@ -85,6 +85,19 @@ void FlushList::flush_all() noexcept {
   flushing_.clear();
 }
 
+std::unique_ptr<WriteRequest> WriteRequests::take() noexcept {
+  if (free_.empty())
+    return std::unique_ptr<WriteRequest>(new (std::nothrow) WriteRequest);
+  std::unique_ptr<WriteRequest> r = std::move(free_.back());
+  free_.pop_back();
+  return r;
+}
+
+void WriteRequests::give_back(std::unique_ptr<WriteRequest> r) noexcept {
+  if (free_.size() < kKeep)
+    free_.push_back(std::move(r)); // within the reserved capacity: cannot throw
+}
+
 Session::Session(SessionEnv &env, uint64_t id) : env_(env), id_(id) {}
 
 Session::~Session() { end_resume(); }
@@ -104,8 +117,11 @@ void Session::start(uint64_t now_ms) {
   uv_tcp_nodelay(&tcp_, 1);
   http_ = std::make_unique<RequestParser>(env_.cfg.limits.max_header_bytes);
   int rc = uv_read_start(stream(), &Session::on_alloc, &Session::on_read);
-  if (rc != 0)
+  if (rc != 0) {
     abort(uv_err_name(rc));
+    return;
+  }
+  schedule_deadline(now_ms);
 }
 
 void Session::on_alloc(uv_handle_t *h, size_t, uv_buf_t *buf) {
@@ -130,7 +146,11 @@ void Session::on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 void Session::handle_read(const char *data, size_t len) {
   last_recv_ms_ = env_.now_ms();
-  awaiting_pong_ = false; // any frame from the peer proves it is alive
+  if (awaiting_pong_) {
+    // Any frame from the peer proves it is alive: the pong deadline gives way to the next ping.
+    awaiting_pong_ = false;
+    schedule_deadline(last_recv_ms_);
+  }
   if (phase_ == Phase::http) {
     handle_http(data, len);
     return;
@@ -182,6 +202,7 @@ void Session::answer(const HttpAnswer &a) noexcept {
   close_when_flushed_ = true;
   phase_ = Phase::closing;
   phase_since_ms_ = env_.now_ms();
+  schedule_deadline(phase_since_ms_);
   uv_read_stop(stream());
   request_flush();
 }
@@ -189,7 +210,9 @@ void Session::answer(const HttpAnswer &a) noexcept {
 void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json, ResumeRequest resume,
                       const DeflateAgreement *deflate) noexcept {
   http_.reset(); // normally gone already: an upgraded session keeps no HTTP state
-  grant_ = std::move(grant);
+  org_ = std::move(grant.org);
+  user_ = std::move(grant.user);
+  token_exp_ = grant.token_exp;
   v1_ = resume.v1;
   const Config &cfg = env_.cfg;
   if (deflate != nullptr) {
@@ -197,10 +220,8 @@ void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json, ResumeR
     ++env_.metrics.compression.negotiated;
   }
   ws_.emplace(*this, cfg.limits.max_message_bytes, deflate ? deflate->client_window_bits : 0);
-  std::string head = build_switching_protocols(grant_.key, grant_.protocol,
+  std::string head = build_switching_protocols(grant.key, grant.protocol,
                                                deflate ? deflate->response : std::string_view{});
-  grant_.key.clear();
-  grant_.key.shrink_to_fit();
   FrameRef h(SharedFrame::make_raw(head));
   if (h)
     out_.push(h.get());
@@ -208,8 +229,7 @@ void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json, ResumeR
   connected_at_ms_ = wall_ms();
   last_message_ms_ = ping_sent_ms_ = env_.now_ms();
   tokens_ = cfg.limits.inbound_burst;
-  tokens_at_ms_ = last_message_ms_;
-  if (!join_rooms({&grant_.room_channel, &grant_.user_channel, &cfg.channels.broadcast}))
+  if (!join_rooms({&grant.room_channel, &grant.user_channel, &cfg.channels.broadcast}))
     return;
   // Joined first, so that what the rooms deliver while the reads are out is held, not missed.
   if (env_.history != nullptr && (v1_ || !resume.recover.empty()))
@@ -218,6 +238,7 @@ void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json, ResumeR
     send_v1_welcome(welcome_json, {});
   else
     send_json(welcome_json);
+  schedule_deadline(last_message_ms_); // after start_resume, whose reads have a deadline too
 }
 
 bool Session::join_rooms(std::initializer_list<const std::string *> channels) noexcept {
@@ -359,7 +380,7 @@ void Session::take_ws_output(const uint8_t *data, size_t len) {
         payload = (payload << 8) | data[i];
       header = 10;
     }
-    ws_out_left_ = header + payload;
+    ws_out_left_ = static_cast<uint32_t>(header + payload);
     bool is_close = (data[0] & 0x0f) == 0x08;
     ws_out_drop_ = !is_close && out_.bytes() + ws_out_left_ > env_.cfg.limits.max_outbound_bytes;
     if (ws_out_drop_) {
@@ -367,7 +388,7 @@ void Session::take_ws_output(const uint8_t *data, size_t len) {
       request_flush();
     }
   }
-  ws_out_left_ -= len < ws_out_left_ ? len : ws_out_left_;
+  ws_out_left_ -= len < ws_out_left_ ? static_cast<uint32_t>(len) : ws_out_left_;
   if (ws_out_drop_)
     return;
   FrameRef f(SharedFrame::make_raw(std::string_view(reinterpret_cast<const char *>(data), len)));
@@ -378,11 +399,12 @@ void Session::take_ws_output(const uint8_t *data, size_t len) {
 void Session::handle_ws_message(Opcode op, const uint8_t *data, size_t len) {
   ++messages_in_;
   ++env_.metrics.inbound_messages;
-  last_message_ms_ = env_.now_ms();
-  // Token bucket: `inbound_rate` per second, up to `inbound_burst` at once.
+  // Token bucket: `inbound_rate` per second, up to `inbound_burst` at once, filled up to the
+  // previous message (or the upgrade).
+  uint64_t now = env_.now_ms();
   const LimitsConfig &lim = env_.cfg.limits;
-  double elapsed = static_cast<double>(last_message_ms_ - tokens_at_ms_) / 1000.0;
-  tokens_at_ms_ = last_message_ms_;
+  double elapsed = static_cast<double>(now - last_message_ms_) / 1000.0;
+  last_message_ms_ = now;
   tokens_ = std::min(lim.inbound_burst, tokens_ + elapsed * lim.inbound_rate);
   if (tokens_ < 1.0) {
     ++env_.metrics.inbound_rate_limited;
@@ -433,19 +455,20 @@ void Session::handle_client_text(std::string_view text) {
 }
 
 void Session::refresh_token(const std::string *token) {
-  TokenCheck c = check_refresh(token ? std::optional<std::string_view>(*token) : std::nullopt,
-                               grant_, env_.cfg.auth, env_.jwt.get(), unix_now());
+  TokenCheck c = check_refresh(token ? std::optional<std::string_view>(*token) : std::nullopt, org_,
+                               user_, env_.cfg.auth, env_.jwt.get(), unix_now());
   env_.metrics.count_refresh(c.code);
   if (!c.ok()) {
     // The reason is the verifier's fixed text; nothing of the token reaches the log.
     log_info("refresh_refused",
-             {{"conn", id_}, {"org", grant_.org}, {"code", c.code}, {"reason", c.reason}});
+             {{"conn", id_}, {"org", org_}, {"code", c.code}, {"reason", c.reason}});
     send_error(c.code, c.message, true);
     return;
   }
-  grant_.token_exp = c.exp;
+  token_exp_ = c.exp;
   expiry_warned_ = false; // the warning is due again, for the new deadline
-  log_debug("token_refreshed", {{"conn", id_}, {"org", grant_.org}, {"exp", c.exp}});
+  schedule_deadline(env_.now_ms());
+  log_debug("token_refreshed", {{"conn", id_}, {"org", org_}, {"exp", c.exp}});
   send_json(refreshed_message(c.exp));
 }
 
@@ -465,17 +488,17 @@ void Session::flush() noexcept {
     ++env_.metrics.slow_consumer_closes;
     last_error_ = "slow consumer";
     log_info("slow_consumer", {{"conn", id_},
-                               {"org", grant_.org},
+                               {"org", org_},
                                {"queued_bytes", out_.bytes()},
                                {"action", "closing; raise limits.max_outbound_bytes if expected"}});
     // Keep only what a write in flight still references; the close frame goes right after.
-    out_.truncate(writing_ ? writing_frames_ : 0);
+    out_.truncate(write_ ? write_->frames : 0);
     // A configurable integer, 1008 or 1013 (config.cpp allows no other).
     close(static_cast<CloseCode>(env_.cfg.limits.slow_consumer_close_code), "slow consumer");
     return; // close() flushes again
   }
-  if (writing_ || out_.empty()) {
-    if (!writing_)
+  if (write_ || out_.empty()) {
+    if (!write_)
       after_drain();
     return;
   }
@@ -496,19 +519,26 @@ void Session::flush() noexcept {
     return;
   }
   // The kernel buffer is full: hand the rest to libuv, which writes it when the socket drains.
+  std::unique_ptr<WriteRequest> w = env_.writes.take();
+  if (!w) {
+    last_error_ = "out of memory";
+    abort(last_error_);
+    return;
+  }
   n = out_.gather(bufs, kMaxIov);
-  writing_bytes_ = 0;
+  w->bytes = 0;
   for (unsigned i = 0; i < n; ++i)
-    writing_bytes_ += bufs[i].len;
-  writing_frames_ = n;
-  write_req_.data = this;
-  rc = uv_write(&write_req_, stream(), bufs, n, &Session::on_write);
+    w->bytes += bufs[i].len;
+  w->frames = n;
+  w->req.data = this;
+  rc = uv_write(&w->req, stream(), bufs, n, &Session::on_write);
   if (rc != 0) {
+    env_.writes.give_back(std::move(w));
     last_error_ = uv_err_name(rc);
     abort(last_error_);
     return;
   }
-  writing_ = true;
+  write_ = std::move(w);
 }
 
 void Session::on_write(uv_write_t *req, int status) {
@@ -519,9 +549,9 @@ void Session::on_write(uv_write_t *req, int status) {
 }
 
 void Session::write_done(int status) noexcept {
-  writing_ = false;
-  out_.consume(writing_bytes_);
-  writing_frames_ = 0;
+  size_t written = write_->bytes;
+  env_.writes.give_back(std::move(write_));
+  out_.consume(written);
   if (status < 0) {
     if (status != UV_ECANCELED) {
       last_error_ = uv_err_name(status);
@@ -529,9 +559,8 @@ void Session::write_done(int status) noexcept {
     }
     return;
   }
-  bytes_out_ += writing_bytes_;
-  env_.metrics.bytes_out += writing_bytes_;
-  writing_bytes_ = 0;
+  bytes_out_ += written;
+  env_.metrics.bytes_out += written;
   request_flush();
 }
 
@@ -546,6 +575,7 @@ void Session::enter_closing(uint64_t now_ms) noexcept {
     return;
   phase_ = Phase::closing;
   phase_since_ms_ = now_ms;
+  schedule_deadline(now_ms);
   leave_rooms();
   env_.owner.session_leaving(*this);
 }
@@ -557,11 +587,10 @@ void Session::close(CloseCode code, std::string_view reason) noexcept {
     abort(reason);
     return;
   }
-  if (ws_ && ws_->state() == WsProtocol::State::open) {
+  // The reason goes into the close frame only: a closing session is no longer listed by the
+  // status endpoint, the one reader of last_error().
+  if (ws_ && ws_->state() == WsProtocol::State::open)
     ws_->close(wire_code(code), reason);
-    if (last_error_.empty() && code != CloseCode::normal && code != CloseCode::going_away)
-      last_error_ = std::string(reason);
-  }
   if (!ws_ || ws_->state() == WsProtocol::State::done)
     close_when_flushed_ = true;
   enter_closing(env_.now_ms());
@@ -574,12 +603,13 @@ void Session::abort(std::string_view reason) noexcept {
   if (phase_ == Phase::open || phase_ == Phase::closing)
     enter_closing(env_.now_ms());
   log_debug("disconnect", {{"conn", id_},
-                           {"org", grant_.org},
+                           {"org", org_},
                            {"reason", reason},
                            {"messages_out", messages_out_},
                            {"close_sent", ws_ ? ws_->close_code_sent() : 0},
                            {"close_received", ws_ ? ws_->close_code_received() : 0}});
   phase_ = Phase::gone;
+  cancel(); // no deadline is left
   http_.reset();
   ws_.reset();
   if (handle_open_) {
@@ -600,6 +630,55 @@ void Session::on_close(uv_handle_t *h) {
 }
 
 void Session::tick(uint64_t now) {
+  check_deadlines(now);
+  schedule_deadline(now);
+}
+
+void Session::schedule_deadline(uint64_t now) noexcept {
+  uint64_t d = next_deadline(now);
+  if (d == 0)
+    cancel();
+  else
+    env_.timers.schedule(*this, d);
+}
+
+uint64_t Session::next_deadline(uint64_t now) const noexcept {
+  const WebSocketConfig &ws = env_.cfg.websocket;
+  switch (phase_) {
+  case Phase::http:
+    return phase_since_ms_ + ws.handshake_timeout_ms;
+  case Phase::closing:
+    return phase_since_ms_ + ws.close_timeout_ms;
+  case Phase::gone:
+    return 0;
+  case Phase::open:
+    break;
+  }
+  uint64_t d = awaiting_pong_ ? ping_sent_ms_ + ws.pong_timeout_ms
+                              : std::max(ping_sent_ms_, last_recv_ms_) + ws.heartbeat_ms;
+  if (resuming())
+    d = std::min(d, resume_->started_ms + env_.cfg.redis.reply_timeout_ms);
+  if (ws.idle_timeout_ms != 0)
+    d = std::min(d, last_message_ms_ + ws.idle_timeout_ms);
+  if (token_exp_ != 0) {
+    // The token's deadlines are wall-clock seconds; the wheel runs on the loop clock, so they
+    // are carried over as the time left. A wall clock that jumps is noticed at the next deadline
+    // (a ping at the latest), as check_token_expiry reads the wall clock again.
+    const AuthConfig &auth = env_.cfg.auth;
+    int64_t wall = wall_ms();
+    auto at = [&](int64_t unix_s) {
+      int64_t left = unix_s * 1000 - wall;
+      return now + (left > 0 ? static_cast<uint64_t>(left) : 0);
+    };
+    if (auth.on_expiry == AuthConfig::Expiry::close)
+      d = std::min(d, at(token_exp_ + static_cast<int64_t>(auth.jwt.leeway_s)));
+    if (!expiry_warned_)
+      d = std::min(d, at(token_exp_ - static_cast<int64_t>(auth.expiry_warning_s)));
+  }
+  return d;
+}
+
+void Session::check_deadlines(uint64_t now) {
   const WebSocketConfig &ws = env_.cfg.websocket;
   switch (phase_) {
   case Phase::http:
@@ -630,6 +709,10 @@ void Session::tick(uint64_t now) {
     }
     if (!awaiting_pong_ && now - ping_sent_ms_ >= ws.heartbeat_ms &&
         now - last_recv_ms_ >= ws.heartbeat_ms) {
+      // Nothing came from the client for a whole heartbeat: an idle session, which gives back
+      // a ring a burst left in its queue before the ping goes into it.
+      if (!write_)
+        out_.shrink();
       queue(env_.ping_frame); // a ping is not a delivered message, so it is not counted
       ping_sent_ms_ = now;
       awaiting_pong_ = true;
@@ -646,7 +729,7 @@ void Session::tick(uint64_t now) {
 }
 
 void Session::check_token_expiry() {
-  int64_t exp = grant_.token_exp;
+  int64_t exp = token_exp_;
   if (exp == 0)
     return;
   const AuthConfig &auth = env_.cfg.auth;

@@ -32,6 +32,7 @@
 #include "handshake.h"
 #include "out_queue.h"
 #include "room.h"
+#include "timer_wheel.h"
 #include "ws_protocol.h"
 
 namespace sidecar {
@@ -81,6 +82,29 @@ private:
   std::vector<Session *> flushing_;
 };
 
+// A uv_write_t and what the session must know when it completes. libuv needs one only while a
+// write waits for the socket to drain, so sessions borrow one from WriteRequests instead of each
+// carrying its ~200 bytes for life.
+struct WriteRequest {
+  uv_write_t req{};
+  size_t bytes = 0;    // the bytes of the frames handed to uv_write
+  unsigned frames = 0; // how many frames they span (the slow-consumer cut keeps them)
+};
+
+// The write requests not in use, kept for reuse up to a bound, so that a session whose socket
+// keeps filling up does not allocate one per write.
+class WriteRequests {
+public:
+  WriteRequests() { free_.reserve(kKeep); }
+  // Null when out of memory.
+  std::unique_ptr<WriteRequest> take() noexcept;
+  void give_back(std::unique_ptr<WriteRequest> r) noexcept;
+
+private:
+  static constexpr size_t kKeep = 256;
+  std::vector<std::unique_ptr<WriteRequest>> free_; // reserved: give_back never allocates
+};
+
 // What every session shares, owned by the Server and outliving its sessions. One reference per
 // session: every idle connection pays for each byte of Session.
 struct SessionEnv {
@@ -91,6 +115,9 @@ struct SessionEnv {
   Metrics &metrics; // counted where the event happens
   Rooms &rooms;
   FlushList &flush;
+  // Every session's next deadline; the Server advances it from a repeating timer.
+  TimerWheel &timers;
+  WriteRequests &writes;
   SessionOwner &owner;
   SharedFrame *ping_frame; // one server ping, queued to every session that is due one
   // One read buffer for the whole loop: every read is consumed before the next one starts.
@@ -107,7 +134,9 @@ struct SessionEnv {
   uint64_t now_ms() const noexcept { return uv_now(loop); }
 };
 
-class Session final : public WsHandler, public RoomMember {
+// A session is its own entry in env.timers (TimerWheel::Entry): scheduled for the earliest of its
+// deadlines, and looked at only then.
+class Session final : public WsHandler, public RoomMember, public TimerWheel::Entry {
 public:
   enum class Phase : uint8_t { http, open, closing, gone };
 
@@ -133,9 +162,15 @@ public:
   void close(CloseCode code, std::string_view reason) noexcept;
   // Drops the connection now, without a closing handshake.
   void abort(std::string_view reason) noexcept;
-  // Timers: handshake, heartbeat, pong, idle, close and token-expiry deadlines. May throw; the
-  // sweep that calls it closes this one session if it does (guard.h).
+  // Timers: handshake, heartbeat, pong, idle, close and token-expiry deadlines. Acts on those
+  // that are due and schedules the session again for the next one. May throw; the timer that
+  // calls it closes this one session if it does (guard.h).
   void tick(uint64_t now_ms);
+  // Schedules the session in env.timers for the earliest deadline of its phase (none once gone).
+  // The session does this itself whenever a deadline may have come nearer; a deadline that moved
+  // further away (a message arrived) is found out when the old one fires. The Server calls it for
+  // every session after a reload, whose timeouts apply at once.
+  void schedule_deadline(uint64_t now_ms) noexcept;
 
   // The owner decides about a finished request and calls exactly one of these. With history
   // channels to read (`resume`), the welcome waits for the reads. `deflate`: the agreed
@@ -149,25 +184,22 @@ public:
   uint64_t id() const { return id_; }
   Phase phase() const { return phase_; }
   bool is_open() const { return phase_ == Phase::open; }
-  const std::string &org() const { return grant_.org; }
-  const std::string &user() const { return grant_.user; }
-  int64_t token_exp() const { return grant_.token_exp; } // unix seconds; 0: none
-  bool v1() const { return v1_; }                        // takes sidecar.v1 envelopes
+  const std::string &org() const { return org_; }
+  const std::string &user() const { return user_; }
+  int64_t token_exp() const { return token_exp_; } // unix seconds; 0: none
+  bool v1() const { return v1_; }                  // takes sidecar.v1 envelopes
   const std::string &ip() const { return ip_; }
   // Only before admission: the connection counts are keyed by it.
   void set_ip(std::string ip) { ip_ = std::move(ip); }
   const std::string &user_agent() const { return user_agent_; }
-  const std::string &last_error() const { return last_error_; }
+  // Why the session failed ("eof", "pong timeout", a libuv error name), empty while it has not.
+  std::string_view last_error() const { return last_error_ != nullptr ? last_error_ : ""; }
   int64_t connected_at_ms() const { return connected_at_ms_; }
   uint64_t messages_out() const { return messages_out_; }
   uint64_t bytes_out() const { return bytes_out_; }
   uint64_t messages_in() const { return messages_in_; }
   uint64_t queued_bytes() const { return out_.bytes(); }
   size_t queued_frames() const { return out_.frames(); }
-  bool counted_ = false;        // admitted into the server's connection counts
-  bool admin_listener_ = false; // accepted on admin.listen: endpoints only
-  bool pending_ = false;        // on the flush list
-  uint64_t accepted_ns_ = 0;    // monotonic, for the handshake latency histogram
 
 private:
   static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -195,6 +227,9 @@ private:
   // Warns once, auth.expiry_warning_s ahead, and closes with 4001 at expiry (plus the leeway)
   // when auth.on_expiry is close.
   void check_token_expiry();
+  void check_deadlines(uint64_t now);
+  // The earliest deadline of the current phase on the loop clock; 0 when there is none.
+  uint64_t next_deadline(uint64_t now) const noexcept;
   // Joins each non-empty channel once; false (and the session closing with 1011) when a
   // membership cannot be stored.
   bool join_rooms(std::initializer_list<const std::string *> channels) noexcept;
@@ -219,29 +254,13 @@ private:
   void write_done(int status) noexcept;
   void after_drain() noexcept;
 
+  // Every idle connection pays for each byte below (the sizeof bound in session_test.cpp):
+  // what only one phase needs lives behind a pointer that is null in the others (http_, ws_'s
+  // wslay context, resume_, write_), and the large members come first so that no padding follows.
   SessionEnv &env_;
   uint64_t id_;
   uv_tcp_t tcp_{};
-  uv_write_t write_req_{};
-  Phase phase_ = Phase::http;
-  bool handle_open_ = false;
-  bool writing_ = false;
-  bool over_budget_ = false;
-  bool close_when_flushed_ = false;
-  bool awaiting_pong_ = false;
-  bool ws_out_drop_ = false; // the wslay frame being handed over is over budget
-  bool expiry_warned_ : 1 = false;
-  bool v1_ : 1 = false; // negotiated sidecar.v1: takes envelopes
-  // The window we deflate with for this client (9..15) when it agreed permessage-deflate, else
-  // 0. The client's window lives in ws_, which inflates.
-  uint8_t deflate_bits_ : 4 = 0;
-  Memberships rooms_;
-  // The small fields sit together so that no padding follows them: every idle session pays it.
-  unsigned writing_frames_ = 0;
-  uint32_t violations_ = 0;  // inbound rate limit, with tokens_ below
-  uint64_t ws_out_left_ = 0; // bytes of the wslay frame being handed over still to come
-  size_t writing_bytes_ = 0;
-
+  std::unique_ptr<WriteRequest> write_; // only while libuv holds a write; from env_.writes
   std::unique_ptr<RequestParser> http_; // freed after the request
   std::optional<WsProtocol> ws_;
   // Between an upgrade and a delayed welcome; after it, only while the rooms have not passed
@@ -249,23 +268,54 @@ private:
   std::unique_ptr<SessionResume> resume_;
   bool resuming() const noexcept;
   OutQueue out_;
-  UpgradeGrant grant_;
+  Memberships rooms_;
+  // What the session keeps of its grant: the channels are the rooms' (rooms_), and the key and
+  // subprotocol are spent on the 101 answer.
+  std::string org_;
+  std::string user_;
   std::string ip_;
   std::string user_agent_;
-  std::string last_error_;
+  // Static text only (string literals, uv_err_name), so that it costs a pointer.
+  const char *last_error_ = nullptr;
+  int64_t token_exp_ = 0; // unix seconds; 0: none
 
   // When the current phase's deadline started: the accept while in http (handshake timeout),
   // the close once closing (close timeout). The phases never overlap, so one field serves both.
   uint64_t phase_since_ms_ = 0;
   int64_t connected_at_ms_ = 0; // wall clock, for the status endpoint
   uint64_t last_recv_ms_ = 0;
+  // The last client message: for the idle timeout, and where the rate limiter's bucket was
+  // last filled up to.
   uint64_t last_message_ms_ = 0;
   uint64_t ping_sent_ms_ = 0;
   uint64_t messages_out_ = 0;
   uint64_t bytes_out_ = 0;
   uint64_t messages_in_ = 0;
   double tokens_ = 0; // inbound rate limiter (token bucket)
-  uint64_t tokens_at_ms_ = 0;
+
+public:
+  // Set by the listener and the Server; among the small fields, so that no padding follows them.
+  uint64_t accepted_ns_ = 0;    // monotonic, for the handshake latency histogram
+  bool counted_ = false;        // admitted into the server's connection counts
+  bool admin_listener_ = false; // accepted on admin.listen: endpoints only
+  bool pending_ = false;        // on the flush list
+
+private:
+  // Bytes of the wslay frame being handed over still to come: wslay only writes control frames
+  // (pong, close), at most 131 bytes.
+  uint32_t ws_out_left_ = 0;
+  uint32_t violations_ = 0; // inbound rate limit, with tokens_ above
+  Phase phase_ = Phase::http;
+  bool handle_open_ : 1 = false;
+  bool over_budget_ : 1 = false;
+  bool close_when_flushed_ : 1 = false;
+  bool awaiting_pong_ : 1 = false;
+  bool ws_out_drop_ : 1 = false; // the wslay frame being handed over is over budget
+  bool expiry_warned_ : 1 = false;
+  bool v1_ : 1 = false; // negotiated sidecar.v1: takes envelopes
+  // The window we deflate with for this client (9..15) when it agreed permessage-deflate, else
+  // 0. The client's window lives in ws_, which inflates.
+  uint8_t deflate_bits_ : 4 = 0;
 };
 
 } // namespace sidecar

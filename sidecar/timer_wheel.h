@@ -48,8 +48,10 @@ public:
   TimerWheel(const TimerWheel &) = delete;
   TimerWheel &operator=(const TimerWheel &) = delete;
 
-  // (Re)schedules e for `deadline_ms`, replacing any deadline it had. A deadline that is already
-  // past fires at the next advance() that reaches a new tick, never within the current one.
+  // (Re)schedules e for `deadline_ms`, replacing any deadline it had. It fires at the first
+  // advance() that reaches the tick after its deadline: never early, and late by less than one
+  // resolution_ms plus the timer's own delay. A deadline that is already past fires at the next
+  // advance() that reaches a new tick, never within the current one.
   void schedule(Entry &e, uint64_t deadline_ms) noexcept;
 
   // Fires every entry whose deadline is at or before now_ms among the slots of the ticks passed

@@ -569,7 +569,7 @@ UpgradeGrant session_grant(const std::string &user = "user-1") {
 
 TokenCheck refresh(Gate &g, std::optional<std::string_view> token,
                    const UpgradeGrant &session = session_grant()) {
-  return check_refresh(token, session, g.cfg.auth, g.jwt.get(), g.unix_now);
+  return check_refresh(token, session.org, session.user, g.cfg.auth, g.jwt.get(), g.unix_now);
 }
 
 void check_refused(const TokenCheck &c, const std::string &code) {

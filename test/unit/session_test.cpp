@@ -50,7 +50,10 @@ struct World {
   FrameRef ping{SharedFrame::make(Opcode::ping, {})};
   char buf[64]{};
   std::unique_ptr<JwtVerifier> jwt; // none: auth is off until require_jwt()
-  SessionEnv env{&loop, cfg, metrics, rooms, flush, owner, ping.get(), buf, sizeof buf, jwt};
+  TimerWheel timers{0, 100};
+  WriteRequests writes;
+  SessionEnv env{&loop,  cfg,   metrics,    rooms, flush,      timers,
+                 writes, owner, ping.get(), buf,   sizeof buf, jwt};
 
   World() { REQUIRE(uv_loop_init(&loop) == 0); }
   ~World() { uv_loop_close(&loop); }
@@ -107,6 +110,14 @@ uint64_t refreshes(const World &w, const std::string &result) {
 }
 
 } // namespace
+
+TEST_CASE("an idle session is small: sizeof(Session) has a bound") {
+  // Every idle connection pays for each byte of Session (README "Sizing"). It was 1152 bytes
+  // before issue 14 and 800 after; the bound leaves 16 bytes for a deflate state (a unique_ptr
+  // and its window bits). A larger bound needs a reason in the commit.
+  MESSAGE("sizeof(Session) = " << sizeof(Session));
+  CHECK(sizeof(Session) <= 816);
+}
 
 TEST_CASE("a published message is queued to the session and counted, with no Server") {
   World w;
@@ -242,6 +253,75 @@ TEST_CASE("a refused refresh answers an error, keeps the old deadline and the se
   CHECK(s.phase() == Session::Phase::closing);
 }
 
+// Advances the world's timer wheel to `now` as the Server does, ticking each session due; returns
+// how many were.
+int run_deadlines(World &w, uint64_t now) {
+  int due = 0;
+  w.timers.advance(now, [&](TimerWheel::Entry &e) {
+    ++due;
+    static_cast<Session &>(e).tick(now);
+  });
+  return due;
+}
+
+TEST_CASE("idle open sessions are not visited until their ping is due, then once each") {
+  World w;
+  w.cfg.websocket.heartbeat_ms = 1000;
+  w.cfg.websocket.pong_timeout_ms = 500;
+  uint64_t t0 = uv_now(&w.loop);
+  std::vector<std::unique_ptr<Session>> sessions;
+  for (uint64_t i = 0; i < 1000; ++i) {
+    sessions.push_back(std::make_unique<Session>(w.env, 100 + i));
+    w.open(*sessions.back());
+    CHECK(sessions.back()->deadline() == t0 + 1000);
+  }
+  for (uint64_t t = t0; t < t0 + 1000; t += 50)
+    CHECK(run_deadlines(w, t) == 0); // the sweep visited every session a few times a second
+  // A deadline is kept to within one tick of the wheel, as it was to one sweep.
+  uint64_t late = w.timers.resolution_ms();
+  uint64_t before = sessions[0]->queued_bytes();
+  uint64_t t1 = t0 + 1000 + late;
+  CHECK(run_deadlines(w, t1) == 1000);
+  CHECK(sessions[0]->queued_bytes() == before + 2); // the ping
+  // Now each waits for its pong, due half a second later; nobody answers.
+  CHECK(sessions[0]->deadline() == t1 + 500);
+  CHECK(run_deadlines(w, t1 + 499) == 0);
+  CHECK(run_deadlines(w, t1 + 500 + late) == 1000);
+  CHECK(w.metrics.pong_timeouts == 1000);
+  CHECK(sessions[0]->phase() == Session::Phase::gone);
+  CHECK(!sessions[0]->scheduled());
+}
+
+TEST_CASE("a closing session is due at its close timeout, and a gone one never") {
+  World w;
+  w.cfg.websocket.close_timeout_ms = 300;
+  Session s(w.env, 9);
+  w.open(s);
+  uint64_t t0 = uv_now(&w.loop);
+  s.close(CloseCode::going_away, "server shutdown");
+  CHECK(s.phase() == Session::Phase::closing);
+  CHECK(s.deadline() == t0 + 300);
+  CHECK(run_deadlines(w, t0 + 299) == 0);
+  CHECK(run_deadlines(w, t0 + 300 + w.timers.resolution_ms()) == 1);
+  CHECK(s.phase() == Session::Phase::gone);
+  CHECK(!s.scheduled());
+}
+
+TEST_CASE("a token's warning and expiry bring the deadline forward, and a refresh moves it") {
+  World w;
+  w.require_jwt();
+  w.cfg.websocket.heartbeat_ms = 60'000;
+  Session s(w.env, 10);
+  uint64_t t0 = uv_now(&w.loop);
+  int64_t exp = unix_now() + 40; // the warning is due in about 10 s, the 4001 in about 40 s
+  w.open(s, exp, "alice");
+  CHECK(s.deadline() > t0 + 8'000);
+  CHECK(s.deadline() <= t0 + 10'000);
+  int64_t later = unix_now() + 3600;
+  client_sends(s, refresh_json(alice_token(later)));
+  CHECK(s.deadline() == t0 + 60'000); // the ping comes first now
+}
+
 TEST_CASE("with auth off a refresh is AUTH_DISABLED and never reaches the inbound stream") {
   World w;
   w.cfg.inbound.stream = "inbound:{org}";
@@ -293,8 +373,10 @@ struct HistoryWorld {
   FrameRef ping{SharedFrame::make(Opcode::ping, {})};
   char buf[64]{};
   std::unique_ptr<JwtVerifier> jwt;
-  SessionEnv env{&loop,      cfg, metrics,    rooms, flush, owner,
-                 ping.get(), buf, sizeof buf, jwt,   &reads};
+  TimerWheel timers{0, 100};
+  WriteRequests writes;
+  SessionEnv env{&loop, cfg,        metrics, rooms,      flush, timers, writes,
+                 owner, ping.get(), buf,     sizeof buf, jwt,   &reads};
 
   HistoryWorld() {
     REQUIRE(uv_loop_init(&loop) == 0);
