@@ -12,7 +12,9 @@
 # Environment (defaults in brackets; BENCH_QUICK changes them): BENCH_CONNECTIONS [10000],
 # BENCH_ROOMS [100], BENCH_IDLE_MAX [19000], BENCH_FIXED_RATE [50000 deliveries/s],
 # BENCH_FIXED_SECONDS [5], BENCH_STEP_SECONDS [3], BENCH_RATES [ladder of deliveries/s],
-# BENCH_CHURN [1000 connects+disconnects/s], BENCH_SERVERS ["sidecar naive nchan"].
+# BENCH_CHURN [1000 connects+disconnects/s], BENCH_SERVERS ["sidecar naive nchan"],
+# BENCH_IDLE_SECONDS [60]: how long W3 holds its BENCH_IDLE_MAX connections idle while the
+# server's CPU is measured.
 # History rows (sidecar only; BENCH_HISTORY=0 skips them): W1 again with a `history:` config,
 # published with FCALL sidecar_publish, to verbatim and to sidecar.v1 clients; then the resume
 # storm: BENCH_STORM_CONNECTIONS [10000] sidecar.v1 clients in BENCH_ROOMS rooms come back at
@@ -40,12 +42,12 @@ if [[ ${BENCH_QUICK:-0} == 1 ]]; then
   CONNS=${BENCH_CONNECTIONS:-2000}; ROOMS=${BENCH_ROOMS:-20}; IDLE_MAX=${BENCH_IDLE_MAX:-4000}
   FIXED_S=${BENCH_FIXED_SECONDS:-2}; STEP_S=${BENCH_STEP_SECONDS:-1.5}
   RATES=${BENCH_RATES:-50000,100000,200000,400000}
-  STORM_CONNS=${BENCH_STORM_CONNECTIONS:-2000}
+  STORM_CONNS=${BENCH_STORM_CONNECTIONS:-2000}; IDLE_S=${BENCH_IDLE_SECONDS:-10}
 else
   CONNS=${BENCH_CONNECTIONS:-10000}; ROOMS=${BENCH_ROOMS:-100}; IDLE_MAX=${BENCH_IDLE_MAX:-19000}
   FIXED_S=${BENCH_FIXED_SECONDS:-5}; STEP_S=${BENCH_STEP_SECONDS:-3}
   RATES=${BENCH_RATES:-25000,50000,100000,150000,200000,300000,400000,500000,650000,800000,1000000,1250000,1500000}
-  STORM_CONNS=${BENCH_STORM_CONNECTIONS:-10000}
+  STORM_CONNS=${BENCH_STORM_CONNECTIONS:-10000}; IDLE_S=${BENCH_IDLE_SECONDS:-60}
 fi
 HISTORY=${BENCH_HISTORY:-1}
 STORM_BEHIND=${BENCH_STORM_BEHIND:-100}
@@ -273,7 +275,7 @@ for kind in $SERVERS; do
   workload "$kind" w2 --connections "$CONNS" --rooms 1 "${COMMON_SEARCH[@]}" \
     --p99-limit-ms "$W2_P99_MS"
   workload "$kind" w3a --connections "$CONNS" --rooms "$ROOMS"
-  workload "$kind" w3b --connections "$IDLE_MAX" --rooms "$ROOMS"
+  workload "$kind" w3b --connections "$IDLE_MAX" --rooms "$ROOMS" --idle-seconds "$IDLE_S"
 done
 log "done in $((SECONDS - START)) s"
 {

@@ -47,6 +47,9 @@ struct Args {
   std::string subprotocol;   // e.g. sidecar.v1
   uint32_t resume_storm = 0; // messages behind; 0: the usual phases instead of the storm
   uint32_t storm_in_flight = 4096;
+  // After connecting: hold every connection open and silent this long (answering pings) and
+  // report the server's CPU meanwhile; 0 skips it.
+  double idle_seconds = 0;
 };
 
 bool parse_hostport(std::string_view rest, std::string &host, uint16_t &port, std::string &path) {
@@ -86,7 +89,8 @@ void usage() {
                        "  [--loss-limit FRACTION] [--p99-limit-ms MS] [--connect-timeout S]\n"
                        "  [--max-in-flight N] [--no-bind-sources] [--spin]\n"
                        "  [--publish-fcall] [--subprotocol sidecar.v1]\n"
-                       "  [--resume-storm MESSAGES_BEHIND [--storm-in-flight N]]\n");
+                       "  [--resume-storm MESSAGES_BEHIND [--storm-in-flight N]]\n"
+                       "  [--idle-seconds S]\n");
 }
 
 bool parse_args(int argc, char **argv, Args &a) {
@@ -144,6 +148,8 @@ bool parse_args(int argc, char **argv, Args &a) {
       a.resume_storm = static_cast<uint32_t>(std::atol(v));
     else if (k == "--storm-in-flight")
       a.storm_in_flight = static_cast<uint32_t>(std::atol(v));
+    else if (k == "--idle-seconds")
+      a.idle_seconds = std::atof(v);
     else if (k == "--max-in-flight")
       a.max_in_flight = static_cast<uint32_t>(std::atol(v));
     else
@@ -384,8 +390,35 @@ int main(int argc, char **argv) {
               "%u/%u rooms subscribed\n",
               a.label.c_str(), opened, a.connections, connect_s, opened / connect_s,
               static_cast<unsigned long long>(pool.counters().connect_errors), rooms_ok, a.rooms);
-  std::printf("server RSS %ld KiB before, %ld KiB after = %.2f KiB per connection\n", before.rss_kb,
-              after.rss_kb, per_conn_kb);
+  // VmRSS also grows by the code pages the first handshakes touch (about 2 MiB for the sidecar,
+  // whatever the number of clients), so the anonymous part is what grows per connection.
+  const double anon_per_conn_kb = before.anon_kb >= 0 && after.anon_kb >= 0 && opened > 0
+                                      ? static_cast<double>(after.anon_kb - before.anon_kb) / opened
+                                      : -1;
+  std::printf("server RSS %ld KiB before, %ld KiB after = %.2f KiB per connection; anonymous "
+              "%ld KiB before, %ld KiB after = %.2f KiB per connection\n",
+              before.rss_kb, after.rss_kb, per_conn_kb, before.anon_kb, after.anon_kb,
+              anon_per_conn_kb);
+
+  // What connections that do nothing cost the server per second: its timers, pings and
+  // whatever else it does for each of them. The clients only answer pings meanwhile.
+  double idle_cpu_s = -1;
+  uint64_t idle_pings = 0, idle_closed = 0;
+  if (a.idle_seconds > 0 && opened == a.connections) {
+    const ServerStats i0 = read_server(a.server_pid);
+    const ClientCounters c0 = pool.counters();
+    for (uint64_t w = monotonic_ns(); seconds_since(w) < a.idle_seconds;) {
+      pool.poll(50);
+    }
+    const ServerStats i1 = read_server(a.server_pid);
+    idle_cpu_s = i0.cpu_s >= 0 && i1.cpu_s >= 0 ? i1.cpu_s - i0.cpu_s : -1;
+    idle_pings = pool.counters().pings - c0.pings;
+    idle_closed = pool.counters().server_closed - c0.server_closed;
+    std::printf("server CPU %.2f s over %.0f s with %u idle connections (%llu pings answered, "
+                "%llu closed by the server)\n",
+                idle_cpu_s, a.idle_seconds, opened, static_cast<unsigned long long>(idle_pings),
+                static_cast<unsigned long long>(idle_closed));
+  }
 
   std::vector<Phase> phases;
   double best = 0;
@@ -426,18 +459,22 @@ int main(int argc, char **argv) {
   std::string json;
   json += "{\"label\":\"" + a.label + "\"";
   char buf[1024];
-  std::snprintf(buf, sizeof buf,
-                ",\"connections\":%u,\"opened\":%u,\"rooms\":%u,\"rooms_subscribed\":%u,"
-                "\"connect_seconds\":%.3f,\"handshakes_per_s\":%.0f,\"connect_errors\":%llu,"
-                "\"rss_before_kb\":%ld,\"rss_after_kb\":%ld,\"rss_per_conn_kb\":%.3f,"
-                "\"rss_end_kb\":%ld,\"server_cpu_total_s\":%.2f,\"server_closed\":%llu,"
-                "\"foreign_frames\":%llu,\"misrouted\":%llu,\"max_passing_rate\":%.0f,\"phases\":[",
-                a.connections, opened, a.rooms, rooms_ok, connect_s, opened / connect_s,
-                static_cast<unsigned long long>(c.connect_errors), before.rss_kb, after.rss_kb,
-                per_conn_kb, end.rss_kb, end.cpu_s,
-                static_cast<unsigned long long>(c.server_closed),
-                static_cast<unsigned long long>(c.foreign),
-                static_cast<unsigned long long>(c.misrouted), best);
+  std::snprintf(
+      buf, sizeof buf,
+      ",\"connections\":%u,\"opened\":%u,\"rooms\":%u,\"rooms_subscribed\":%u,"
+      "\"connect_seconds\":%.3f,\"handshakes_per_s\":%.0f,\"connect_errors\":%llu,"
+      "\"rss_before_kb\":%ld,\"rss_after_kb\":%ld,\"rss_per_conn_kb\":%.3f,"
+      "\"anon_per_conn_kb\":%.3f,"
+      "\"rss_end_kb\":%ld,\"server_cpu_total_s\":%.2f,\"server_closed\":%llu,"
+      "\"foreign_frames\":%llu,\"misrouted\":%llu,\"max_passing_rate\":%.0f,"
+      "\"idle_seconds\":%.1f,\"idle_server_cpu_s\":%.2f,\"idle_pings\":%llu,"
+      "\"idle_server_closed\":%llu,\"phases\":[",
+      a.connections, opened, a.rooms, rooms_ok, connect_s, opened / connect_s,
+      static_cast<unsigned long long>(c.connect_errors), before.rss_kb, after.rss_kb, per_conn_kb,
+      anon_per_conn_kb, end.rss_kb, end.cpu_s, static_cast<unsigned long long>(c.server_closed),
+      static_cast<unsigned long long>(c.foreign), static_cast<unsigned long long>(c.misrouted),
+      best, a.idle_seconds, idle_cpu_s, static_cast<unsigned long long>(idle_pings),
+      static_cast<unsigned long long>(idle_closed));
   json += buf;
   for (size_t i = 0; i < phases.size(); ++i) {
     json += (i ? "," : "") + phase_json(phases[i]);

@@ -19,6 +19,8 @@ ServerStats read_server(int pid) {
   for (std::string line; std::getline(status, line);) {
     if (line.starts_with("VmRSS:")) {
       s.rss_kb = std::strtol(line.c_str() + 6, nullptr, 10);
+    } else if (line.starts_with("RssAnon:")) {
+      s.anon_kb = std::strtol(line.c_str() + 8, nullptr, 10);
     } else if (line.starts_with("VmHWM:")) {
       s.hwm_kb = std::strtol(line.c_str() + 6, nullptr, 10);
     }

@@ -5,7 +5,10 @@
 namespace sidecar::bench {
 
 struct ServerStats {
-  long rss_kb = -1;  // VmRSS
+  long rss_kb = -1; // VmRSS
+  // RssAnon: the part of VmRSS that is the process's own memory (heap, anonymous mappings),
+  // without the pages of its binary and libraries, which the first requests page in once.
+  long anon_kb = -1;
   long hwm_kb = -1;  // VmHWM: the process's peak RSS since it started
   double cpu_s = -1; // utime + stime
 };

@@ -76,7 +76,16 @@ def idle(run):
     if "rss_per_conn_kb" not in run or run.get("opened", 0) == 0:
         return "n/a"
     short = "" if run["opened"] == run["connections"] else f" ({run['opened']} opened)"
-    return f"{run['rss_per_conn_kb']:.2f} KiB{short}"
+    anon = run.get("anon_per_conn_kb", -1)
+    anon = f"{anon:.2f} KiB anon / " if anon >= 0 else ""
+    return f"{anon}{run['rss_per_conn_kb']:.2f} KiB VmRSS{short}"
+
+
+def idle_cpu(run):
+    if run.get("idle_seconds", 0) <= 0 or run.get("idle_server_cpu_s", -1) < 0:
+        return "n/a"
+    closed = f", {run['idle_server_closed']} closed" if run.get("idle_server_closed") else ""
+    return f"{run['idle_server_cpu_s']:.2f} s{closed}"
 
 
 def connect(run):
@@ -174,6 +183,8 @@ def main():
          lambda c: cpu_per_million(runs[c]["w2"], "fixed")),
         (f"W3 idle RSS per connection at {n1}", lambda c: idle(runs[c]["w3a"])),
         (f"W3 idle RSS per connection at {n3}", lambda c: idle(runs[c]["w3b"])),
+        (f"W3 server CPU over {first['w3b'].get('idle_seconds', 0):.0f} s, {n3} idle connections",
+         lambda c: idle_cpu(runs[c]["w3b"])),
         (f"W4 connect {n1}: handshakes/s", lambda c: connect(runs[c]["w1"])),
         (f"W4 connect {n3}: handshakes/s", lambda c: connect(runs[c]["w3b"])),
         ("W4 churn during W1 fixed rate", lambda c: churn(runs[c]["w1"])),
