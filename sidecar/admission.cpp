@@ -7,6 +7,7 @@
 #include "client_messages.h"
 #include "jwt.h"
 #include "origin.h"
+#include "subscriptions.h"
 
 namespace sidecar {
 namespace {
@@ -80,12 +81,14 @@ TokenCheck token_refusal(int status, std::string_view code, std::string message)
 
 // The handshake's token check: present in a configured source, then check_token. On success
 // fills the grant's user, protocol and token_exp and returns nullopt; otherwise the refusal.
-std::optional<Admission> check_request_token(const AdmissionRequest &req, const AuthConfig &auth,
-                                             const JwtVerifier &jwt, UpgradeGrant &grant) {
+std::optional<Admission> check_request_token(const AdmissionRequest &req, const Config &cfg,
+                                             const JwtVerifier &jwt, UpgradeGrant &grant,
+                                             std::vector<std::string> &grants) {
+  const AuthConfig &auth = cfg.auth;
   std::optional<FoundToken> tok = find_token(auth, req.http);
   if (!tok)
     return refusal(401, "UNAUTHORIZED", "a token is required");
-  TokenCheck c = check_token(tok->token, req.org, auth, jwt, req.unix_now);
+  TokenCheck c = check_token(tok->token, req.org, auth, jwt, req.unix_now, &cfg.subscriptions);
   if (!c.ok()) {
     Admission a = refusal(c.status, c.code, c.message);
     if (!c.reason.empty()) {
@@ -102,6 +105,7 @@ std::optional<Admission> check_request_token(const AdmissionRequest &req, const 
   grant.user = c.user;
   grant.protocol = tok->protocol;
   grant.token_exp = c.exp;
+  grants = std::move(c.grants);
   return std::nullopt;
 }
 
@@ -150,7 +154,7 @@ void keep_joined(std::vector<RecoverRequest> &recover, const UpgradeGrant &grant
 } // namespace
 
 TokenCheck check_token(std::string_view token, const std::string &org, const AuthConfig &auth,
-                       const JwtVerifier &jwt, int64_t unix_now) {
+                       const JwtVerifier &jwt, int64_t unix_now, const SubscriptionsConfig *subs) {
   JwtVerifyResult v = jwt.verify(token, unix_now);
   if (!v.ok) {
     TokenCheck c = token_refusal(401, "UNAUTHORIZED", "invalid token: " + v.error);
@@ -184,19 +188,21 @@ TokenCheck check_token(std::string_view token, const std::string &org, const Aut
   auto exp = v.claims.find("exp");
   if (exp != v.claims.end() && exp->is_number())
     c.exp = static_cast<int64_t>(std::clamp(exp->get<double>(), 1.0, 253402300799.0));
+  if (subs != nullptr && subs->enabled())
+    c.grants = subscription_grants(*subs, org, c.user, &v.claims);
   return c;
 }
 
 TokenCheck check_refresh(std::optional<std::string_view> token, const std::string &org,
                          const std::string &user, const AuthConfig &auth, const JwtVerifier *jwt,
-                         int64_t unix_now) {
+                         int64_t unix_now, const SubscriptionsConfig *subs) {
   if (auth.mode != AuthConfig::Mode::jwt || jwt == nullptr) {
     return token_refusal(400, "AUTH_DISABLED",
                          "this sidecar does not authenticate; nothing to refresh");
   }
   if (!token || token->empty())
     return token_refusal(401, "UNAUTHORIZED", "a token is required");
-  TokenCheck c = check_token(*token, org, auth, *jwt, unix_now);
+  TokenCheck c = check_token(*token, org, auth, *jwt, unix_now, subs);
   if (c.ok() && c.user != user) {
     c = token_refusal(403, "USER_MISMATCH", "the token names another user than this session's");
   }
@@ -278,8 +284,10 @@ Admission admit(const AdmissionRequest &req, const Config &cfg, const JwtVerifie
   grant.org = req.org;
   grant.key = up.key;
   if (cfg.auth.mode == AuthConfig::Mode::jwt && jwt != nullptr) {
-    if (std::optional<Admission> refused = check_request_token(req, cfg.auth, *jwt, grant))
+    if (std::optional<Admission> refused = check_request_token(req, cfg, *jwt, grant, ok.grants))
       return std::move(*refused);
+  } else if (cfg.subscriptions.enabled()) {
+    ok.grants = subscription_grants(cfg.subscriptions, req.org, "", nullptr);
   }
   if (std::optional<Admission> refused = check_limits(req, lim, state.counts, grant.user))
     return std::move(*refused);

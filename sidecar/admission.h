@@ -111,6 +111,8 @@ struct Admission {
   ResumeRequest resume;
   // The permessage-deflate agreement, when the client offered one we accept.
   std::optional<DeflateAgreement> deflate;
+  // With subscriptions configured: the channel patterns the client may subscribe to.
+  std::vector<std::string> grants;
 };
 
 // A token checked for a session of one org: the verifier (structure, algorithm, key, signature,
@@ -124,10 +126,13 @@ struct TokenCheck {
   std::string reason;  // the verifier's reason for the log ("expired", "bad signature")
   std::string user;    // the user claim, also on FORBIDDEN_ORG (the log names it)
   int64_t exp = 0;     // unix seconds, within year 9999; 0 when the token has no exp
+  std::vector<std::string> grants; // subscription grants (subscriptions.h), when asked for
   bool ok() const { return code.empty(); }
 };
+// With `subs` (subscriptions configured), a good token's grants are filled from its claims.
 TokenCheck check_token(std::string_view token, const std::string &org, const AuthConfig &auth,
-                       const JwtVerifier &jwt, int64_t unix_now);
+                       const JwtVerifier &jwt, int64_t unix_now,
+                       const SubscriptionsConfig *subs = nullptr);
 
 // An in-band refresh ({"type":"refresh","token":…}) for a session admitted for `org` and `user`:
 // check_token for the session's org, and the token must name the session's user (an anonymous
@@ -136,7 +141,7 @@ TokenCheck check_token(std::string_view token, const std::string &org, const Aut
 // on any refusal.
 TokenCheck check_refresh(std::optional<std::string_view> token, const std::string &org,
                          const std::string &user, const AuthConfig &auth, const JwtVerifier *jwt,
-                         int64_t unix_now);
+                         int64_t unix_now, const SubscriptionsConfig *subs = nullptr);
 
 // Runs the checks in the README's order, cheapest first and all before any Redis work: shutting
 // down, protocol, org, recover parameters (with history configured), handshake rate, origin,

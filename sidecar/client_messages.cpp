@@ -39,6 +39,25 @@ std::string welcome_with_channels(std::string_view welcome,
   return json_text(out);
 }
 
+std::string subscribed_message(std::string_view channel) {
+  return json_text(Json{{"type", "subscribed"}, {"channel", channel}});
+}
+
+std::string unsubscribed_message(std::string_view channel, std::string_view reason) {
+  Json out{{"type", "unsubscribed"}, {"channel", channel}};
+  if (!reason.empty())
+    out["reason"] = reason;
+  return json_text(out);
+}
+
+std::string channel_error_message(std::string_view code, std::string_view message,
+                                  std::string_view channel) {
+  Json out{{"type", "error"}, {"code", code}, {"message", message}, {"recoverable", true}};
+  if (!channel.empty())
+    out["channel"] = channel;
+  return json_text(out);
+}
+
 std::string pong_message(int64_t timestamp_ms) {
   return json_text(Json{{"type", "pong"}, {"timestamp", timestamp_ms}});
 }

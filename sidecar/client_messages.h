@@ -28,6 +28,17 @@ struct WelcomeChannel {
 // welcome_message's.
 std::string welcome_with_channels(std::string_view welcome,
                                   const std::vector<WelcomeChannel> &channels);
+// {"type":"subscribed","channel":…}: a subscribe took effect. For a channel with history, a
+// sidecar.v1 client gets it through welcome_with_channels, with the channel's position.
+std::string subscribed_message(std::string_view channel);
+// {"type":"unsubscribed","channel":…[,"reason":…]}: the client asked ("" reason), or a refreshed
+// token no longer grants the channel ("revoked").
+std::string unsubscribed_message(std::string_view channel, std::string_view reason);
+// error_message with the channel it concerns: {"type":"error","code":…,"message":…,
+// "recoverable":true,"channel":…}. The channel is one the client sent and is_valid_channel_name
+// accepted, or omitted.
+std::string channel_error_message(std::string_view code, std::string_view message,
+                                  std::string_view channel);
 // {"type":"pong","timestamp":…}, the wall clock in milliseconds.
 std::string pong_message(int64_t timestamp_ms);
 // {"type":"error","code":…,"message":…,"recoverable":…}

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "client_ip.h"
+#include "subscriptions.h"
 #include "text.h"
 #include "yaml_reader.h"
 
@@ -349,6 +350,23 @@ void Parser::add_edge_fields(std::vector<Field> &fields) {
           {"control.channel",
            [this, &c](const At &a) { read_template(a, c.control.channel, {}, {}); }},
           {"control.secret_env", str(c.control.secret_env)},
+          {"subscriptions.allow",
+           [this, &c](const At &a) {
+             std::vector<std::string> items;
+             bool ok = walk_list(a, [&](const At &item) {
+               std::string value;
+               if (!read_nonempty(item, value))
+                 return;
+               if (Result<bool> checked = check_allow_template(value))
+                 items.push_back(std::move(value));
+               else
+                 fail(item, checked.error);
+             });
+             if (ok)
+               c.subscriptions.allow = std::move(items);
+           }},
+          {"subscriptions.claim", str(c.subscriptions.claim)},
+          {"subscriptions.max_per_connection", num(1, 1024, c.subscriptions.max_per_connection)},
       });
 }
 

@@ -64,6 +64,15 @@ struct ControlConfig {
   std::string secret;     // read from secret_env at load; "" when unsigned commands are accepted
 };
 
+// Further channels a client may join with {"type":"subscribe"} (issue 15); see subscriptions.h.
+struct SubscriptionsConfig {
+  // Channel templates with {org}, {user}, {claim.NAME} and whole-segment `*`.
+  std::vector<std::string> allow;
+  std::string claim; // a token claim listing channel names the client may also join; "": none
+  uint32_t max_per_connection = 16; // subscriptions a connection may hold at once
+  bool enabled() const { return !allow.empty() || !claim.empty(); }
+};
+
 struct WebSocketConfig {
   uint32_t heartbeat_ms = 25000;    // server ping interval
   uint32_t pong_timeout_ms = 10000; // no frame at all within this after a ping: close
@@ -161,6 +170,7 @@ struct Config {
   DeflateOptions compression;
   // Channels whose publications are kept and can be resumed (issue 11); empty: history is off.
   std::vector<HistoryConfig> history;
+  SubscriptionsConfig subscriptions;
   // Line of each key as it appeared in the file ("listen" -> 1), so that errors found later
   // (a port in use at bind time) can still point at the line.
   std::map<std::string, int> key_lines;

@@ -155,8 +155,11 @@ void Metrics::count_refusal(int status) {
   }
 }
 
-void Metrics::count_refresh(std::string_view code) {
-  // Label values come from the fixed list only, never from anything a client sent.
+namespace {
+
+// A code (UPPER_CASE) or result as one of `labels`, else "other": label values come from a
+// fixed list only, never from anything a client sent.
+template <size_t N> const char *label_of(std::string_view code, const char *const (&labels)[N]) {
   auto lower_equals = [](std::string_view upper, std::string_view label) {
     if (upper.size() != label.size())
       return false;
@@ -168,16 +171,21 @@ void Metrics::count_refresh(std::string_view code) {
     }
     return true;
   };
-  const char *label = "other";
-  if (code.empty()) {
-    label = "ok";
-  } else {
-    for (const char *known : kRefreshResults) {
-      if (lower_equals(code, known))
-        label = known;
-    }
+  for (const char *known : labels) {
+    if (lower_equals(code, known))
+      return known;
   }
-  ++token_refreshes[label];
+  return "other";
+}
+
+} // namespace
+
+void Metrics::count_subscription(std::string_view code) {
+  ++subscriptions[label_of(code, kSubscriptionResults)];
+}
+
+void Metrics::count_refresh(std::string_view code) {
+  ++token_refreshes[code.empty() ? "ok" : label_of(code, kRefreshResults)];
 }
 
 std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s) {
@@ -237,6 +245,13 @@ std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s) {
           m.inbound_rate_limited);
   counter(out, "sidecar_inbound_forwarded_total", "Client messages appended to a Redis stream.",
           m.inbound_forwarded);
+  line(out, "sidecar_subscriptions_total", "counter",
+       "Client subscribe and unsubscribe requests, by result.");
+  for (const char *result : Metrics::kSubscriptionResults) {
+    auto it = m.subscriptions.find(result);
+    value(out, std::string("sidecar_subscriptions_total{result=\"") + result + "\"}",
+          static_cast<double>(it == m.subscriptions.end() ? 0 : it->second));
+  }
   line(out, "sidecar_token_refreshes_total", "counter",
        "In-band token refreshes ({\"type\":\"refresh\"}), by result: ok or the refusal code.");
   for (const char *result : Metrics::kRefreshResults) {

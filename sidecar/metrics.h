@@ -101,6 +101,14 @@ struct Metrics {
   // code: empty for a refresh that succeeded, else its refusal code (TokenCheck::code). Each
   // becomes its label in lower case; a code not in the list is counted as "other".
   void count_refresh(std::string_view code);
+  // Subscribe and unsubscribe requests by result: subscribed, unsubscribed, revoked, or the
+  // refusal's code (kSubscriptionResults, in lower case; anything else is "other").
+  std::map<std::string, uint64_t> subscriptions;
+  void count_subscription(std::string_view code);
+  static constexpr const char *kSubscriptionResults[] = {
+      "subscribed",        "unsubscribed",      "revoked",        "bad_channel",
+      "bad_recover",       "forbidden_channel", "too_many_channels", "already_subscribed",
+      "not_subscribed",    "subscriptions_disabled", "other"};
   static constexpr const char *kRefreshResults[] = {
       "ok", "unauthorized", "forbidden_org", "bad_user", "user_mismatch", "auth_disabled", "other"};
 };

@@ -152,6 +152,19 @@ bool Memberships::join(Rooms &rooms, const std::string &channel, RoomMember *m, 
   return true;
 }
 
+bool Memberships::leave(Rooms &rooms, Room *room, bool v1, bool deflate) noexcept {
+  for (uint32_t i = 0; i < entries_.size(); ++i) {
+    if (entries_[i].room != room)
+      continue;
+    Entry e = entries_[i];
+    entries_[i] = entries_[entries_.size() - 1];
+    entries_.pop_back();
+    rooms.leave(e.room, e.slot, v1, deflate);
+    return true;
+  }
+  return false;
+}
+
 void Memberships::moved(Room *room, uint32_t slot) noexcept {
   for (Entry &e : entries_) {
     if (e.room == room)

@@ -229,6 +229,8 @@ public:
   // membership cannot be stored (out of memory); m is then not in the room.
   bool join(Rooms &rooms, const std::string &channel, RoomMember *m, bool v1 = false,
             bool deflate = false);
+  // Leaves `room` (one this member joined through join); false when it is not one of them.
+  bool leave(Rooms &rooms, Room *room, bool v1 = false, bool deflate = false) noexcept;
   // RoomMember::moved_in_room lands here.
   void moved(Room *room, uint32_t slot) noexcept;
   // Leaves every room, the last joined first; `v1` and `deflate` as they were joined.

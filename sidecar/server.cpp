@@ -171,7 +171,8 @@ void Server::apply(Session &s, const std::string &org, Admission a) {
   metrics_.handshake_seconds.observe(static_cast<double>(mono_ns() - s.accepted_ns_) / 1e9);
   log_debug("connect",
             {{"conn", s.id()}, {"org", a.grant.org}, {"user", a.grant.user}, {"ip", s.ip()}});
-  s.upgrade(std::move(a.grant), a.welcome, std::move(a.resume), a.deflate ? &*a.deflate : nullptr);
+  s.upgrade(std::move(a.grant), a.welcome, std::move(a.resume), a.deflate ? &*a.deflate : nullptr,
+            std::move(a.grants));
 }
 
 void Server::session_leaving(Session &s) noexcept {

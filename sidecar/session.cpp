@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "room.h"
 #include "session_resume.h"
+#include "session_subscribe.h"
 
 namespace sidecar {
 namespace {
@@ -208,13 +209,21 @@ void Session::answer(const HttpAnswer &a) noexcept {
 }
 
 void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json, ResumeRequest resume,
-                      const DeflateAgreement *deflate) noexcept {
+                      const DeflateAgreement *deflate, std::vector<std::string> grants) noexcept {
   http_.reset(); // normally gone already: an upgraded session keeps no HTTP state
   org_ = std::move(grant.org);
   user_ = std::move(grant.user);
   token_exp_ = grant.token_exp;
   v1_ = resume.v1;
   const Config &cfg = env_.cfg;
+  if (cfg.subscriptions.enabled()) {
+    try {
+      subs_ = std::make_unique<SessionSubscriptions>();
+      subs_->grants = std::move(grants);
+    } catch (const std::exception &) {
+      subs_.reset(); // out of memory: subscribe requests are refused as if none were allowed
+    }
+  }
   if (deflate != nullptr) {
     deflate_bits_ = deflate->server_window_bits & 0x0f;
     ++env_.metrics.compression.negotiated;
@@ -440,6 +449,17 @@ void Session::handle_client_text(std::string_view text) {
     send_json(pong_message(wall_ms()));
     return;
   }
+  if (type != msg.end() && type->is_string() &&
+      (*type == "subscribe" || *type == "unsubscribe")) {
+    auto req = parse_subscription(msg, *type == "subscribe");
+    if (auto *refused = std::get_if<SubscriptionRefusal>(&req)) {
+      env_.metrics.count_subscription(refused->code);
+      send_json(channel_error_message(refused->code, refused->message, ""));
+    } else {
+      subscription(std::move(std::get<SubscriptionRequest>(req)));
+    }
+    return; // the sidecar's business, never the backend's
+  }
   if (type != msg.end() && type->is_string() && *type == "refresh") {
     auto token = msg.find("token");
     refresh_token(token != msg.end() ? token->get_ptr<const std::string *>() : nullptr);
@@ -456,7 +476,8 @@ void Session::handle_client_text(std::string_view text) {
 
 void Session::refresh_token(const std::string *token) {
   TokenCheck c = check_refresh(token ? std::optional<std::string_view>(*token) : std::nullopt, org_,
-                               user_, env_.cfg.auth, env_.jwt.get(), unix_now());
+                               user_, env_.cfg.auth, env_.jwt.get(), unix_now(),
+                               &env_.cfg.subscriptions);
   env_.metrics.count_refresh(c.code);
   if (!c.ok()) {
     // The reason is the verifier's fixed text; nothing of the token reaches the log.
@@ -468,6 +489,7 @@ void Session::refresh_token(const std::string *token) {
   token_exp_ = c.exp;
   expiry_warned_ = false; // the warning is due again, for the new deadline
   schedule_deadline(env_.now_ms());
+  regrant(std::move(c.grants));
   log_debug("token_refreshed", {{"conn", id_}, {"org", org_}, {"exp", c.exp}});
   send_json(refreshed_message(c.exp));
 }

@@ -33,6 +33,7 @@
 #include "out_queue.h"
 #include "room.h"
 #include "timer_wheel.h"
+#include "subscriptions.h"
 #include "ws_protocol.h"
 
 namespace sidecar {
@@ -43,6 +44,7 @@ struct Metrics;
 class Session;
 class ReplayFrames;
 struct SessionResume;
+struct SessionSubscriptions;
 struct ResumeFloor;
 struct WelcomeChannel;
 
@@ -176,8 +178,10 @@ public:
   // channels to read (`resume`), the welcome waits for the reads. `deflate`: the agreed
   // permessage-deflate, answered in the 101; only its window sizes are kept.
   void answer(const HttpAnswer &a) noexcept;
+  // `grants`: the channel patterns the client may subscribe to (subscriptions configured).
   void upgrade(UpgradeGrant grant, std::string_view welcome_json, ResumeRequest resume = {},
-               const DeflateAgreement *deflate = nullptr) noexcept;
+               const DeflateAgreement *deflate = nullptr,
+               std::vector<std::string> grants = {}) noexcept;
 
   void send_json(std::string_view json) noexcept;
 
@@ -236,7 +240,9 @@ private:
   void leave_rooms() noexcept;
   // History (session_resume.cpp). start_resume sends the welcome itself when there is nothing
   // to read; the others run only while resume_ is set.
-  void start_resume(std::string_view welcome_json, std::vector<RecoverRequest> recover) noexcept;
+  // `only`: read just that room's channel (a subscribe); its answer is `welcome_json` then.
+  void start_resume(std::string_view welcome_json, std::vector<RecoverRequest> recover,
+                    Room *only = nullptr) noexcept;
   void ask_read(size_t channel, bool shared) noexcept;
   void read_done(size_t channel, const HistoryReadResult &r) noexcept;
   void finish_channel(size_t channel, const HistoryRead *read) noexcept;
@@ -249,6 +255,14 @@ private:
   bool covered_by_read(const Room *room, const Publication &p) noexcept;
   SharedFrame *replay_frame(std::string_view channel, const HistoryRead &read, size_t i,
                             FrameRef &own) noexcept;
+  // Subscriptions (session_subscribe.cpp): carried out at once, or after the welcome (or another
+  // subscribe's read) the session is waiting on, in the order they came.
+  void subscription(SubscriptionRequest req) noexcept;
+  void apply_subscription(SubscriptionRequest &req) noexcept;
+  void run_pending_subscriptions() noexcept;
+  // A refreshed token's grants: channels they no longer allow are left ("revoked").
+  void regrant(std::vector<std::string> grants) noexcept;
+  void drop_revoked() noexcept;
   void enter_closing(uint64_t now_ms) noexcept;
   void request_flush() noexcept;
   void write_done(int status) noexcept;
@@ -266,6 +280,7 @@ private:
   // Between an upgrade and a delayed welcome; after it, only while the rooms have not passed
   // the reads (SessionResume::welcomed, ResumeFloor).
   std::unique_ptr<SessionResume> resume_;
+  std::unique_ptr<SessionSubscriptions> subs_; // null unless subscriptions are configured
   bool resuming() const noexcept;
   OutQueue out_;
   Memberships rooms_;

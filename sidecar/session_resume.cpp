@@ -68,13 +68,13 @@ void ReplayFrames::clear() {
   count_ = 0;
 }
 
-void Session::start_resume(std::string_view welcome_json,
-                           std::vector<RecoverRequest> recover) noexcept {
+void Session::start_resume(std::string_view welcome_json, std::vector<RecoverRequest> recover,
+                           Room *only) noexcept {
   try {
     auto r = std::make_unique<SessionResume>();
     for (uint32_t i = 0; i < rooms_.size(); ++i) {
       Room *room = rooms_.room(i);
-      if (!room->history)
+      if (!room->history || (only != nullptr && room != only))
         continue;
       SessionResume::Channel &c = r->channels.emplace_back(room, room->history->cfg.max_recover);
       c.welcome.channel = room->channel;
@@ -93,6 +93,8 @@ void Session::start_resume(std::string_view welcome_json,
     }
     r->welcome.assign(welcome_json);
     r->started_ms = env_.now_ms();
+    if (resume_ != nullptr) // an earlier read's floors, still being passed (a subscribe's read)
+      r->floors = std::move(resume_->floors);
     resume_ = std::move(r);
   } catch (const std::exception &e) {
     log_error("out_of_memory", {{"conn", id_}, {"what", "resume"}, {"error", e.what()}});
@@ -268,6 +270,10 @@ void Session::hold(Room *room, const Publication &p, SharedFrame *f) noexcept {
     if (room != nullptr && ch.room == room)
       c = &ch;
   }
+  // A room settled by an earlier read (whose floor is still being passed) while a subscribe's
+  // read holds everything: what that earlier read covered is dropped here as after a welcome.
+  if (c == nullptr && room != nullptr && !res.floors.empty() && covered_by_read(room, p))
+    return;
   res.held_bytes += f->size();
   if (res.held_bytes > env_.cfg.limits.max_outbound_bytes) {
     // Held frames count against the byte budget like queued ones: a client whose welcome is
@@ -325,7 +331,7 @@ bool Session::covered_by_read(const Room *room, const Publication &p) noexcept {
       return true;
     }
     floors.erase(floors.begin() + static_cast<std::ptrdiff_t>(i));
-    if (floors.empty())
+    if (floors.empty() && resume_->welcomed)
       resume_.reset();
     return false;
   }
@@ -375,6 +381,7 @@ void Session::welcome_when_done() noexcept {
   }
   for (SessionResume::Item &item : res->other)
     send(item);
+  run_pending_subscriptions(); // what the client asked while this was read, in order
 }
 
 void Session::end_resume() noexcept {
