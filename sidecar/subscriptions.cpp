@@ -149,6 +149,8 @@ std::vector<std::string> subscription_grants(const SubscriptionsConfig &cfg, std
 }
 
 bool channel_granted(const std::vector<std::string> &grants, std::string_view channel) {
+  if (!is_valid_channel_name(channel))
+    return false; // a pattern character is never matched, not even by the pattern itself
   std::vector<std::string_view> want = segments(channel);
   for (const std::string &g : grants) {
     std::vector<std::string_view> pat = segments(g);
@@ -182,7 +184,8 @@ std::variant<SubscriptionRequest, SubscriptionRefusal> parse_subscription(const 
     auto epoch = recover->find("epoch");
     auto offset = recover->find("offset");
     if (epoch == recover->end() || !epoch->is_string() || offset == recover->end() ||
-        !offset->is_number_unsigned())
+        !offset->is_number_integer() ||
+        (!offset->is_number_unsigned() && offset->get<int64_t>() < 0))
       return SubscriptionRefusal{"BAD_RECOVER", shape};
     const std::string &e = epoch->get_ref<const std::string &>();
     if (!is_valid_epoch(e))

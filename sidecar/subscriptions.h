@@ -42,7 +42,7 @@ Result<bool> check_allow_template(std::string_view tmpl);
 std::vector<std::string> subscription_grants(const SubscriptionsConfig &cfg, std::string_view org,
                                              std::string_view user, const nlohmann::json *claims);
 
-// Whether `channel` (already is_valid_channel_name) matches one of `grants`.
+// Whether `channel` is a valid name (is_valid_channel_name) that matches one of `grants`.
 bool channel_granted(const std::vector<std::string> &grants, std::string_view channel);
 
 // {"type":"subscribe","channel":C[,"recover":{"epoch":E,"offset":N}]} or

@@ -25,8 +25,8 @@ TEST_CASE("channel names: one literal channel, nothing a pattern or a path could
   CHECK(is_valid_channel_name("a"));
   CHECK(is_valid_channel_name("org:acme:user:bob@example.com"));
   CHECK(is_valid_channel_name(std::string(200, 'x')));
-  for (std::string bad :
-       {"", "org:acme:doc:*", "org:acme:doc:?", "org:acme:[ab]", "org::acme", ":org", "org:",
+  for (const std::string &bad : std::vector<std::string>{
+           "", "org:acme:doc:*", "org:acme:doc:?", "org:acme:[ab]", "org::acme", ":org", "org:",
         "org:acme/../other", "org:acme\\x", "org acme", "org:acme\n", "org:acme\r\nPING",
         std::string("org:a\0b", 7), "org:ä", "org:%2e%2e", std::string(201, 'x')}) {
     CAPTURE(bad);
