@@ -49,13 +49,11 @@ cmake --build "$build" -j2 --target fuzz
 # Artifacts from an earlier run would make this run's failure report ambiguous.
 rm -rf "$logs" "$artifacts"
 mkdir -p "$logs" "$artifacts"
-failed=()
-ran=0
-for bin in "$build"/test/fuzz/fuzz_*; do
-  [[ -f $bin && -x $bin ]] || continue
+# One target: fuzz for $seconds from a scratch copy of its seeds, then replay the grown corpus
+# with the branch counters on. Prints its report and leaves "ok" or "failed" in $logs/NAME.result.
+fuzz_target() { # bin
+  local bin=$1 name seeds work log max_len status execs cov stats_log rc
   name=$(basename "$bin")
-  if ((${#only[@]} > 0)) && [[ " ${only[*]} " != *" $name "* ]]; then continue; fi
-  ran=$((ran + 1))
   seeds=$root/test/fuzz/corpus/${name#fuzz_}
   work=$run_corpus/${name#fuzz_}
   rm -rf "$work"
@@ -75,9 +73,9 @@ for bin in "$build"/test/fuzz/fuzz_*; do
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 || true)
   echo "   exit=$status executions=${execs:-?} ${cov} corpus=$(find "$work" -type f | wc -l) log=$log"
   if ((status != 0)); then
-    failed+=("$name")
-    grep -E 'ERROR|SUMMARY|fuzz_[a-z0-9]+:|Test unit written' "$log" | head -n 20 >&2 || true
-    continue
+    grep -E 'ERROR|SUMMARY|fuzz_[a-z0-9]+:|Test unit written' "$log" | head -n 20 || true
+    echo failed >"$logs/$name.result"
+    return
   fi
 
   # One pass over the grown corpus with the branch counters on: shows that the limits were
@@ -89,7 +87,31 @@ for bin in "$build"/test/fuzz/fuzz_*; do
   # fuzz_utf8 has no limit branches and so no counters; the others print one line each.
   grep '^fuzz_stats:' "$stats_log" | sed 's/^/   /' || true
   if ((rc != 0)) || grep -q 'UNREACHED' "$stats_log"; then
-    echo "   $name: the corpus replay failed or left a required branch unreached" >&2
+    echo "   $name: the corpus replay failed or left a required branch unreached"
+    echo failed >"$logs/$name.result"
+    return
+  fi
+  echo ok >"$logs/$name.result"
+}
+
+# Targets run side by side, one per core (FUZZ_JOBS to change it); each one's report is printed
+# whole, in target order, once it is done.
+fuzz_jobs=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}
+names=()
+for bin in "$build"/test/fuzz/fuzz_*; do
+  [[ -f $bin && -x $bin ]] || continue
+  name=$(basename "$bin")
+  if ((${#only[@]} > 0)) && [[ " ${only[*]} " != *" $name "* ]]; then continue; fi
+  names+=("$name")
+  while (($(jobs -rp | wc -l) >= fuzz_jobs)); do wait -n || true; done
+  fuzz_target "$bin" >"$logs/$name.report" 2>&1 &
+done
+wait
+failed=()
+ran=${#names[@]}
+for name in "${names[@]}"; do
+  cat "$logs/$name.report"
+  if [[ $(cat "$logs/$name.result" 2>/dev/null) != ok ]]; then
     failed+=("$name")
   fi
 done

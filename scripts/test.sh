@@ -9,6 +9,7 @@
 #   SIDECAR_TEST_SOAK=0      skip the soak stage
 #   SIDECAR_TEST_TIMEOUT=N   per-test timeout in seconds for tests without their own (default 600)
 #   SIDECAR_TEST_REGEX=RE    only ctest tests whose name matches RE
+#   SIDECAR_TEST_JOBS=N      ctest tests run at once (default: the number of cores)
 set -uo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +25,7 @@ if ! flock -n 9; then
 fi
 
 jobs="$(nproc 2>/dev/null || echo 2)"
+test_jobs="${SIDECAR_TEST_JOBS:-$jobs}"
 timeout_s="${SIDECAR_TEST_TIMEOUT:-600}"
 summary=()
 failed_stages=0
@@ -56,7 +58,10 @@ build_and_test() { # label build_dir cmake_args...
   echo "==== $label: ctest"
   local log="$dir/ctest-summary.log" regex=()
   if [ -n "${SIDECAR_TEST_REGEX:-}" ]; then regex=(-R "$SIDECAR_TEST_REGEX"); fi
-  (cd "$dir" && ctest --output-on-failure --timeout "$timeout_s" "${regex[@]}") 2>&1 | tee "$log"
+  # One test per core: most integration files wait on sockets and timers; the ones that load a
+  # core themselves are RUN_SERIAL in CMakeLists.txt.
+  (cd "$dir" && ctest --output-on-failure --timeout "$timeout_s" -j"$test_jobs" "${regex[@]}") \
+    2>&1 | tee "$log"
   local rc="${PIPESTATUS[0]}"
   # ctest ends with "N% tests passed, F tests failed out of T".
   local line passed=0 failed=0 total=0
