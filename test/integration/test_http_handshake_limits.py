@@ -194,8 +194,10 @@ def test_101_carries_upgrade_connection_and_accept(sidecar):
 
 
 def test_no_extension_is_accepted_that_the_server_does_not_implement(sidecar):
+    # permessage-deflate is implemented (test_compression.py); these are not, and a server must
+    # not answer with an extension it does not speak (RFC 6455 9.1).
     hdrs = upgrade_headers() + [("Sec-WebSocket-Extensions",
-                                 "permessage-deflate; client_max_window_bits")]
+                                 "x-webkit-deflate-frame, permessage-bzip2; level=9, foo")]
     with sidecar.raw_connect() as s:
         s.sendall(raw_request(headers=hdrs))
         status, headers, rest = read_http_head(s)
