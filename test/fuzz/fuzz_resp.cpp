@@ -178,10 +178,13 @@ struct LinkChecker final : sidecar::RedisReplies::Sink {
     stats.hit(kLinkReply);
     sink += walk(&reply, 0);
   }
-  void on_message(std::string_view channel, std::string_view payload) override {
+  void on_message(std::string_view pattern, std::string_view channel,
+                  std::string_view payload) override {
     if (!subscriber)
       broken("a pub/sub message on a link that is not a subscriber", 0);
     stats.hit(kLinkMessage);
+    for (char c : pattern)
+      sink += static_cast<unsigned char>(c);
     for (char c : channel)
       sink += static_cast<unsigned char>(c);
     for (char c : payload)
