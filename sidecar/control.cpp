@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config.h"
+#include "text.h"
 
 namespace sidecar {
 namespace {
@@ -46,16 +47,6 @@ std::optional<Json> parse_object(std::string_view text) {
   if (too_deep || !j.is_object())
     return std::nullopt;
   return j;
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
 }
 
 // True when `sig` is the hex HMAC-SHA256 of `cmd`. The comparison takes the same time wherever

@@ -6,7 +6,6 @@
 #include <ctime>
 
 namespace sidecar {
-namespace {
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9')
@@ -17,6 +16,8 @@ int hex_value(char c) {
     return c - 'A' + 10;
   return -1;
 }
+
+namespace {
 
 } // namespace
 

@@ -20,6 +20,8 @@ std::string quote(std::string_view text);
 
 // Only plain decimal digits: "0x10", "1e3", "+5", "1_000" and "" are refused rather than guessed.
 bool parse_u64(std::string_view text, uint64_t &out);
+// The value of one hex digit (either case), or -1.
+int hex_value(char c);
 
 // Percent-decoding follows one of two rules, named by the caller, because the places differ:
 // - strict (RFC 3986, the user and password of a redis:// URL): "+" is a plus, and a "%" that is
