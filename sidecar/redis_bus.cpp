@@ -163,6 +163,8 @@ void RedisBus::on_link_up(RedisLink &link) {
       send_function_load();
       wake_flush();
     }
+    if (presence_ != nullptr)
+      presence_->on_presence_link(true);
     return;
   }
   bool returned = sub_was_up_;
@@ -186,6 +188,8 @@ void RedisBus::on_link_up(RedisLink &link) {
 void RedisBus::on_link_down(RedisLink &link, bool was_up) {
   last_error_ = link.last_error();
   if (&link == &cmd_) {
+    if (presence_ != nullptr)
+      presence_->on_presence_link(false);
     if (history_enabled())
       lib_state_ = LibState::waiting;
     // What was written on the dropped connection will never be answered. Reads not yet
@@ -242,6 +246,10 @@ void RedisBus::on_link_reply(RedisLink &, const RedisPending &cmd, const redisRe
     return;
   case RedisCmd::fcall:
     read_answered(cmd.tag, reply);
+    return;
+  case RedisCmd::presence:
+    if (presence_ != nullptr)
+      presence_->on_presence_reply(cmd.tag, reply);
     return;
   case RedisCmd::unsubscribe:
     if (auto it = chans_.find(cmd.channel); it != chans_.end()) {

@@ -59,6 +59,17 @@ protected:
   ~RedisSink() = default;
 };
 
+// What the bus tells presence (issue 15; presence_sync.h), when it is configured: the command
+// link's ups and downs, and the replies to what it sent with presence_send.
+class PresenceLink {
+public:
+  virtual void on_presence_link(bool up) = 0;
+  virtual void on_presence_reply(uint64_t tag, const redisReply &reply) = 0;
+
+protected:
+  ~PresenceLink() = default;
+};
+
 // Distinct history reads (FCALLs sent or waiting to be) at once; more are refused as failed. A
 // resume storm needs about one per room and position, and each pending read holds a channel
 // name and its waiters; this many outstanding means Redis is far behind, and queueing more
@@ -89,6 +100,17 @@ public:
   // XADD stream MAXLEN ~ maxlen * field value ...; false when the command link is down.
   bool xadd(const std::string &stream, uint32_t maxlen,
             const std::vector<std::pair<std::string, std::string>> &fields);
+
+  // Presence (issue 15): set before start(); `p` outlives the bus's links.
+  void set_presence(PresenceLink *p) { presence_ = p; }
+  // A command on the command link whose reply goes to the PresenceLink with `tag`; false when
+  // the link is down.
+  bool presence_send(std::span<const std::string_view> args, uint64_t tag) {
+    return cmd_.send(RedisCmd::presence, {}, args, tag);
+  }
+  bool presence_send(std::initializer_list<std::string_view> args, uint64_t tag) {
+    return presence_send(std::span<const std::string_view>(args.begin(), args.size()), tag);
+  }
 
   // HistoryReads. While the command link is down a read waits for it up to
   // redis.reply_timeout_ms; stop() forgets every read without calling its waiters.
@@ -199,6 +221,7 @@ private:
   uv_loop_t *loop_;
   RedisConfig cfg_; // before the links, which keep a reference to it
   RedisSink &sink_;
+  PresenceLink *presence_ = nullptr;
   uv_timer_t timer_{};
   bool timer_init_ = false;
   // Reads are written once per loop turn from this idle handle, so that every waiter that asks

@@ -110,6 +110,8 @@ const char *redis_cmd_name(RedisCmd cmd) {
     return "FUNCTION LOAD";
   case RedisCmd::fcall:
     return "FCALL";
+  case RedisCmd::presence:
+    return "FCALL sidecar_presence";
   }
   return "?";
 }

@@ -43,6 +43,7 @@ enum class RedisCmd : uint8_t {
   xadd,
   function_load, // FUNCTION LOAD REPLACE of the history library
   fcall,         // FCALL sidecar_read; the tag names the read
+  presence,      // presence's LOAD, FCALLs and reads (presence_sync.h); the tag names which
 };
 
 struct RedisPending {
