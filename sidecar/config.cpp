@@ -102,6 +102,7 @@ private:
   }
   void read_routes(const At &at);
   void read_history(const At &at);
+  void read_presence(const At &at);
   void read_origins(const At &at);
   void read_origin_patterns(const At &at);
   void finish();
@@ -367,6 +368,7 @@ void Parser::add_edge_fields(std::vector<Field> &fields) {
            }},
           {"subscriptions.claim", str(c.subscriptions.claim)},
           {"subscriptions.max_per_connection", num(1, 1024, c.subscriptions.max_per_connection)},
+          {"presence", [this](const At &a) { read_presence(a); }},
       });
 }
 
@@ -453,6 +455,50 @@ void Parser::read_history(const At &at) {
   }
   if (problems.empty())
     cfg_.history = std::move(list);
+}
+
+// presence: a list of {channel, ttl_s, events}, read like history: values here, the rules
+// across keys in check_presence. A list with any problem keeps presence off.
+void Parser::read_presence(const At &at) {
+  if (at.node.IsNull())
+    return; // "presence:" alone: off
+  std::vector<PresenceConfig> list;
+  std::vector<At> items;
+  bool clean = true;
+  bool is_list = walk_list(at, [&](const At &item) {
+    PresenceConfig p;
+    bool has_channel = false;
+    size_t errors = error_count();
+    if (!item.node.IsMap()) {
+      fail(item, "must be a map like {channel: \"org:{org}\", ttl_s: 30, events: "
+                 "\"org:{org}:presence\"}, got " +
+                     describe(item.node));
+      clean = false;
+      return;
+    }
+    walk_map(item, "",
+             {{"channel",
+               [&](const At &v) {
+                 has_channel = true;
+                 read_nonempty(v, p.channel_template);
+               }},
+              {"ttl_s", num(1, kMaxPresenceTtlS, p.ttl_s)},
+              {"events", str(p.events)}});
+    if (!has_channel)
+      fail(item, "missing \"channel\", like channel: \"org:{org}\"");
+    clean = clean && errors == error_count();
+    list.push_back(std::move(p));
+    items.push_back(item);
+  });
+  if (!is_list || !clean)
+    return;
+  std::vector<PresenceProblem> problems = check_presence(list);
+  for (const PresenceProblem &p : problems) {
+    std::string key = items[p.index].path + "." + p.key;
+    fail(line_of(key) != 0 ? line_of(key) : items[p.index].line, key, p.reason);
+  }
+  if (problems.empty())
+    cfg_.presence = std::move(list);
 }
 
 // Origins are a list of patterns, or a map that also says whether a missing Origin is allowed.

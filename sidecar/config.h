@@ -14,6 +14,7 @@
 #include "history.h"
 #include "origin.h"
 #include "permessage_deflate.h"
+#include "presence.h"
 #include "result.h"
 
 namespace sidecar {
@@ -171,6 +172,8 @@ struct Config {
   // Channels whose publications are kept and can be resumed (issue 11); empty: history is off.
   std::vector<HistoryConfig> history;
   SubscriptionsConfig subscriptions;
+  // Rooms whose members are tracked in Redis (issue 15); empty: presence is off.
+  std::vector<PresenceConfig> presence;
   // Line of each key as it appeared in the file ("listen" -> 1), so that errors found later
   // (a port in use at bind time) can still point at the line.
   std::map<std::string, int> key_lines;

@@ -46,6 +46,10 @@ ReloadPlan plan_reload(const Config &running, Config next) {
     kept.push_back("control.channel");
   if (next.channels.connection != running.channels.connection)
     kept.push_back("channels.connection");
+  // Sessions entered their presence rooms at their upgrade and leave the same ones; a new list
+  // would have them leave rooms they never entered.
+  if (next.presence != running.presence)
+    kept.push_back("presence");
 
   // compression.* applies live: negotiation reads it at each handshake, the rooms at each
   // publication, and connections keep what they agreed.
@@ -59,6 +63,7 @@ ReloadPlan plan_reload(const Config &running, Config next) {
   next.history = running.history;
   next.control.channel = running.control.channel;
   next.channels.connection = running.channels.connection;
+  next.presence = running.presence;
   plan.config = std::move(next);
   return plan;
 }

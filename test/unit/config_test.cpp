@@ -852,3 +852,40 @@ TEST_CASE("compression keys are read, and bad values name the key, the line and 
   check_error(big, "compression.level", 1, "must be 1..9, got 10");
   check_error(big, "compression.client_max_window_bits", 1, "must be 9..15, got 16");
 }
+
+TEST_CASE("presence entries are read with their defaults") {
+  ConfigResult r = parse("presence:\n"
+                         "  - channel: \"org:{org}\"\n"
+                         "    ttl_s: 10\n"
+                         "    events: \"org:{org}:presence\"\n"
+                         "  - {channel: \"team:{org}\"}\n");
+  INFO(all_errors(r));
+  REQUIRE(r.ok());
+  REQUIRE(r.config.presence.size() == 2);
+  CHECK(r.config.presence[0] == PresenceConfig{"org:{org}", 10, "org:{org}:presence"});
+  CHECK(r.config.presence[1] == PresenceConfig{"team:{org}", 30, ""});
+  CHECK(parse("").config.presence.empty());
+  CHECK(parse("presence:\n").ok());
+}
+
+TEST_CASE("presence errors name the entry and key") {
+  ConfigResult r = parse("presence:\n"
+                         "  - channel: \"org:{org}\"\n"
+                         "    ttl: 5\n"
+                         "  - {channel: \"a:{org}\", ttl_s: 0}\n"
+                         "  - {ttl_s: 10}\n");
+  check_error(r, "presence[0].ttl", 3, "unknown key; did you mean \"ttl_s\"?");
+  check_error(r, "presence[1].ttl_s", 4, "must be");
+  check_error(r, "presence[2]", 5, "missing \"channel\"");
+  CHECK(r.config.presence.empty());
+
+  ConfigResult rules = parse("presence:\n"
+                             "  - channel: \"org:{team}\"\n"
+                             "  - channel: \"x:{org}\"\n"
+                             "    events: \"x:{org}:{user}\"\n"
+                             "  - channel: \"x:{org}\"\n");
+  check_error(rules, "presence[0].channel", 2, "unknown placeholder");
+  check_error(rules, "presence[1].events", 4, "uses a placeholder that channel");
+  check_error(rules, "presence[2].channel", 5, "is listed twice");
+  CHECK(rules.config.presence.empty());
+}
