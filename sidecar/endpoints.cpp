@@ -42,11 +42,38 @@ size_t number_param(const HttpRequest &req, std::string_view name, size_t dflt, 
   return n > max ? max : n;
 }
 
+// /metrics, /api/websocket/status, /api/presence and /dashboard may require the admin token:
+// the refusal, or nothing when the request may pass.
+std::optional<HttpAnswer> admin_refusal(const HttpRequest &req, const std::string &token) {
+  if (token.empty())
+    return std::nullopt;
+  const std::string *auth = req.header("authorization");
+  std::string want = "Bearer " + token;
+  if (auth != nullptr && auth->size() == want.size() &&
+      CRYPTO_memcmp(auth->data(), want.data(), want.size()) == 0)
+    return std::nullopt;
+  HttpAnswer a = json_error(401, "UNAUTHORIZED", "send Authorization: Bearer <admin.token>");
+  a.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return a;
+}
+
+// A channel name as /api/presence takes it: what a template expands to from org ids and token
+// subjects, printable ASCII without spaces or braces (braces would break the key's hash tag).
+bool is_channel_param(std::string_view c) {
+  if (c.empty() || c.size() > 512)
+    return false;
+  for (char ch : c) {
+    if (ch <= 0x20 || ch >= 0x7F || ch == '{' || ch == '}')
+      return false;
+  }
+  return true;
+}
+
 } // namespace
 
 bool Server::is_endpoint(std::string_view path) const {
   return is_public_endpoint(path) || path == "/metrics" || path == "/api/websocket/status" ||
-         path == "/dashboard";
+         path == "/api/presence" || path == "/dashboard";
 }
 
 // What the main listener answers even when admin.listen takes the rest elsewhere: probes,
@@ -134,18 +161,8 @@ HttpAnswer Server::endpoint(const HttpRequest &req, bool admin_listener) {
   if (admin_listener && !is_endpoint(req.path)) {
     return json_error(404, "NOT_FOUND", "no such endpoint");
   }
-  // /metrics, /api/websocket/status and /dashboard may require the admin token.
-  const std::string &token = cfg_->admin.token;
-  if (!token.empty()) {
-    const std::string *auth = req.header("authorization");
-    std::string want = "Bearer " + token;
-    if (auth == nullptr || auth->size() != want.size() ||
-        CRYPTO_memcmp(auth->data(), want.data(), want.size()) != 0) {
-      HttpAnswer a = json_error(401, "UNAUTHORIZED", "send Authorization: Bearer <admin.token>");
-      a.headers.emplace_back("WWW-Authenticate", "Bearer");
-      return a;
-    }
-  }
+  if (std::optional<HttpAnswer> refused = admin_refusal(req, cfg_->admin.token))
+    return *refused;
   if (req.path == "/metrics") {
     MetricsSnapshot snap;
     snap.open_connections = counts_.total();
@@ -158,6 +175,11 @@ HttpAnswer Server::endpoint(const HttpRequest &req, bool admin_listener) {
     snap.history = bus_.history_enabled();
     snap.history_reads = bus_.reads_sent();
     snap.history_reads_coalesced = bus_.reads_coalesced();
+    snap.presence = presence_.enabled();
+    snap.presence_rooms = presence_.rooms();
+    snap.presence_writes = presence_.writes_sent();
+    snap.presence_write_failures = presence_.write_failures();
+    snap.presence_events = presence_.events();
     snap.uptime_s = static_cast<double>(now_ms() - started_ms_) / 1000.0;
     snap.internal_errors = internal_errors_total();
     for (auto &[id, s] : sessions_)
@@ -170,6 +192,51 @@ HttpAnswer Server::endpoint(const HttpRequest &req, bool admin_listener) {
   if (req.path == "/dashboard")
     return dashboard_answer();
   return status_endpoint(req);
+}
+
+// Who is in a room across every sidecar, read from Redis (presence.h): the one endpoint whose
+// answer waits for Redis, so the session is looked up again by id when the reply comes; one that
+// is gone by then (closed, timed out) is not answered.
+void Server::presence_endpoint(Session &s, const HttpRequest &req) {
+  bool head = req.method == "HEAD";
+  auto reply = [&s, head](HttpAnswer a) {
+    a.head_only = head;
+    s.answer(a);
+  };
+  if (req.method != "GET" && !head) {
+    HttpAnswer a = json_error(405, "METHOD_NOT_ALLOWED", "endpoints answer GET only");
+    a.headers.emplace_back("Allow", "GET");
+    return reply(a);
+  }
+  if (std::optional<HttpAnswer> refused = admin_refusal(req, cfg_->admin.token))
+    return reply(*refused);
+  std::optional<std::string> channel = req.query_param("channel");
+  if (!channel || !is_channel_param(*channel))
+    return reply(json_error(400, "BAD_REQUEST",
+                            "channel must be 1-512 printable characters without spaces or "
+                            "braces, like /api/presence?channel=org:acme"));
+  if (find_presence(cfg_->presence, *channel) == nullptr)
+    return reply(json_error(404, "NOT_FOUND", "no presence: entry matches this channel"));
+  uint64_t id = s.id();
+  std::string name = *channel;
+  bool asked = presence_.read(name, [this, id, head, name](const Result<PresenceUsers> &r) {
+    auto it = sessions_.find(id);
+    if (it == sessions_.end() || it->second->phase() != Session::Phase::http)
+      return;
+    HttpAnswer a;
+    if (!r) {
+      a = json_error(503, "UNAVAILABLE", "presence read failed: " + r.error);
+    } else {
+      nlohmann::json users = nlohmann::json::array();
+      for (const auto &[user, n] : *r)
+        users.push_back({{"user", user}, {"connections", n}});
+      a = json_answer(200, {{"channel", name}, {"users", users}});
+    }
+    a.head_only = head;
+    it->second->answer(a);
+  });
+  if (!asked)
+    reply(json_error(503, "UNAVAILABLE", "the Redis command link is down"));
 }
 
 // Seed 002's shape: a summary and one entry per connection, paged so that a sidecar with 100k

@@ -293,6 +293,20 @@ std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s) {
   if (s.history)
     render_history(out, m.history, s);
   render_compression(out, m.compression);
+  if (s.presence) {
+    gauge(out, "sidecar_presence_rooms", "Rooms whose members this sidecar tracks in Redis.",
+          static_cast<double>(s.presence_rooms));
+    counter(out, "sidecar_presence_writes_total",
+            "FCALL sidecar_presence commands sent (one per room per tick or renewal).",
+            s.presence_writes);
+    counter(out, "sidecar_presence_write_failures_total",
+            "Presence writes refused by Redis or lost with the link; their rooms are sent again "
+            "in full.",
+            s.presence_write_failures);
+    counter(out, "sidecar_presence_events_total",
+            "Join and leave events published by this sidecar's presence writes.",
+            s.presence_events);
+  }
   counter(out, "sidecar_internal_errors_total",
           "Exceptions caught at a callback entry; each cost at most one connection.",
           s.internal_errors);

@@ -128,6 +128,11 @@ struct MetricsSnapshot {
   bool history = false;                 // history is configured: its metrics are rendered
   uint64_t history_reads = 0;           // FCALL sidecar_read written (RedisBus::reads_sent)
   uint64_t history_reads_coalesced = 0; // waiters that shared another's read
+  bool presence = false;                // presence is configured: its metrics are rendered
+  uint64_t presence_rooms = 0;          // rooms with members tracked here
+  uint64_t presence_writes = 0;         // FCALL sidecar_presence written (PresenceSync)
+  uint64_t presence_write_failures = 0; // error replies and writes lost with the link
+  uint64_t presence_events = 0;         // join/leave published by this sidecar's writes
 };
 
 std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s);

@@ -46,17 +46,19 @@ void PresenceSync::stop() {
 
 // Only the route's room channel: "org:{org}" also matches the user channel "org:acme:user:bob"
 // (a placeholder may hold ':'), and a per-user channel has one member by construction.
-void PresenceSync::join(const UpgradeGrant &g) {
-  if (!enabled() || g.user.empty())
-    return;
-  if (const PresenceConfig *c = find_presence(config(), g.room_channel))
-    book_.join(g.room_channel, g.user,
-               c->events.empty() ? "" : expand_channel(c->events, g.org, g.user));
+bool PresenceSync::join(const UpgradeGrant &g) {
+  if (!enabled() || g.user.empty() || g.room_channel.empty())
+    return false;
+  const PresenceConfig *c = find_presence(config(), g.room_channel);
+  if (c == nullptr)
+    return false;
+  book_.join(g.room_channel, g.user,
+             c->events.empty() ? "" : expand_channel(c->events, g.org, g.user));
+  return true;
 }
 
-void PresenceSync::leave(const UpgradeGrant &g) {
-  if (enabled() && !g.user.empty())
-    book_.leave(g.room_channel, g.user);
+void PresenceSync::leave(const std::string &room_channel, const std::string &user) {
+  book_.leave(room_channel, user);
 }
 
 void PresenceSync::on_timer(uv_timer_t *t) {

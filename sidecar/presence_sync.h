@@ -42,10 +42,11 @@ public:
   int start(std::string sidecar_id);
   void stop(); // closes the timer; replies still to come are ignored, reads are not answered
 
-  // A session with this grant enters or leaves its room channel, when a presence template
-  // matches it and the grant has a user (anonymous connections are not tracked).
-  void join(const UpgradeGrant &g);
-  void leave(const UpgradeGrant &g);
+  // A session with this grant enters its room channel: counted when a presence template matches
+  // it and the grant has a user (anonymous connections are not tracked). True when counted; only
+  // then does the session call leave, with that channel and user, when it goes.
+  bool join(const UpgradeGrant &g);
+  void leave(const std::string &room_channel, const std::string &user);
 
   // Totals over every live sidecar; cb is called later, from a reply or a link drop, never from
   // inside read(). False (and cb never called) when the command link is down.

@@ -229,7 +229,9 @@ public:
   // membership cannot be stored (out of memory); m is then not in the room.
   bool join(Rooms &rooms, const std::string &channel, RoomMember *m, bool v1 = false,
             bool deflate = false);
-  // Leaves `room` (one this member joined through join); false when it is not one of them.
+  // Leaves `room` (one this member joined through join); false when it is not one of them. The
+  // last entry takes its place, so every other entry but the last keeps its index:
+  // the first room joined stays first while it is joined (Session::room_channel).
   bool leave(Rooms &rooms, Room *room, bool v1 = false, bool deflate = false) noexcept;
   // RoomMember::moved_in_room lands here.
   void moved(Room *room, uint32_t slot) noexcept;

@@ -39,7 +39,7 @@ void close_handle(void *h) {
 Server::Server(uv_loop_t *loop, Config cfg)
     : loop_(loop), cfg_(std::make_unique<Config>(std::move(cfg))), proxies_(cfg_->trusted_proxies),
       read_buf_(new char[kReadBufferSize]), ping_frame_(SharedFrame::make(Opcode::ping, {})),
-      bus_(loop, cfg_->redis, *this, cfg_->history), rooms_(bus_, metrics_.publish),
+      presence_(loop, bus_, cfg_->presence), bus_(loop, cfg_->redis, *this, cfg_->history), rooms_(bus_, metrics_.publish),
       timers_(uv_now(loop), deadline_resolution_ms(*cfg_)), env_{.loop = loop,
                                                                  .cfg = *cfg_,
                                                                  .metrics = metrics_,
@@ -65,6 +65,8 @@ Server::Server(uv_loop_t *loop, Config cfg)
     env_.history = &bus_;
     env_.replay = &replay_;
   }
+  if (presence_.enabled())
+    bus_.set_presence(&presence_);
 }
 
 Server::~Server() = default;
@@ -105,6 +107,8 @@ bool Server::start() {
       rc = uv_signal_start(sig, &Server::on_signal, num);
   }
   if (rc == 0)
+    rc = presence_.start(instance_); // the sidecar id in presence fields
+  if (rc == 0)
     rc = bus_.start();
   if (rc != 0) {
     fprintf(stderr, "sidecar: cannot start the event loop: %s\n", uv_strerror(rc));
@@ -131,6 +135,10 @@ void Server::on_request(Session &s, const HttpRequest &req) {
     s.set_ip(proxies_.client_ip(s.ip(), req.header_list("x-forwarded-for")));
   if (s.admin_listener_ || is_endpoint(req.path)) {
     if (s.admin_listener_ || !cfg_->admin.listen_addr || is_public_endpoint(req.path)) {
+      if (req.path == "/api/presence") {
+        presence_endpoint(s, req);
+        return;
+      }
       HttpAnswer a = endpoint(req, s.admin_listener_);
       a.head_only = a.head_only || req.method == "HEAD";
       s.answer(a);
@@ -171,6 +179,7 @@ void Server::apply(Session &s, const std::string &org, Admission a) {
   metrics_.handshake_seconds.observe(static_cast<double>(mono_ns() - s.accepted_ns_) / 1e9);
   log_debug("connect",
             {{"conn", s.id()}, {"org", a.grant.org}, {"user", a.grant.user}, {"ip", s.ip()}});
+  s.in_presence_ = presence_.join(a.grant);
   s.upgrade(std::move(a.grant), a.welcome, std::move(a.resume), a.deflate ? &*a.deflate : nullptr,
             std::move(a.grants));
 }
@@ -180,6 +189,10 @@ void Server::session_leaving(Session &s) noexcept {
     return;
   s.counted_ = false;
   counts_.remove(s.org(), s.user(), s.ip());
+  if (s.in_presence_) {
+    s.in_presence_ = false;
+    presence_.leave(s.room_channel(), s.user());
+  }
 }
 
 void Server::session_closed(Session &s) {
@@ -338,6 +351,7 @@ void Server::begin_shutdown() {
 
 void Server::finish_shutdown() {
   log_info("shutdown_complete", {});
+  presence_.stop();
   bus_.stop();
   for (void *h : {static_cast<void *>(&check_), static_cast<void *>(&deadlines_),
                   static_cast<void *>(&drain_), static_cast<void *>(&sigterm_),

@@ -19,6 +19,7 @@
 #include "handshake.h"
 #include "listener.h"
 #include "metrics.h"
+#include "presence_sync.h"
 #include "redis_bus.h"
 #include "room.h"
 #include "session.h"
@@ -76,6 +77,8 @@ private:
   bool is_public_endpoint(std::string_view path) const;
   HttpAnswer endpoint(const HttpRequest &req, bool admin_listener);
   HttpAnswer status_endpoint(const HttpRequest &req);
+  // GET /api/presence?channel=: answered later, from the Redis read, unless refused at once.
+  void presence_endpoint(Session &s, const HttpRequest &req);
   HttpAnswer config_endpoint(const HttpRequest &req);
   std::string ready_reason() const;
   std::string degraded_reason() const; // ready, but some rooms cannot receive
@@ -94,6 +97,8 @@ private:
   std::unique_ptr<char[]> read_buf_;
   FrameRef ping_frame_;
   Metrics metrics_; // before rooms_, which counts into it
+  // Before bus_, which calls it until the bus is gone.
+  PresenceSync presence_;
   RedisBus bus_;
   Rooms rooms_;
   FlushList flush_;

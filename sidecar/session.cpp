@@ -264,6 +264,11 @@ bool Session::join_rooms(std::initializer_list<const std::string *> channels) no
   return true;
 }
 
+const std::string &Session::room_channel() const noexcept {
+  static const std::string none;
+  return rooms_.size() != 0 ? rooms_.room(0)->channel : none;
+}
+
 void Session::moved_in_room(Room *room, uint32_t slot) noexcept { rooms_.moved(room, slot); }
 
 void Session::leave_rooms() noexcept {
@@ -598,8 +603,8 @@ void Session::enter_closing(uint64_t now_ms) noexcept {
   phase_ = Phase::closing;
   phase_since_ms_ = now_ms;
   schedule_deadline(now_ms);
+  env_.owner.session_leaving(*this); // first: it reads the rooms still joined (room_channel)
   leave_rooms();
-  env_.owner.session_leaving(*this);
 }
 
 void Session::close(CloseCode code, std::string_view reason) noexcept {

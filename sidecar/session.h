@@ -192,6 +192,10 @@ public:
   const std::string &user() const { return user_; }
   int64_t token_exp() const { return token_exp_; } // unix seconds; 0: none
   bool v1() const { return v1_; }                  // takes sidecar.v1 envelopes
+  // The grant's room channel, when it named one (in_presence_ implies it did): the first room
+  // joined, which stays first (Memberships::leave moves only later entries); empty once the
+  // session left its rooms.
+  const std::string &room_channel() const noexcept;
   const std::string &ip() const { return ip_; }
   // Only before admission: the connection counts are keyed by it.
   void set_ip(std::string ip) { ip_ = std::move(ip); }
@@ -314,6 +318,7 @@ public:
   bool counted_ = false;        // admitted into the server's connection counts
   bool admin_listener_ = false; // accepted on admin.listen: endpoints only
   bool pending_ = false;        // on the flush list
+  bool in_presence_ = false;    // its room channel is counted by presence (issue 15)
 
 private:
   // Bytes of the wslay frame being handed over still to come: wslay only writes control frames
