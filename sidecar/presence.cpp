@@ -74,8 +74,10 @@ local function update(keys, args)
   if mode == 'delta' and not live[sid] then
     return {0, 0, 0}
   end
-  -- before: totals over live sidecars; after: the same without this sidecar, which is added
-  -- below as it will be; own: this sidecar's fields that count now.
+  -- before: totals over every field still in the hash, expired ones included, since their
+  -- leave has not been published yet (this call deletes them and publishes it); after: the
+  -- totals of live sidecars other than this one, which is added below as it will be; own:
+  -- this sidecar's fields that count now.
   local before, after, own, drop = {}, {}, {}, {}
   for i = 1, #all, 2 do
     local f = all[i]
@@ -83,10 +85,10 @@ local function update(keys, args)
     if bar then
       local s, u = string.sub(f, 1, bar - 1), string.sub(f, bar + 1)
       local n = tonumber(all[i + 1]) or 0
+      before[u] = (before[u] or 0) + n
       if not live[s] then
         drop[#drop + 1] = f
       else
-        before[u] = (before[u] or 0) + n
         if s == sid then
           own[u] = n
         else
