@@ -27,12 +27,13 @@ SECRET = "presence-bench-secret-with-enough-bytes-0123456789"
 ADMIN = "bench-admin"
 
 
-def commandstats(redis) -> dict:
+def commandstats(redis, field: str = "calls") -> dict:
     out = {}
     for line in redis.command("INFO", "commandstats").decode().splitlines():
         if line.startswith("cmdstat_"):
             name, rest = line[len("cmdstat_"):].split(":", 1)
-            out[name] = int(rest.split(",")[0].split("=")[1])
+            values = dict(kv.split("=") for kv in rest.split(","))
+            out[name] = float(values[field]) if field != "calls" else int(values[field])
     return out
 
 
@@ -77,6 +78,7 @@ async def main(args):
         t1 = time.monotonic()
         await asyncio.sleep(args.window)  # the measured window
         idle = commandstats(redis)
+        idle_usec = commandstats(redis, "usec_per_call").get("fcall", 0.0)
         idle_s = time.monotonic() - t1
         client = {k: v for k, v in idle.items() if k in ("fcall", "fcall_ro", "ping", "publish")}
         print(f"presence bench: {args.conns} idle connections, {args.rooms} rooms "
@@ -88,6 +90,7 @@ async def main(args):
               f"{storm.get('fcall', 0) / storm_s:.1f} | {sum(storm.values()) / storm_s:.1f} |")
         print(f"| idle | {idle_s:.1f} | {idle.get('fcall', 0)} | "
               f"{idle.get('fcall', 0) / idle_s:.2f} | {sum(idle.values()) / idle_s:.1f} |")
+        print(f"idle: {idle_usec:.0f} us of Redis time per FCALL sidecar_presence (renewal)")
         print(f"idle commands from clients: {client}; inside functions: "
               f"{ {k: v for k, v in idle.items() if k not in client} }")
     finally:
