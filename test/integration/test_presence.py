@@ -201,15 +201,87 @@ def test_a_room_of_500_costs_a_bounded_number_of_commands(redis, sidecar_factory
         elapsed = time.monotonic() - t0
         renewals = stats.get("fcall", 0)
         assert 1 <= renewals <= elapsed / (TTL_S / 3) + 2, stats
-        # Inside the function: one HGETALL, one HSET (the renewal) and a PTTL per FCALL; no
-        # write per member.
+        # Inside the function: the room's index and one HSET (the renewal) per FCALL; nothing
+        # reads or writes per member.
         assert stats.get("hset", 0) <= renewals, stats
+        assert stats.get("hgetall", 0) == 0 and stats.get("hscan", 0) == 0, stats
         print(f"presence idle: {members} members, {renewals / elapsed:.2f} FCALL/s, "
               f"{sum(stats.values()) / elapsed:.1f} commands/s in all (with PING probes)")
         await asyncio.gather(*(c.close() for c in conns))
         wait_until(lambda: redis.command("EXISTS", KEY) == 0, 10 * SLOW, "the room emptied")
 
     run(main(), timeout=120)
+
+
+def fcall(redis, sid: str, mode: str, users: dict, ttl_ms: int = 60_000, channel="org:acme"):
+    args = [a for u, n in users.items() for a in (u, str(n))]
+    return redis.command("FCALL", "sidecar_presence", "1", channel, sid, str(ttl_ms), EVENTS,
+                         mode, *args)
+
+
+def test_function_cost_does_not_grow_with_the_room(redis, sidecar_factory):
+    """Driven by hand, as two sidecars would: a renewal or a one-user change in a room of 5,000
+    reads no member but the ones it names (no HGETALL, no HSCAN), whatever the room's size."""
+    sidecar_factory(extra_yaml=config())  # loads the library
+    wait_until(lambda: b"sidecar_presence" in str(redis.command("FUNCTION", "LIST")).encode(),
+               10 * SLOW, "the library loaded")
+    room = {f"user{i}": 1 for i in range(5000)}
+    assert fcall(redis, "aaaa0001", "full", room)[0] == 1
+    assert fcall(redis, "bbbb0002", "full", {"user0": 2, "zed": 1})[0] == 1
+    assert redis.command("HLEN", KEY) == 5000 + 2 + 2  # fields of both, and their expiries
+    for batch in ({}, {"user7": 0}, {"newcomer": 3}):
+        redis.command("CONFIG", "RESETSTAT")
+        assert fcall(redis, "aaaa0001", "delta", batch)[0] == 1
+        stats = commandstats(redis)
+        assert stats.get("hgetall", 0) == 0 and stats.get("hscan", 0) == 0, (batch, stats)
+        inside = sum(n for name, n in stats.items() if name not in ("fcall", "config|resetstat"))
+        assert inside <= 20, (batch, stats)  # vs 5,000 members
+    assert redis.command("HGET", KEY, "aaaa0001|user7") is None
+    assert redis.command("HGET", KEY, "aaaa0001|newcomer") == b"3"
+    assert redis.command("HGET", KEY + ":idx", "aaaa0001") == b"5000"
+
+
+def test_function_events_exact_across_sidecars_and_a_dead_one(redis, sidecar_factory):
+    """join/leave from the function itself: once per user over all live sidecars; a sidecar whose
+    time passed is cleaned up by the next update of another, publishing its users' leaves (but
+    not of users still present elsewhere); a delta from an expired sidecar is refused."""
+    sidecar_factory(extra_yaml=config())
+    wait_until(lambda: b"sidecar_presence" in str(redis.command("FUNCTION", "LIST")).encode(),
+               10 * SLOW, "the library loaded")
+    events = Events(redis)
+    try:
+        assert fcall(redis, "aaaa0001", "full", {"alice": 1, "bob": 2}, ttl_ms=400) == [1, 2, 0]
+        assert fcall(redis, "bbbb0002", "full", {"alice": 1, "carol": 1}) == [1, 1, 0]
+        assert sorted(e["user"] for e in events.until_marker()) == ["alice", "bob", "carol"]
+        # A second tab and a first tab closing elsewhere: no event.
+        assert fcall(redis, "bbbb0002", "delta", {"alice": 2}) == [1, 0, 0]
+        assert events.until_marker() == []
+        # aaaa0001 stops renewing: once its time passed (Redis's clock), the next update by
+        # bbbb0002 (here a plain renewal) deletes its fields and publishes bob's leave only.
+        until = int(redis.command("HGET", KEY, "aaaa0001"))
+
+        def redis_ms():
+            sec, usec = redis.command("TIME")
+            return int(sec) * 1000 + int(usec) // 1000
+
+        wait_until(lambda: redis_ms() > until, 10 * SLOW, "aaaa0001's time passed")
+        assert fcall(redis, "aaaa0001", "delta", {"bob": 1}) == [0, 0, 0]  # must send full
+        assert fcall(redis, "bbbb0002", "delta", {}) == [1, 0, 1]
+        assert events.until_marker() == [event("leave", "bob")]
+        assert sorted(counts_of(redis)) == [("bbbb0002", "alice"), ("bbbb0002", "carol")]
+        assert redis.command("HKEYS", KEY + ":idx") == [b"bbbb0002"]
+        # The dead sidecar comes back with a full batch: bob joins again.
+        assert fcall(redis, "aaaa0001", "full", {"bob": 1}) == [1, 1, 0]
+        # A full batch replaces every field of its sidecar: carol's go, alice's stay.
+        assert fcall(redis, "bbbb0002", "full", {"alice": 1}) == [1, 0, 1]
+        assert events.until_marker() == [event("join", "bob"), event("leave", "carol")]
+        assert counts_of(redis) == {("aaaa0001", "bob"): 1, ("bbbb0002", "alice"): 1}
+        # Last users leave: both keys disappear.
+        assert fcall(redis, "aaaa0001", "delta", {"bob": 0}) == [1, 0, 1]
+        assert fcall(redis, "bbbb0002", "delta", {"alice": 0}) == [1, 0, 1]
+        assert redis.command("EXISTS", KEY, KEY + ":idx") == 0
+    finally:
+        events.close()
 
 
 def test_presence_endpoint_auth_and_bad_requests(redis, sidecar_factory):
