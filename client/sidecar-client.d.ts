@@ -66,6 +66,20 @@ export interface ErrorFrame {
   code: string;
   message: string;
   recoverable?: boolean;
+  /** A refused subscribe or unsubscribe: the channel it concerns. */
+  channel?: string;
+}
+export interface Subscribed {
+  type: "subscribed";
+  channel: string;
+  /** sidecar.v1 and a channel with history: its position, as in the welcome. */
+  channels?: Record<string, { epoch: string; offset: number; recovered: boolean }>;
+}
+export interface Unsubscribed {
+  type: "unsubscribed";
+  channel: string;
+  /** "revoked": a refreshed token no longer grants it. */
+  reason?: string;
 }
 export interface Pong {
   type: "pong";
@@ -172,6 +186,8 @@ export interface SidecarEvents {
   token_expiring: (msg: TokenExpiring) => void;
   refreshed: (msg: Refreshed) => void;
   resync: (msg: Resync) => void;
+  subscribed: (msg: Subscribed) => void;
+  unsubscribed: (msg: Unsubscribed) => void;
 }
 
 export declare class SidecarError extends Error {
@@ -206,6 +222,12 @@ export declare class SidecarClient {
    *  Throws SidecarError QUEUE_FULL with queueOverflow "error", CLOSED after close(). */
   send(message: object | string | ArrayBuffer | ArrayBufferView): boolean;
   close(code?: number, reason?: string): void;
+  /** Follows a further channel now and after every reconnect (resuming with `history`). */
+  subscribe(channel: string): void;
+  /** Stops following a channel given to subscribe(). */
+  unsubscribe(channel: string): void;
+  /** Channels given to subscribe() and not refused, revoked or unsubscribed. */
+  subscriptions(): string[];
 }
 
 export default SidecarClient;

@@ -21,6 +21,13 @@ export const VERSION = "0.1.0";
 // is indistinguishable from the sidecar's own, so it is treated as the sidecar's.
 const CONTROL_TYPES = new Set([
   "connected", "pong", "error", "server_shutdown", "token_expiring", "refreshed", "resync",
+  "subscribed", "unsubscribed",
+]);
+
+// Refusals of a subscribe that asking again cannot change: the channel leaves subscriptions().
+// ALREADY_SUBSCRIBED stays (the connection receives the channel anyway, e.g. its org room).
+const SUBSCRIBE_REFUSALS = new Set([
+  "BAD_CHANNEL", "FORBIDDEN_CHANNEL", "TOO_MANY_CHANNELS", "BAD_RECOVER", "SUBSCRIPTIONS_DISABLED",
 ]);
 
 // The error codes with which the sidecar refuses {"type":"refresh"} (the handshake's token codes,
@@ -129,6 +136,7 @@ export class SidecarClient {
     this._discovery = null;
     this._queue = [];
     this._positions = new Map(); // channel -> {epoch, offset}
+    this._subscriptions = new Set(); // channels asked for with subscribe(), again at each welcome
     this._tokens = this._burst();
     this._tokensAt = now();
     this._lastFrameAt = 0;
@@ -217,6 +225,37 @@ export class SidecarClient {
     this._enqueue(payload, message);
     this._scheduleFlush();
     return false;
+  }
+
+  // Follows a further channel (the sidecar's `subscriptions` must allow it), now and after every
+  // reconnect; with `history` it resumes from the last position seen. The answer comes as a
+  // `subscribed` event, or an `error` event with the channel and a code; a refusal that cannot
+  // change (FORBIDDEN_CHANNEL, BAD_CHANNEL, ...) also drops it from subscriptions().
+  subscribe(channel) {
+    if (typeof channel !== "string" || channel === "") {
+      throw new SidecarError("subscribe() needs a channel name", "BAD_CHANNEL");
+    }
+    if (this._subscriptions.has(channel)) return;
+    this._subscriptions.add(channel);
+    if (this._state === "open" && this._ws) this._controlSend(this._subscribeMessage(channel));
+  }
+
+  // Stops following a channel given to subscribe(); answered by an `unsubscribed` event.
+  unsubscribe(channel) {
+    if (!this._subscriptions.delete(channel)) return;
+    if (this._state === "open" && this._ws) this._controlSend({ type: "unsubscribe", channel });
+  }
+
+  // The channels given to subscribe() and not refused, revoked or unsubscribed.
+  subscriptions() {
+    return [...this._subscriptions];
+  }
+
+  _subscribeMessage(channel) {
+    const msg = { type: "subscribe", channel };
+    const p = this.options.history ? this._positions.get(channel) : null;
+    if (p) msg.recover = { epoch: p.epoch, offset: p.offset };
+    return msg;
   }
 
   // Ends the connection for good (until connect()); queued messages are reported as dropped.
@@ -507,6 +546,15 @@ export class SidecarClient {
         if (this._refreshTimer && REFRESH_REFUSALS.has(msg.code)) {
           this._refreshFailed(msg.code, typeof msg.message === "string" ? msg.message : "");
         }
+        if (typeof msg.channel === "string" && SUBSCRIBE_REFUSALS.has(msg.code)) {
+          this._subscriptions.delete(msg.channel);
+        }
+        break;
+      case "subscribed":
+        this._takePositions(msg.channels);
+        break;
+      case "unsubscribed":
+        if (msg.reason === "revoked") this._subscriptions.delete(msg.channel);
         break;
       case "resync":
         if (typeof msg.channel === "string" && typeof msg.epoch === "string" &&
@@ -538,19 +586,25 @@ export class SidecarClient {
     this._shutdownHintMs = null;
     this._tokens = this._burst();
     this._tokensAt = now();
-    if (msg.channels && typeof msg.channels === "object") {
-      for (const [channel, c] of Object.entries(msg.channels)) {
-        // A recovered channel keeps our position: the replay that follows moves it. Otherwise
-        // live delivery starts at the welcome's position.
-        if (!c || c.recovered || typeof c.epoch !== "string" || !Number.isInteger(c.offset)) continue;
-        this._positions.set(channel, { epoch: c.epoch, offset: c.offset });
-      }
-    }
+    this._takePositions(msg.channels);
     this._startLiveness(msg);
+    // Subscriptions before anything else: before the queue, so that what it sends already has
+    // them, and before the listeners, whose own subscribe() calls then go out once.
+    for (const channel of this._subscriptions) this._controlSend(this._subscribeMessage(channel));
     this._setState("open",
                    { reason: "welcome", connectionId: msg.connection_id, protocol: this._protocol });
     this._emit("open", msg);
     this._flush();
+  }
+
+  // Positions of a welcome or a `subscribed`. A recovered channel keeps ours: the replay that
+  // follows moves it. Otherwise live delivery starts at the position given.
+  _takePositions(channels) {
+    if (!channels || typeof channels !== "object") return;
+    for (const [channel, c] of Object.entries(channels)) {
+      if (!c || c.recovered || typeof c.epoch !== "string" || !Number.isInteger(c.offset)) continue;
+      this._positions.set(channel, { epoch: c.epoch, offset: c.offset });
+    }
   }
 
   // ------------------------------------------------------------------ liveness

@@ -16,7 +16,7 @@ import time
 
 import websockets
 
-from client_util import NODE_DIR, ensure_node_modules
+from client_util import NODE_DIR, ClientDriver, ensure_node_modules
 from harness import SLOW, connect_ws, recv_json, run
 from security_util import claims, mint, wait_channel
 
@@ -287,6 +287,62 @@ def test_node_ws_client_subscribes_too(sidecar_factory, redis, tmp_path):
     assert proc.returncode == 0, err
     assert json.loads(out.strip().splitlines()[-1]) == {
         "refused": "FORBIDDEN_CHANNEL", "got": {"n": 7}}
+
+
+def test_client_module_subscribes_and_subscribes_again_after_a_reconnect(sidecar_factory, redis):
+    """client/sidecar-client.js in Node with `ws`: subscribe() answers with `subscribed`, a
+    refusal drops the channel from subscriptions(), the subscriptions are sent again on the next
+    connection (here after a control `reconnect`), and unsubscribe() stops delivery."""
+    sc = sub_sidecar(sidecar_factory)
+    d = ClientDriver({"options": {"url": sc.ws_url("/ws/acme"), "token": token(team="red"),
+                                  "backoffBaseMs": 50}})
+
+    def control(kind: str, channel: str, n: int = 1) -> dict:
+        return d.wait(lambda e: e["event"] == "control" and e["type"] == kind and
+                      e["payload"].get("channel") == channel and
+                      len([x for x in d.of("control", type=kind)
+                           if x["payload"].get("channel") == channel]) >= n,
+                      10, f"{kind} {channel} #{n}")
+
+    def subscriptions() -> list:
+        before = len(d.of("subscriptions"))
+        d.command(cmd="subscriptions", i=0)
+        return d.wait(lambda e: e["event"] == "subscriptions" and
+                      len(d.of("subscriptions")) > before, 10, "subscriptions")["channels"]
+
+    def payload(n: int) -> None:
+        d.wait(lambda e: e["event"] == "message" and e["data"] == {"n": n}, 10, f"n={n}")
+
+    try:
+        first = d.wait_state("open")["connectionId"]
+        for ch in ("org:acme:doc:42", "org:beta:doc:1", "org:acme:team:red"):
+            d.command(cmd="subscribe", i=0, channel=ch)
+        control("subscribed", "org:acme:doc:42")
+        control("subscribed", "org:acme:team:red")
+        assert control("error", "org:beta:doc:1")["payload"]["code"] == "FORBIDDEN_CHANNEL"
+        assert sorted(subscriptions()) == ["org:acme:doc:42", "org:acme:team:red"]
+        redis.publish("org:acme:doc:42", json.dumps({"n": 1}))
+        payload(1)
+
+        redis.publish("sidecar:control", json.dumps({"op": "reconnect", "all": True,
+                                                     "after_ms": 0, "jitter_ms": 0}))
+        assert d.wait_state("open", timeout=10)["connectionId"] != first
+        control("subscribed", "org:acme:doc:42", n=2)
+        control("subscribed", "org:acme:team:red", n=2)
+        assert not [e for e in d.of("control", type="subscribed")
+                    if e["payload"]["channel"] == "org:beta:doc:1"]
+        redis.publish("org:acme:team:red", json.dumps({"n": 2}))
+        payload(2)
+
+        d.command(cmd="unsubscribe", i=0, channel="org:acme:doc:42")
+        control("unsubscribed", "org:acme:doc:42")
+        assert subscriptions() == ["org:acme:team:red"]
+        redis.publish("org:acme:doc:42", json.dumps({"n": 3}))
+        redis.publish("org:acme", json.dumps({"n": 4}))
+        payload(4)
+        assert not [e for e in d.of("message") if e["data"] == {"n": 3}]
+    finally:
+        d.close()
 
 
 NODE_SCRIPT = r"""

@@ -25,7 +25,9 @@
 //   {"event":"resync","i":i,"t":ms,"channel":...,"reason":...}  (from options.onResync)
 //   {"event":"sent","i":i,"seq":n,"now":bool} / {"event":"send_error","i":i,"code":...}
 // stdin takes JSON lines: {"cmd":"send","i":i|null,"msg":...} (null: every client),
-// {"cmd":"close"} (every client, then exit 0), {"cmd":"positions","i":i}.
+// {"cmd":"close"} (every client, then exit 0), {"cmd":"positions","i":i},
+// {"cmd":"subscribe"|"unsubscribe"|"subscriptions","i":i,"channel":...} (answered with
+// {"event":"subscriptions","i":i,"channels":[...]} after the call).
 import { createRequire } from "node:module";
 import readline from "node:readline";
 import path from "node:path";
@@ -71,7 +73,7 @@ for (let i = 0; i < count; i++) {
   c.on("SYNC_SUCCESS", (payload) => emit({ event: "typed", i, type: "SYNC_SUCCESS", payload }));
   c.on("dropped", (d) => emit({ event: "dropped", i, message: d.message, reason: d.reason }));
   for (const type of ["connected", "server_shutdown", "token_expiring", "refreshed", "error",
-                      "resync", "pong"]) {
+                      "resync", "pong", "subscribed", "unsubscribed"]) {
     c.on(type, (payload) => emit({ event: "control", i, type, payload }));
   }
   if (args.notes_on_token_expiring) {
@@ -101,6 +103,13 @@ rl.on("line", (line) => {
         emit({ event: "send_error", i, code: e.code, message: e.message });
       }
     }
+  } else if (["subscribe", "unsubscribe", "subscriptions"].includes(cmd.cmd)) {
+    try {
+      if (cmd.cmd !== "subscriptions") clients[cmd.i][cmd.cmd](cmd.channel);
+    } catch (e) {
+      emit({ event: "send_error", i: cmd.i, code: e.code, message: e.message });
+    }
+    emit({ event: "subscriptions", i: cmd.i, channels: clients[cmd.i].subscriptions() });
   } else if (cmd.cmd === "positions") {
     emit({ event: "positions", i: cmd.i, positions: clients[cmd.i].positions() });
   } else if (cmd.cmd === "close") {
