@@ -10,6 +10,8 @@
 // Redis 7.0 has no per-field expiry, so each sidecar renews its own `<sidecar>` field every
 // ttl/3; fields of a sidecar whose time has passed are ignored by every read and deleted by the
 // next update any sidecar makes to the room. The key's own TTL removes a room nobody renews.
+// `sidecar:{<channel>}:presence:idx` maps each sidecar with users there to how many, so that an
+// update reads only the users in its batch and the room's sidecars, never every member.
 #pragma once
 
 #include <cstdint>
