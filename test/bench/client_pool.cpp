@@ -12,6 +12,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <zlib.h>
 
 namespace sidecar::bench {
 
@@ -56,6 +57,7 @@ struct ClientPool::Conn {
   uint32_t room = 0;
   uint64_t deadline_ns = 0; // churn clients: when to stop waiting for the server's close
   std::string pending;      // a partial response head or frame carried to the next read
+  bool deflate = false;     // the server agreed permessage-deflate
   SeqTracker seq;
   ClientPosition pos;
 };
@@ -67,6 +69,11 @@ ClientPool::~ClientPool() {
   close_all();
   if (epoll_fd_ >= 0) {
     ::close(epoll_fd_);
+  }
+  if (inflater_ != nullptr) {
+    auto *z = static_cast<z_stream *>(inflater_);
+    inflateEnd(z);
+    delete z;
   }
 }
 
@@ -93,6 +100,48 @@ bool ClientPool::init(std::string &error) {
     requests_.push_back(build_request(r, ""));
   }
   room_epoch_.resize(options_.rooms);
+  if (options_.deflate) {
+    auto *z = new z_stream{};
+    if (inflateInit2(z, -15) != Z_OK) {
+      delete z;
+      error = "inflateInit2 failed";
+      return false;
+    }
+    inflater_ = z;
+    inflated_.resize(kMaxPending);
+  }
+  return true;
+}
+
+bool ClientPool::inflate(const char *p, size_t n, std::string_view &out) {
+  // RFC 7692 7.2.2: the sender removed the final empty stored block's 00 00 ff ff; put it back.
+  // The server deflates each message from an empty window (server_no_context_takeover), so
+  // the stream is reset for every message.
+  static const unsigned char kTail[4] = {0x00, 0x00, 0xff, 0xff};
+  auto *z = static_cast<z_stream *>(inflater_);
+  if (z == nullptr || inflateReset(z) != Z_OK) {
+    return false;
+  }
+  z->next_out = reinterpret_cast<Bytef *>(inflated_.data());
+  z->avail_out = static_cast<uInt>(inflated_.size());
+  z->next_in = reinterpret_cast<Bytef *>(const_cast<char *>(p));
+  z->avail_in = static_cast<uInt>(n);
+  int rc = ::inflate(z, Z_SYNC_FLUSH);
+  if (rc != Z_OK && rc != Z_BUF_ERROR && rc != Z_STREAM_END) {
+    return false;
+  }
+  if (rc != Z_STREAM_END && z->avail_in == 0) {
+    z->next_in = const_cast<Bytef *>(kTail);
+    z->avail_in = 4;
+    rc = ::inflate(z, Z_SYNC_FLUSH);
+    if (rc != Z_OK && rc != Z_BUF_ERROR && rc != Z_STREAM_END) {
+      return false;
+    }
+  }
+  if (z->avail_in != 0 && rc != Z_STREAM_END) {
+    return false; // larger than any bench payload
+  }
+  out = std::string_view(inflated_.data(), inflated_.size() - z->avail_out);
   return true;
 }
 
@@ -108,6 +157,10 @@ std::string ClientPool::build_request(uint32_t room, const std::string &query) c
                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
   if (!options_.subprotocol.empty()) {
     request.append("Sec-WebSocket-Protocol: ").append(options_.subprotocol).append("\r\n");
+  }
+  if (options_.deflate) {
+    // What Chromium, Python websockets and Node ws offer by default.
+    request.append("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n");
   }
   request.append("Sec-WebSocket-Version: 13\r\n\r\n");
   return request;
@@ -286,6 +339,7 @@ void ClientPool::on_readable(Conn &c, uint32_t index) {
     }
     return;
   }
+  counters_.wire_bytes += static_cast<uint64_t>(n);
   const uint64_t now = monotonic_ns();
   size_t total = have + static_cast<size_t>(n);
   size_t used = 0;
@@ -306,6 +360,9 @@ void ClientPool::on_readable(Conn &c, uint32_t index) {
     }
     --in_flight_;
     used = end + 4;
+    // The sidecar answers in lower case; an agreement names the extension in its answer.
+    c.deflate = options_.deflate &&
+                head.substr(0, end).find("permessage-deflate") != std::string_view::npos;
     if (c.churn) {
       // A churn client leaves at once: a masked close 1000, then wait for the server's close.
       const char code[2] = {0x03, static_cast<char>(0xe8)};
@@ -318,6 +375,7 @@ void ClientPool::on_readable(Conn &c, uint32_t index) {
     c.state = Conn::State::open;
     ++open_;
     ++counters_.opened;
+    counters_.deflate_agreed += c.deflate ? 1 : 0;
   }
   if (c.state == Conn::State::closing) {
     c.pending.clear(); // a churn client ignores everything until the server closes
@@ -339,6 +397,7 @@ size_t ClientPool::parse_frames(Conn &c, uint32_t index, char *data, size_t len,
   while (len - off >= 2) {
     const auto *b = reinterpret_cast<const uint8_t *>(data + off);
     const uint8_t opcode = b[0] & 0x0f;
+    const bool rsv1 = (b[0] & 0x40) != 0;
     const bool masked = (b[1] & 0x80) != 0;
     uint64_t plen = b[1] & 0x7f;
     size_t hdr = 2;
@@ -369,8 +428,18 @@ size_t ClientPool::parse_frames(Conn &c, uint32_t index, char *data, size_t len,
       break;
     }
     const char *payload = data + off + hdr;
-    const size_t n = static_cast<size_t>(plen);
+    size_t n = static_cast<size_t>(plen);
     off += hdr + n;
+    if (rsv1 && (opcode == 0x1 || opcode == 0x2)) {
+      std::string_view message;
+      if (!c.deflate || !inflate(payload, n, message)) {
+        ++counters_.inflate_errors;
+        continue;
+      }
+      ++counters_.compressed_frames;
+      payload = message.data();
+      n = message.size();
+    }
     switch (opcode) {
     case 0x1:
     case 0x2:
@@ -449,7 +518,9 @@ void ClientPool::on_sidecar_v1(Conn &c, const char *p, size_t n, uint64_t now_ns
 }
 
 void ClientPool::on_payload(Conn &c, const char *p, size_t n, uint64_t now_ns) {
-  // Payload form, written by the publisher: {"seq":N,"room":"rI","t":T,"pad":"..."}
+  // Payload form, written by the publisher: {"seq":N,"room":"rI","t":T,"pad":"..."} or
+  // {"seq":N,"room":"rI","t":T,<an event's other fields>}
+  const char *start = p;
   const char *end = p + n;
   uint64_t seq = 0;
   uint64_t room = 0;
@@ -463,6 +534,7 @@ void ClientPool::on_payload(Conn &c, const char *p, size_t n, uint64_t now_ns) {
     ++counters_.misrouted;
     return;
   }
+  counters_.payload_bytes += static_cast<uint64_t>(end - start);
   c.seq.on_receive(seq);
   latency_.record(now_ns > t ? now_ns - t : 0);
   if (++c.pos.since_welcome == live_target_ && c.pos.welcomed) {

@@ -26,6 +26,10 @@ struct ClientPoolOptions {
   // to envelopes: {"type":"message",...,"epoch":"E","offset":N,"data":<bench payload>}, whose
   // offsets are checked to be consecutive per client, and welcomes that carry positions.
   std::string subprotocol;
+  // Offer permessage-deflate as browsers do ("permessage-deflate; client_max_window_bits") and
+  // inflate what arrives with RSV1. The server must answer server_no_context_takeover (the
+  // sidecar always does): every message is inflated from an empty window.
+  bool deflate = false;
 };
 
 // What one steady client knows of its channel's position (sidecar.v1 only) and of its resume.
@@ -51,6 +55,13 @@ struct ClientCounters {
   uint64_t resyncs = 0;       // {"type":"resync"} frames (sidecar.v1 only)
   uint64_t offset_skips = 0;  // envelopes whose offset is not the client's last one + 1
   uint64_t epoch_changes = 0; // envelopes whose epoch differs from the room's first one seen
+  // Every byte read from steady and churn sockets, handshake answers included: what the
+  // server put on the wire (TCP/IP headers aside).
+  uint64_t wire_bytes = 0;
+  uint64_t payload_bytes = 0;     // bench payloads' bytes after inflating, as published
+  uint64_t deflate_agreed = 0;    // handshakes whose answer agreed permessage-deflate
+  uint64_t compressed_frames = 0; // frames with RSV1, inflated
+  uint64_t inflate_errors = 0;    // compressed frames that did not inflate
 };
 
 class ClientPool {
@@ -109,6 +120,8 @@ private:
   void on_payload(Conn &c, const char *p, size_t n, uint64_t now_ns);
   void on_sidecar_v1(Conn &c, const char *p, size_t n, uint64_t now_ns);
   std::string build_request(uint32_t room, const std::string &query) const;
+  // The message of one RSV1 frame, inflated into inflated_; false when it does not inflate.
+  bool inflate(const char *p, size_t n, std::string_view &out);
   void fail(Conn &c, uint32_t index, bool server_side);
   void finish_churn(Conn &c, uint32_t index, bool ok);
   void send_masked(Conn &c, uint8_t opcode, const char *payload, size_t n);
@@ -135,6 +148,8 @@ private:
   std::vector<std::string> room_epoch_;
   uint32_t live_target_ = 0;
   bool envelopes_ = false;
+  void *inflater_ = nullptr; // a z_stream, raw inflate (zlib.h stays out of this header)
+  std::vector<char> inflated_;
 };
 
 uint64_t monotonic_ns();

@@ -50,7 +50,33 @@ struct Args {
   // After connecting: hold every connection open and silent this long (answering pings) and
   // report the server's CPU meanwhile; 0 skips it.
   double idle_seconds = 0;
+  bool deflate = false; // offer permessage-deflate and inflate what arrives compressed
+  PayloadKind payload = PayloadKind::pad;
+  bool server_metrics = false; // read the sidecar's /metrics around each phase
 };
+
+// The sidecar's counters around a phase, from GET /metrics on its listener; -1 when absent.
+struct ServerMetrics {
+  double publications = -1; // sidecar_redis_messages_total
+  double bytes_out = -1;    // sidecar_bytes_out_total
+  double frames_built = -1, bytes_before = -1, bytes_after = -1, frames_queued = -1;
+  double deflate_s = -1;
+};
+
+ServerMetrics read_metrics(const std::string &host, uint16_t port) {
+  ServerMetrics m;
+  const std::string t = fetch_metrics_text(host, port);
+  m.publications = metric_value(t, "sidecar_redis_messages_total");
+  m.bytes_out = metric_value(t, "sidecar_bytes_out_total");
+  m.frames_built = metric_value(t, "sidecar_deflate_frames_built_total");
+  m.bytes_before = metric_value(t, "sidecar_deflate_bytes_before_total");
+  m.bytes_after = metric_value(t, "sidecar_deflate_bytes_after_total");
+  m.frames_queued = metric_value(t, "sidecar_deflate_frames_queued_total");
+  m.deflate_s = metric_value(t, "sidecar_deflate_seconds_total");
+  return m;
+}
+
+double delta(double a, double b) { return a >= 0 && b >= 0 ? b - a : -1; }
 
 bool parse_hostport(std::string_view rest, std::string &host, uint16_t &port, std::string &path) {
   const size_t slash = rest.find('/');
@@ -90,7 +116,8 @@ void usage() {
                        "  [--max-in-flight N] [--no-bind-sources] [--spin]\n"
                        "  [--publish-fcall] [--subprotocol sidecar.v1]\n"
                        "  [--resume-storm MESSAGES_BEHIND [--storm-in-flight N]]\n"
-                       "  [--idle-seconds S]\n");
+                       "  [--idle-seconds S]\n"
+                       "  [--deflate] [--payload pad|json] [--server-metrics]\n");
 }
 
 bool parse_args(int argc, char **argv, Args &a) {
@@ -106,6 +133,14 @@ bool parse_args(int argc, char **argv, Args &a) {
     }
     if (k == "--publish-fcall") {
       a.fcall = true;
+      continue;
+    }
+    if (k == "--deflate") {
+      a.deflate = true;
+      continue;
+    }
+    if (k == "--server-metrics") {
+      a.server_metrics = true;
       continue;
     }
     if (i + 1 >= argc) {
@@ -150,6 +185,10 @@ bool parse_args(int argc, char **argv, Args &a) {
       a.storm_in_flight = static_cast<uint32_t>(std::atol(v));
     else if (k == "--idle-seconds")
       a.idle_seconds = std::atof(v);
+    else if (k == "--payload" && std::strcmp(v, "json") == 0)
+      a.payload = PayloadKind::json;
+    else if (k == "--payload" && std::strcmp(v, "pad") == 0)
+      a.payload = PayloadKind::pad;
     else if (k == "--max-in-flight")
       a.max_in_flight = static_cast<uint32_t>(std::atol(v));
     else
@@ -177,6 +216,11 @@ struct Phase {
   double churn_per_s = 0;
   uint64_t churn_failed = 0;
   uint64_t server_closed = 0;
+  uint64_t wire_bytes = 0;    // read by the clients
+  uint64_t payload_bytes = 0; // bench payloads delivered, inflated
+  uint64_t compressed_frames = 0;
+  uint64_t inflate_errors = 0;
+  ServerMetrics m; // the sidecar's counters over the phase (--server-metrics)
   bool pass = false;
 };
 
@@ -191,8 +235,8 @@ double own_cpu_s() {
 
 double seconds_since(uint64_t t0) { return static_cast<double>(monotonic_ns() - t0) / 1e9; }
 
-Phase run_phase(ClientPool &pool, Publisher &pub, const Args &a, std::string name, double rate,
-                double seconds, double churn) {
+Phase run_phase(ClientPool &pool, Publisher &pub, const Args &a, const ClientPoolOptions &po,
+                std::string name, double rate, double seconds, double churn) {
   Phase ph;
   ph.name = std::move(name);
   ph.target = rate;
@@ -200,6 +244,7 @@ Phase run_phase(ClientPool &pool, Publisher &pub, const Args &a, std::string nam
   const DeliveryTotals before = pool.totals(pub.published());
   const ServerStats s0 = read_server(a.server_pid);
   const ClientCounters c0 = pool.counters();
+  const ServerMetrics m0 = a.server_metrics ? read_metrics(po.host, po.port) : ServerMetrics{};
   const double own0 = own_cpu_s();
   const double busy0 = pool.busy_seconds();
   pool.latency().reset();
@@ -257,15 +302,29 @@ Phase run_phase(ClientPool &pool, Publisher &pub, const Args &a, std::string nam
   ph.churn_per_s = static_cast<double>(c1.churn_done - c0.churn_done) / result.seconds;
   ph.churn_failed = c1.churn_failed - c0.churn_failed;
   ph.server_closed = c1.server_closed - c0.server_closed;
+  ph.wire_bytes = c1.wire_bytes - c0.wire_bytes;
+  ph.payload_bytes = c1.payload_bytes - c0.payload_bytes;
+  ph.compressed_frames = c1.compressed_frames - c0.compressed_frames;
+  ph.inflate_errors = c1.inflate_errors - c0.inflate_errors;
+  if (a.server_metrics) {
+    const ServerMetrics m1 = read_metrics(po.host, po.port);
+    ph.m.publications = delta(m0.publications, m1.publications);
+    ph.m.bytes_out = delta(m0.bytes_out, m1.bytes_out);
+    ph.m.frames_built = delta(m0.frames_built, m1.frames_built);
+    ph.m.bytes_before = delta(m0.bytes_before, m1.bytes_before);
+    ph.m.bytes_after = delta(m0.bytes_after, m1.bytes_after);
+    ph.m.frames_queued = delta(m0.frames_queued, m1.frames_queued);
+    ph.m.deflate_s = delta(m0.deflate_s, m1.deflate_s);
+  }
   const double loss =
       ph.d.expected > 0 ? static_cast<double>(ph.d.lost) / static_cast<double>(ph.d.expected) : 1;
   ph.pass = !result.behind && !result.broken && result.errors == 0 && ph.d.expected > 0 &&
-            loss < a.loss_limit && ph.p99 < a.p99_limit_ms;
+            loss < a.loss_limit && ph.p99 < a.p99_limit_ms && ph.inflate_errors == 0;
   return ph;
 }
 
 std::string phase_json(const Phase &p) {
-  char buf[1024];
+  char buf[1600];
   std::snprintf(
       buf, sizeof buf,
       "{\"name\":\"%s\",\"target_per_s\":%.0f,\"achieved_per_s\":%.0f,\"expected\":%llu,"
@@ -275,7 +334,10 @@ std::string phase_json(const Phase &p) {
       "\"publisher_max_lag_ms\":%.2f,\"publish_errors\":%llu,\"server_cpu_s\":%.2f,"
       "\"server_rss_kb\":%ld,\"loadgen_cpu_s\":%.2f,\"loadgen_busy_s\":%.2f,"
       "\"churn_target_per_s\":%.0f,\"churn_per_s\":%.0f,\"churn_failed\":%llu,\"server_closed\":%"
-      "llu,\"pass\":%s}",
+      "llu,\"wire_bytes\":%llu,\"payload_bytes\":%llu,\"compressed_frames\":%llu,"
+      "\"inflate_errors\":%llu,\"srv_publications\":%.0f,\"srv_bytes_out\":%.0f,"
+      "\"deflate_frames_built\":%.0f,\"deflate_bytes_before\":%.0f,\"deflate_bytes_after\":%.0f,"
+      "\"deflate_frames_queued\":%.0f,\"deflate_seconds\":%.6f,\"pass\":%s}",
       p.name.c_str(), p.target, p.achieved, static_cast<unsigned long long>(p.d.expected),
       static_cast<unsigned long long>(p.d.received), static_cast<unsigned long long>(p.d.unique),
       static_cast<unsigned long long>(p.d.lost), static_cast<unsigned long long>(p.d.out_of_order),
@@ -284,7 +346,13 @@ std::string phase_json(const Phase &p) {
       p.pub.max_lag_ms, static_cast<unsigned long long>(p.pub.errors), p.cpu_s, p.rss_kb,
       p.loadgen_cpu_s, p.loadgen_busy_s, p.churn_target, p.churn_per_s,
       static_cast<unsigned long long>(p.churn_failed),
-      static_cast<unsigned long long>(p.server_closed), p.pass ? "true" : "false");
+      static_cast<unsigned long long>(p.server_closed),
+      static_cast<unsigned long long>(p.wire_bytes),
+      static_cast<unsigned long long>(p.payload_bytes),
+      static_cast<unsigned long long>(p.compressed_frames),
+      static_cast<unsigned long long>(p.inflate_errors), p.m.publications, p.m.bytes_out,
+      p.m.frames_built, p.m.bytes_before, p.m.bytes_after, p.m.frames_queued, p.m.deflate_s,
+      p.pass ? "true" : "false");
   return buf;
 }
 
@@ -297,6 +365,21 @@ void print_phase(const Phase &p) {
       static_cast<unsigned long long>(p.d.out_of_order),
       static_cast<unsigned long long>(p.d.duplicates), p.p50, p.p90, p.p99, p.p999, p.max, p.cpu_s,
       p.loadgen_cpu_s, p.pass ? "pass" : "FAIL", p.pub.behind ? " (publisher behind)" : "");
+  if (p.d.unique > 0) {
+    const double per = static_cast<double>(p.d.unique);
+    std::printf("         wire %.1f B per delivery (payload %.1f B, %llu compressed frames, "
+                "%llu inflate errors)",
+                static_cast<double>(p.wire_bytes) / per, static_cast<double>(p.payload_bytes) / per,
+                static_cast<unsigned long long>(p.compressed_frames),
+                static_cast<unsigned long long>(p.inflate_errors));
+    if (p.m.frames_built >= 0 && p.m.publications > 0) {
+      std::printf("; server: %.0f publications, %.3f deflates and %.2f us deflating per "
+                  "publication",
+                  p.m.publications, p.m.frames_built / p.m.publications,
+                  p.m.deflate_s * 1e6 / p.m.publications);
+    }
+    std::printf("\n");
+  }
   if (p.churn_target > 0) {
     std::printf("         churn %.0f/s achieved %.0f/s, %llu failed\n", p.churn_target,
                 p.churn_per_s, static_cast<unsigned long long>(p.churn_failed));
@@ -331,6 +414,7 @@ int main(int argc, char **argv) {
   po.bind_sources = a.bind_sources;
   po.spin = a.spin;
   po.subprotocol = a.subprotocol;
+  po.deflate = a.deflate;
 
   PublishTarget pt;
   pt.fcall = a.fcall;
@@ -350,7 +434,7 @@ int main(int argc, char **argv) {
   }
 
   ClientPool pool(po);
-  Publisher pub(pt, a.rooms, a.payload_bytes);
+  Publisher pub(pt, a.rooms, a.payload_bytes, a.payload);
   std::string error;
   if (!pool.init(error) || !pub.connect(error)) {
     std::fprintf(stderr, "bench_loadgen: %s\n", error.c_str());
@@ -387,9 +471,10 @@ int main(int argc, char **argv) {
                                  ? static_cast<double>(after.rss_kb - before.rss_kb) / opened
                                  : -1;
   std::printf("%s: %u/%u connections in %.2f s = %.0f handshakes/s (%llu connect errors), "
-              "%u/%u rooms subscribed\n",
+              "%u/%u rooms subscribed, %llu agreed permessage-deflate\n",
               a.label.c_str(), opened, a.connections, connect_s, opened / connect_s,
-              static_cast<unsigned long long>(pool.counters().connect_errors), rooms_ok, a.rooms);
+              static_cast<unsigned long long>(pool.counters().connect_errors), rooms_ok, a.rooms,
+              static_cast<unsigned long long>(pool.counters().deflate_agreed));
   // VmRSS also grows by the code pages the first handshakes touch (about 2 MiB for the sidecar,
   // whatever the number of clients), so the anonymous part is what grows per connection.
   const double anon_per_conn_kb = before.anon_kb >= 0 && after.anon_kb >= 0 && opened > 0
@@ -437,16 +522,17 @@ int main(int argc, char **argv) {
                 "target/s", "achieved/s", "expected", "received", "lost", "ooo", "dup", "p50ms",
                 "p90ms", "p99ms", "p99.9ms", "max_ms", "srv_s", "gen_busy", "result");
     if (a.fixed_rate > 0) {
-      phases.push_back(run_phase(pool, pub, a, "fixed", a.fixed_rate, a.fixed_seconds, 0));
+      phases.push_back(run_phase(pool, pub, a, po, "fixed", a.fixed_rate, a.fixed_seconds, 0));
       print_phase(phases.back());
       if (a.churn > 0) {
-        phases.push_back(run_phase(pool, pub, a, "churn", a.fixed_rate, a.fixed_seconds, a.churn));
+        phases.push_back(
+            run_phase(pool, pub, a, po, "churn", a.fixed_rate, a.fixed_seconds, a.churn));
         print_phase(phases.back());
       }
     }
     for (size_t i = 0; i < a.rates.size(); ++i) {
-      phases.push_back(
-          run_phase(pool, pub, a, "step" + std::to_string(i + 1), a.rates[i], a.step_seconds, 0));
+      phases.push_back(run_phase(pool, pub, a, po, "step" + std::to_string(i + 1), a.rates[i],
+                                 a.step_seconds, 0));
       print_phase(phases.back());
       if (!phases.back().pass) {
         break;
@@ -458,7 +544,7 @@ int main(int argc, char **argv) {
   const ClientCounters &c = pool.counters();
   std::string json;
   json += "{\"label\":\"" + a.label + "\"";
-  char buf[1024];
+  char buf[1400];
   std::snprintf(
       buf, sizeof buf,
       ",\"connections\":%u,\"opened\":%u,\"rooms\":%u,\"rooms_subscribed\":%u,"
@@ -468,13 +554,16 @@ int main(int argc, char **argv) {
       "\"rss_end_kb\":%ld,\"server_cpu_total_s\":%.2f,\"server_closed\":%llu,"
       "\"foreign_frames\":%llu,\"misrouted\":%llu,\"max_passing_rate\":%.0f,"
       "\"idle_seconds\":%.1f,\"idle_server_cpu_s\":%.2f,\"idle_pings\":%llu,"
-      "\"idle_server_closed\":%llu,\"phases\":[",
+      "\"idle_server_closed\":%llu,\"deflate_offered\":%s,\"deflate_agreed\":%llu,"
+      "\"payload\":\"%s\",\"phases\":[",
       a.connections, opened, a.rooms, rooms_ok, connect_s, opened / connect_s,
       static_cast<unsigned long long>(c.connect_errors), before.rss_kb, after.rss_kb, per_conn_kb,
       anon_per_conn_kb, end.rss_kb, end.cpu_s, static_cast<unsigned long long>(c.server_closed),
       static_cast<unsigned long long>(c.foreign), static_cast<unsigned long long>(c.misrouted),
       best, a.idle_seconds, idle_cpu_s, static_cast<unsigned long long>(idle_pings),
-      static_cast<unsigned long long>(idle_closed));
+      static_cast<unsigned long long>(idle_closed), a.deflate ? "true" : "false",
+      static_cast<unsigned long long>(c.deflate_agreed),
+      a.payload == PayloadKind::json ? "json" : "pad");
   json += buf;
   for (size_t i = 0; i < phases.size(); ++i) {
     json += (i ? "," : "") + phase_json(phases[i]);

@@ -1,6 +1,10 @@
 // Reads /proc/<pid>/status and /proc/<pid>/stat; see proc_stats.h.
 #include "proc_stats.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
@@ -43,6 +47,38 @@ ServerStats read_server(int pid) {
     s.cpu_s = static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
   }
   return s;
+}
+
+std::string fetch_metrics_text(const std::string &host, uint16_t port) {
+  std::string text;
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return text;
+  }
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in dst{};
+  dst.sin_family = AF_INET;
+  dst.sin_port = htons(port);
+  inet_pton(AF_INET, host.c_str(), &dst.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr *>(&dst), sizeof dst) == 0) {
+    const std::string req =
+        "GET /metrics HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n";
+    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+      char buf[65536];
+      for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0 && text.size() < (8u << 20);) {
+        text.append(buf, static_cast<size_t>(n));
+      }
+    }
+  }
+  ::close(fd);
+  return text;
+}
+
+double metric_value(const std::string &text, const std::string &name) {
+  const std::string line = "\n" + name + " ";
+  const size_t at = text.find(line);
+  return at == std::string::npos ? -1 : std::strtod(text.c_str() + at + line.size(), nullptr);
 }
 
 } // namespace sidecar::bench

@@ -2,6 +2,9 @@
 // and polled during the resume storm. Linux only, like the rest of the bench.
 #pragma once
 
+#include <cstdint>
+#include <string>
+
 namespace sidecar::bench {
 
 struct ServerStats {
@@ -15,5 +18,11 @@ struct ServerStats {
 
 // All fields stay -1 when pid <= 0 or the process is gone.
 ServerStats read_server(int pid);
+
+// The body of GET /metrics from host:port (the sidecar serves it on its listener unless
+// admin.listen moves it); "" when the server does not answer within 5 s.
+std::string fetch_metrics_text(const std::string &host, uint16_t port);
+// One sample of Prometheus text, by its full name (labels included); -1 when absent.
+double metric_value(const std::string &text, const std::string &name);
 
 } // namespace sidecar::bench

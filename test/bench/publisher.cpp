@@ -31,11 +31,108 @@ std::string lower(std::string_view s) {
   return out;
 }
 
+// The prefix format() writes is about this long ({"seq":N,"room":"rI","t":T with a 14-digit T);
+// json tails are sized so that prefix + tail is close to payload_bytes.
+constexpr size_t kTypicalPrefix = 44;
+constexpr size_t kJsonTails = 512;
+
+// A small deterministic generator, so every run publishes the same events.
+struct Rng {
+  uint32_t s;
+  uint32_t next() {
+    s ^= s << 13;
+    s ^= s >> 17;
+    s ^= s << 5;
+    return s;
+  }
+  uint32_t below(uint32_t n) { return next() % n; }
+  template <size_t N> const char *pick(const char *const (&v)[N]) { return v[below(N)]; }
+};
+
+const char *const kStatuses[] = {"synced", "pending", "failed", "running", "queued", "skipped"};
+const char *const kEventTypes[] = {"SYNC_SUCCESS",    "SYNC_STARTED",   "SYNC_FAILED",
+                                   "workflow_update", "metrics_update", "presence_change"};
+const char *const kMetricNames[] = {"queue_depth",    "jobs_completed", "error_rate",
+                                    "latency_p95_ms", "active_users",   "cpu_percent"};
+const char *const kHosts[] = {"worker-1", "worker-2", "worker-3", "api-eu-1", "api-us-2"};
+const char *const kUnits[] = {"jobs", "ms", "percent", "count", "req/s"};
+
+std::string hex_id(Rng &r, int digits) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (int i = 0; i < digits; ++i) {
+    out.push_back(kHex[r.below(16)]);
+  }
+  return out;
+}
+
+std::string timestamp(Rng &r) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "2026-11-29T%02u:%02u:%02u.%03uZ", 8 + r.below(12), r.below(60),
+                r.below(60), r.below(1000));
+  return buf;
+}
+
+std::string item(Rng &r, bool metric) {
+  char buf[320];
+  if (metric) {
+    std::snprintf(buf, sizeof buf,
+                  "{\"name\":\"%s\",\"host\":\"%s\",\"value\":%u.%02u,\"unit\":\"%s\","
+                  "\"window_s\":%u,\"samples\":%u,\"min\":%u,\"max\":%u}",
+                  r.pick(kMetricNames), r.pick(kHosts), r.below(5000), r.below(100), r.pick(kUnits),
+                  10 * (1 + r.below(6)), 50 + r.below(2000), r.below(100), 100 + r.below(9000));
+  } else {
+    std::snprintf(buf, sizeof buf,
+                  "{\"id\":\"pfa-%u\",\"status\":\"%s\",\"version\":%u,\"updatedAt\":\"%s\","
+                  "\"durationMs\":%u,\"owner\":\"user-%u\",\"records\":%u}",
+                  1000 + r.below(9000), r.pick(kStatuses), 1 + r.below(40), timestamp(r).c_str(),
+                  r.below(5000), r.below(500), r.below(10000));
+  }
+  return buf;
+}
+
+// One event's body after the prefix: type, organization, timestamp and request id, a details
+// object, then (when there is room) a list of items until the tail reaches about `target` bytes.
+std::string json_tail(Rng &r, size_t target) {
+  const char *type = r.pick(kEventTypes);
+  const bool metric = std::strcmp(type, "metrics_update") == 0;
+  std::string t = ",\"type\":\"";
+  t.append(type).append("\",\"organizationId\":\"org-").append(std::to_string(r.below(50)));
+  t.append("\",\"timestamp\":\"").append(timestamp(r));
+  t.append("\",\"requestId\":\"").append(hex_id(r, 16)).append("\"");
+  char details[160];
+  std::snprintf(details, sizeof details,
+                ",\"details\":{\"pfaId\":\"pfa-%u\",\"newVersion\":%u,\"changed\":%u}",
+                1000 + r.below(9000), 1 + r.below(40), r.below(300));
+  t.append(details);
+  if (t.size() + 40 < target) {
+    t.append(metric ? ",\"metrics\":[" : ",\"items\":[");
+    for (bool first = true; t.size() + 2 < target; first = false) {
+      if (!first) {
+        t.push_back(',');
+      }
+      t.append(item(r, metric));
+    }
+    t.push_back(']');
+  }
+  t.push_back('}');
+  return t;
+}
+
 } // namespace
 
-Publisher::Publisher(PublishTarget target, uint32_t rooms, size_t payload_bytes)
+Publisher::Publisher(PublishTarget target, uint32_t rooms, size_t payload_bytes, PayloadKind kind)
     : target_(std::move(target)), rooms_(rooms),
-      payload_bytes_(std::max<size_t>(payload_bytes, 96)), published_(rooms, 0) {
+      payload_bytes_(std::max<size_t>(payload_bytes, 96)), kind_(kind), published_(rooms, 0) {
+  max_payload_ = payload_bytes_;
+  if (kind_ == PayloadKind::json) {
+    Rng r{0x2545f491u};
+    const size_t tail = payload_bytes_ > kTypicalPrefix ? payload_bytes_ - kTypicalPrefix : 0;
+    for (size_t i = 0; i < kJsonTails; ++i) {
+      tails_.push_back(json_tail(r, tail));
+      max_payload_ = std::max(max_payload_, 96 + tails_.back().size());
+    }
+  }
   for (uint32_t r = 0; r < rooms_; ++r) {
     const std::string room = std::string(1, 'r').append(std::to_string(r));
     if (!target_.http) {
@@ -92,6 +189,14 @@ size_t Publisher::format(uint32_t room, uint64_t seq, char *out) {
                                  static_cast<unsigned long long>(seq), room,
                                  static_cast<unsigned long long>(monotonic_ns()));
   const auto h = static_cast<size_t>(head);
+  if (kind_ == PayloadKind::json) {
+    // The same event bodies come round every kJsonTails messages, never twice in a row to one
+    // room (rooms and tails are taken round-robin with different periods).
+    const std::string &tail = tails_[next_message_ % tails_.size()];
+    const size_t at = h - std::strlen(",\"pad\":\"");
+    std::memcpy(out + at, tail.data(), tail.size());
+    return at + tail.size();
+  }
   const size_t total = std::max(payload_bytes_, h + 2);
   std::memset(out + h, 'x', total - h - 2);
   out[total - 2] = '"';
@@ -100,7 +205,7 @@ size_t Publisher::format(uint32_t room, uint64_t seq, char *out) {
 }
 
 bool Publisher::send_redis(uint32_t count, PublishResult &result) {
-  std::vector<char> payload(payload_bytes_ + 128);
+  std::vector<char> payload(max_payload_ + 128);
   for (uint32_t i = 0; i < count; ++i) {
     const auto room = static_cast<uint32_t>(next_message_++ % rooms_);
     const std::string &channel = names_[room];
@@ -130,7 +235,7 @@ bool Publisher::send_redis(uint32_t count, PublishResult &result) {
 }
 
 bool Publisher::send_http(uint32_t count, PublishResult &result) {
-  std::vector<char> payload(payload_bytes_ + 128);
+  std::vector<char> payload(max_payload_ + 128);
   out_.clear();
   for (uint32_t i = 0; i < count; ++i) {
     const auto room = static_cast<uint32_t>(next_message_++ % rooms_);

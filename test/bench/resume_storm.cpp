@@ -50,42 +50,15 @@ struct HistoryMetrics {
   double recovered = -1;
 };
 
-double metric(const std::string &text, const std::string &name) {
-  const std::string line = "\n" + name + " ";
-  const size_t at = text.find(line);
-  return at == std::string::npos ? -1 : std::strtod(text.c_str() + at + line.size(), nullptr);
-}
-
 HistoryMetrics fetch_metrics(const StormOptions &o) {
   HistoryMetrics m;
   if (o.metrics_port == 0) {
     return m;
   }
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    return m;
-  }
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in dst{};
-  dst.sin_family = AF_INET;
-  dst.sin_port = htons(o.metrics_port);
-  inet_pton(AF_INET, o.metrics_host.c_str(), &dst.sin_addr);
-  std::string text;
-  if (::connect(fd, reinterpret_cast<sockaddr *>(&dst), sizeof dst) == 0) {
-    const std::string req =
-        "GET /metrics HTTP/1.1\r\nHost: " + o.metrics_host + "\r\nConnection: close\r\n\r\n";
-    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
-      char buf[65536];
-      for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0 && text.size() < (8u << 20);) {
-        text.append(buf, static_cast<size_t>(n));
-      }
-    }
-  }
-  ::close(fd);
-  m.reads = metric(text, "sidecar_history_reads_total");
-  m.coalesced = metric(text, "sidecar_history_reads_coalesced_total");
-  m.recovered = metric(text, "sidecar_resumes_total{result=\"recovered\"}");
+  const std::string text = fetch_metrics_text(o.metrics_host, o.metrics_port);
+  m.reads = metric_value(text, "sidecar_history_reads_total");
+  m.coalesced = metric_value(text, "sidecar_history_reads_coalesced_total");
+  m.recovered = metric_value(text, "sidecar_resumes_total{result=\"recovered\"}");
   return m;
 }
 
