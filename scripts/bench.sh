@@ -20,6 +20,13 @@
 # storm: BENCH_STORM_CONNECTIONS [10000] sidecar.v1 clients in BENCH_ROOMS rooms come back at
 # once, BENCH_STORM_BEHIND [100] messages behind, at most BENCH_STORM_IN_FLIGHT [4096]
 # handshakes in flight.
+# Compression rows (sidecar only; BENCH_COMPRESSION=0 skips them, =only runs nothing else): W2 at
+# the fixed rate with realistic JSON events of ~200 B and ~2 KiB, clients offering
+# permessage-deflate or not (wire bytes, CPU, deflates per publication), the 2 KiB deflate run
+# again at W1 (100 recipients per publication instead of 10,000), and W3 with clients that
+# offer permessage-deflate.
+# The plot: build-bench/bench-results/bench.svg (delivered rate and p99 against offered rate,
+# W1 and W2, every server measured); BENCH_SVG=PATH also copies it there (docs/bench.svg).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,7 +40,7 @@ while [[ $# -gt 0 ]]; do
     --url) URL=$2; shift 2 ;;
     --publish) PUBLISH=$2; shift 2 ;;
     --server-pid) EXT_PID=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -50,6 +57,7 @@ else
   STORM_CONNS=${BENCH_STORM_CONNECTIONS:-10000}; IDLE_S=${BENCH_IDLE_SECONDS:-60}
 fi
 HISTORY=${BENCH_HISTORY:-1}
+COMPRESSION=${BENCH_COMPRESSION:-1}
 STORM_BEHIND=${BENCH_STORM_BEHIND:-100}
 STORM_IN_FLIGHT=${BENCH_STORM_IN_FLIGHT:-4096}
 FIXED_RATE=${BENCH_FIXED_RATE:-50000}
@@ -254,8 +262,33 @@ LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
 if awk -v l="$LOAD_START" 'BEGIN { exit !(l > 0.5) }'; then
   log "WARNING: load average is $LOAD_START before the bench; results will be skewed"
 fi
+# The compression rows: one fresh sidecar per run, clients that offer permessage-deflate (d) or
+# not (p), the same realistic JSON events for both; the server's /metrics around the fixed phase
+# give deflates and deflate time per publication.
+compression_rows() {
+  local fix=(--fixed-rate "$FIXED_RATE" --fixed-seconds "$FIXED_S" --payload json --server-metrics)
+  workload sidecar w2c200p --connections "$CONNS" --rooms 1 "${fix[@]}" --payload-bytes 200
+  workload sidecar w2c200d --connections "$CONNS" --rooms 1 "${fix[@]}" --payload-bytes 200 --deflate
+  workload sidecar w2c2kp --connections "$CONNS" --rooms 1 "${fix[@]}" --payload-bytes 2048
+  workload sidecar w2c2kd --connections "$CONNS" --rooms 1 "${fix[@]}" --payload-bytes 2048 --deflate
+  workload sidecar w1c2kd --connections "$CONNS" --rooms "$ROOMS" "${fix[@]}" --payload-bytes 2048 \
+    --deflate
+  workload sidecar w3ad --connections "$CONNS" --rooms "$ROOMS" --deflate
+  workload sidecar w3bd --connections "$IDLE_MAX" --rooms "$ROOMS" --deflate
+}
+
 START=$SECONDS
 COLUMNS_RUN=()
+if [[ $COMPRESSION == only ]]; then
+  [[ -n $SIDECAR ]] || { log "no sidecar binary: nothing to run"; exit 1; }
+  compression_rows
+  {
+    echo "bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, server on core 0, loadgen+redis on core 1," \
+         "BENCH_COMPRESSION=only, load average $LOAD_START at start, $(cut -d' ' -f1 /proc/loadavg) at end"
+    /usr/bin/python3 "$ROOT/test/bench/table.py" --compression "$OUT"
+  } | tee "$OUT/table.txt"
+  exit 0
+fi
 for kind in $SERVERS; do
   [[ $kind == sidecar && -z $SIDECAR ]] && continue
   COLUMNS_RUN+=("$kind")
@@ -274,6 +307,7 @@ for kind in $SERVERS; do
   # server, so W2's search allows a p99 of W2_P99_MS (default 500) instead of W1's 50 ms.
   workload "$kind" w2 --connections "$CONNS" --rooms 1 "${COMMON_SEARCH[@]}" \
     --p99-limit-ms "$W2_P99_MS"
+  [[ $kind == sidecar && $COMPRESSION == 1 ]] && compression_rows
   workload "$kind" w3a --connections "$CONNS" --rooms "$ROOMS"
   workload "$kind" w3b --connections "$IDLE_MAX" --rooms "$ROOMS" --idle-seconds "$IDLE_S"
 done
@@ -287,4 +321,12 @@ log "done in $((SECONDS - START)) s"
     echo
     /usr/bin/python3 "$ROOT/test/bench/table.py" --history "$OUT"
   fi
+  if [[ -f $OUT/sidecar-w2c2kd.json ]]; then
+    echo
+    /usr/bin/python3 "$ROOT/test/bench/table.py" --compression "$OUT"
+  fi
 } | tee "$OUT/table.txt"
+/usr/bin/python3 "$ROOT/test/bench/plot.py" "$OUT" "$OUT/bench.svg" "${COLUMNS_RUN[@]}" \
+  --title "scripts/bench.sh, $(date -u +%Y-%m-%d), $(nproc) cores, load average $LOAD_START at start"
+log "plot: $OUT/bench.svg"
+if [[ -n ${BENCH_SVG:-} ]]; then cp "$OUT/bench.svg" "$BENCH_SVG"; log "plot copied to $BENCH_SVG"; fi

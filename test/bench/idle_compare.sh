@@ -6,7 +6,9 @@
 #
 #   test/bench/idle_compare.sh LOADGEN SIDECAR [SIDECAR...]
 #   IDLE_COUNTS ["10000 19000"], IDLE_SECONDS [60], IDLE_ROOMS [100], IDLE_REPEAT [1],
-#   IDLE_HEARTBEAT_MS [the default, 25000]: a longer one leaves only the deadline bookkeeping
+#   IDLE_HEARTBEAT_MS [the default, 25000]: a longer one leaves only the deadline bookkeeping,
+#   IDLE_OFFERS ["plain"]: "plain deflate" runs every binary twice, the second time with clients
+#   that offer permessage-deflate as browsers do (the sidecar agrees to it by default)
 #
 # Each run gets a fresh sidecar (pinned to core 0) and the generator runs as its own process on
 # core 1 with redis-server, so 19,000 clients fit the 20,000-descriptor limit of each process.
@@ -22,6 +24,7 @@ IDLE_S=${IDLE_SECONDS:-60}
 ROOMS=${IDLE_ROOMS:-100}
 REPEAT=${IDLE_REPEAT:-1}
 OUT=${IDLE_OUT:-/tmp/idle_compare.jsonl}
+OFFERS=${IDLE_OFFERS:-plain}
 : >"$OUT"
 if [[ $(nproc) -ge 2 ]]; then PIN_SERVER="taskset -c 0"; PIN_GEN="taskset -c 1"
 else PIN_SERVER=""; PIN_GEN=""; fi
@@ -58,9 +61,11 @@ cleanup() {
 trap cleanup EXIT
 wait_port "$RPORT" 10 || { echo "redis-server did not start" >&2; exit 1; }
 
-# run BIN COUNT IDLE_SECONDS: one fresh sidecar, one generator run; prints its JSON line.
+# run BIN COUNT IDLE_SECONDS OFFER: one fresh sidecar, one generator run; prints its JSON line.
 run() {
-  local bin=$1 count=$2 idle=$3 port
+  local bin=$1 count=$2 idle=$3 offer=$4 port
+  local extra=()
+  [[ $offer == deflate ]] && extra=(--deflate)
   port=$(free_port)
   cat >"$TMP/sidecar.yaml" <<EOF
 listen: "127.0.0.1:$port"
@@ -75,7 +80,7 @@ EOF
   wait_port "$port" 15 || { echo '{}'; stop_pid "$SERVER_PID"; SERVER_PID=""; return; }
   $PIN_GEN "$LOADGEN" --url "ws://127.0.0.1:$port/ws/{room}" --publish "redis://127.0.0.1:$RPORT" \
     --server-pid "$SERVER_PID" --connections "$count" --rooms "$ROOMS" --idle-seconds "$idle" \
-    --label idle 2>&1 | grep '^{' | tail -1 || echo '{}'
+    "${extra[@]}" --label idle 2>&1 | grep '^{' | tail -1 || echo '{}'
   stop_pid "$SERVER_PID"
   SERVER_PID=""
 }
@@ -86,15 +91,17 @@ echo "idle_compare: $(date -u +%Y-%m-%dT%H:%M:%SZ), heartbeat_ms ${IDLE_HEARTBEA
 last=${COUNTS##* }
 for ((r = 1; r <= REPEAT; r++)); do
   for bin in "$@"; do
-    line="$bin:"
-    for n in $COUNTS; do
-      idle=0; [[ $n == "$last" ]] && idle=$IDLE_S
-      json=$(run "$bin" "$n" "$idle")
-      echo "$json" >>"$OUT"
-      line+=" at $n: $(field "$json" anon_per_conn_kb) KiB anon / $(field "$json" rss_per_conn_kb) KiB VmRSS per conn ($(field "$json" opened) opened);"
-      [[ $idle != 0 ]] && line+=" CPU over ${idle} s idle at $n: $(field "$json" idle_server_cpu_s) s ($(field "$json" idle_pings) pings, $(field "$json" idle_server_closed) closed)"
+    for offer in $OFFERS; do
+      line="$bin ($offer):"
+      for n in $COUNTS; do
+        idle=0; [[ $n == "$last" ]] && idle=$IDLE_S
+        json=$(run "$bin" "$n" "$idle" "$offer")
+        echo "$json" >>"$OUT"
+        line+=" at $n: $(field "$json" anon_per_conn_kb) KiB anon / $(field "$json" rss_per_conn_kb) KiB VmRSS per conn ($(field "$json" opened) opened, $(field "$json" deflate_agreed) agreed deflate);"
+        [[ $idle != 0 ]] && line+=" CPU over ${idle} s idle at $n: $(field "$json" idle_server_cpu_s) s ($(field "$json" idle_pings) pings, $(field "$json" idle_server_closed) closed)"
+      done
+      echo "$line"
     done
-    echo "$line"
   done
 done
 echo "load average $(cut -d' ' -f1-3 /proc/loadavg) at end"

@@ -1,6 +1,8 @@
 """Turns the loadgen's JSON lines in a bench-results directory into the tables bench.sh prints.
 Usage: table.py RESULTS_DIR COLUMN... (files are COLUMN-w1.json, -w2, -w3a, -w3b), or
-table.py --history RESULTS_DIR (sidecar-w1.json beside sidecar-history-w1f, -w1v and -storm)."""
+table.py --history RESULTS_DIR (sidecar-w1.json beside sidecar-history-w1f, -w1v and -storm), or
+table.py --compression RESULTS_DIR (sidecar-w2c200p, -w2c200d, -w2c2kp, -w2c2kd, -w1c2kd and the
+idle runs sidecar-w3ad, -w3bd)."""
 import json
 import os
 import sys
@@ -160,9 +162,108 @@ def history(directory):
                 [list(r) for r in storm_rows(storm)])
 
 
+def fixed_value(run, fn):
+    p = phase(run, "fixed")
+    return fn(p) if p and p.get("unique") else -1
+
+
+def per_delivery(key):
+    return lambda p: p[key] / p["unique"] if p.get(key, -1) >= 0 else -1
+
+
+def cpu_s_per_million(p):
+    return p["server_cpu_s"] / p["unique"] * 1e6 if p["server_cpu_s"] >= 0 else -1
+
+
+def per_publication(key, scale=1.0):
+    def fn(p):
+        pubs = p.get("srv_publications", -1)
+        v = p.get(key, -1)
+        return v * scale / pubs if pubs > 0 and v >= 0 else -1
+    return fn
+
+
+def deflate_share(p):
+    """The part of the server's CPU over the phase that went into deflate."""
+    d, cpu = p.get("deflate_seconds", -1), p.get("server_cpu_s", -1)
+    return 100.0 * d / cpu if d >= 0 and cpu > 0 else -1
+
+
+def fmt(v, spec, unit=""):
+    return "n/a" if v < 0 else f"{v:{spec}}{unit}"
+
+
+def compression(directory):
+    runs = {k: load(directory, "sidecar", k) for k in
+            ("w2c200p", "w2c200d", "w2c2kp", "w2c2kd", "w1c2kd", "w3ad", "w3bd")}
+    n2 = runs["w2c2kp"].get("connections", "?")
+    fixed = phase(runs["w2c2kp"], "fixed")
+    rate = f"{fixed['target_per_s']:,.0f} deliveries/s" if fixed else "the fixed rate"
+    print(f"compression rows: W2 ({n2} clients in one room) at {rate}, realistic JSON events "
+          "(--payload json), clients that offer permessage-deflate or not; same sidecar config")
+    pairs = [("~200 B JSON", runs["w2c200p"], runs["w2c200d"]),
+             ("~2 KiB JSON", runs["w2c2kp"], runs["w2c2kd"])]
+    header = ["metric"]
+    for name, _, _ in pairs:
+        header += [f"{name}, plain", f"{name}, deflate", "deflate / plain"]
+
+    def row(label, fn, spec, unit="", with_ratio=True):
+        cells = [label]
+        for _, plain, defl in pairs:
+            a, b = fixed_value(plain, fn), fixed_value(defl, fn)
+            cells += [fmt(a, spec, unit), fmt(b, spec, unit),
+                      ratio(b, a) if with_ratio else ""]
+        return cells
+
+    mb_per_million = lambda p: p["wire_bytes"] / p["unique"] if p.get("wire_bytes") else -1
+    rows = [
+        row("payload bytes per delivery (as published)", per_delivery("payload_bytes"), ".0f",
+            " B", False),
+        row("bytes on the wire per 1M deliveries (read by the clients)", mb_per_million, ".1f",
+            " MB"),
+        row("server CPU per 1M deliveries", cpu_s_per_million, ".2f", " s"),
+        row("p99 from publish to read", lambda p: p["p99_ms"], ".1f", " ms", False),
+        row("deflates per publication (sidecar_deflate_frames_built_total)",
+            per_publication("deflate_frames_built"), ".3f", "", False),
+        row("deflate time per publication (sidecar_deflate_seconds_total)",
+            per_publication("deflate_seconds", 1e6), ".1f", " us", False),
+        row("lost / inflate errors", lambda p: p["lost"] + p.get("inflate_errors", 0), ".0f", "",
+            False),
+    ]
+    print_table(header, rows)
+    print()
+    w1, w2 = runs["w1c2kd"], runs["w2c2kd"]
+    r1 = w1.get("connections", 0) // max(w1.get("rooms", 1), 1)
+    r2 = w2.get("connections", 0) // max(w2.get("rooms", 1), 1)
+    once = [("~2 KiB JSON, deflate", f"{r1:,} recipients per publication (W1)",
+             f"{r2:,} recipients per publication (W2)")]
+    rows = [
+        ("deflates per publication", per_publication("deflate_frames_built"), ".3f", ""),
+        ("compressed frames queued per publication", per_publication("deflate_frames_queued"),
+         ",.0f", ""),
+        ("deflate time per publication", per_publication("deflate_seconds", 1e6), ".1f", " us"),
+        ("deflate time per 1M deliveries", lambda p: p.get("deflate_seconds", -1) / p["unique"]
+         * 1e6 if p.get("deflate_seconds", -1) >= 0 else -1, ".3f", " s"),
+        ("deflate share of the server's CPU", deflate_share, ".1f", " %"),
+        ("server CPU per 1M deliveries", cpu_s_per_million, ".2f", " s"),
+    ]
+    print_table(list(once[0]),
+                [[label, fmt(fixed_value(w1, fn), spec, unit), fmt(fixed_value(w2, fn), spec, unit)]
+                 for label, fn, spec, unit in rows])
+    print()
+    print_table(["idle, clients offering permessage-deflate", "sidecar"],
+                [[f"W3 idle RSS per connection at {runs['w3ad'].get('connections', '?')}, "
+                  f"{runs['w3ad'].get('deflate_agreed', 0)} agreed deflate", idle(runs["w3ad"])],
+                 [f"W3 idle RSS per connection at {runs['w3bd'].get('connections', '?')}, "
+                  f"{runs['w3bd'].get('deflate_agreed', 0)} agreed deflate", idle(runs["w3bd"])]])
+
+
 def main():
     if sys.argv[1] == "--history":
         history(sys.argv[2])
+        return
+    if sys.argv[1] == "--compression":
+        compression(sys.argv[2])
         return
     directory, columns = sys.argv[1], sys.argv[2:]
     runs = {c: {w: load(directory, c, w) for w in ("w1", "w2", "w3a", "w3b")} for c in columns}
