@@ -105,7 +105,7 @@ void render_compression(std::string &out, const CompressionCounters &c) {
   counter(out, "sidecar_deflate_bytes_saved_total",
           "Payload bytes compressed deliveries kept off the wire.", c.bytes_saved);
   line(out, "sidecar_deflate_seconds_total", "counter",
-       "Time spent deflating publications: once per publication and window, whatever the "
+       "CPU time spent deflating publications: once per publication and window, whatever the "
        "number of recipients.");
   value(out, "sidecar_deflate_seconds_total", static_cast<double>(c.deflate_ns) / 1e9);
   line(out, "sidecar_inflate_errors_total", "counter",

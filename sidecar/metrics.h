@@ -73,7 +73,7 @@ struct CompressionCounters {
   uint64_t not_smaller = 0;   // publications sent plain because deflate did not shrink them
   uint64_t frames_queued = 0; // compressed frames queued, one per recipient
   uint64_t bytes_saved = 0;   // payload bytes those deliveries did not put on the wire
-  uint64_t deflate_ns = 0;    // time spent deflating publications (steady clock around each)
+  uint64_t deflate_ns = 0;    // CPU time spent deflating publications (the loop thread's clock)
   std::array<uint64_t, 3> inflate_errors{};
   static constexpr const char *kInflateErrors[] = {"too_big", "corrupt", "no_memory"};
 };
