@@ -1,6 +1,10 @@
 // OutQueue; see out_queue.h.
 #include "out_queue.h"
 
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
 
 namespace sidecar {
@@ -36,6 +40,31 @@ unsigned OutQueue::gather(uv_buf_t *bufs, unsigned max_bufs) const noexcept {
                             static_cast<unsigned>(f->size() - skip));
   }
   return n;
+}
+
+ssize_t OutQueue::try_write(uv_stream_t *stream, unsigned max_bufs) const noexcept {
+  if (count_ == 0)
+    return 0;
+  uv_os_fd_t fd = -1;
+  if (int rc = uv_fileno(reinterpret_cast<const uv_handle_t *>(stream), &fd); rc != 0)
+    return rc;
+  ssize_t w;
+  if (count_ == 1 || max_bufs == 1) {
+    SharedFrame *f = at(0);
+    do
+      w = ::write(fd, f->bytes() + head_offset_, f->size() - head_offset_);
+    while (w < 0 && errno == EINTR);
+  } else {
+    // libuv documents uv_buf_t as laid out like struct iovec on Unix; libuv casts it so too.
+    uv_buf_t bufs[64];
+    unsigned n = gather(bufs, max_bufs < 64 ? max_bufs : 64);
+    do
+      w = ::writev(fd, reinterpret_cast<const iovec *>(bufs), static_cast<int>(n));
+    while (w < 0 && errno == EINTR);
+  }
+  if (w >= 0)
+    return w;
+  return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : -errno;
 }
 
 void OutQueue::consume(size_t n) noexcept {

@@ -34,6 +34,13 @@ public:
   // Fills up to max_bufs buffers from the front (the first one may start mid-frame) and returns
   // how many were filled.
   unsigned gather(uv_buf_t *bufs, unsigned max_bufs) const noexcept;
+  // Writes up to max_bufs frames from the front to the stream's socket, without blocking, and
+  // returns what uv_try_write would: the bytes written, UV_EAGAIN, or another negative libuv
+  // error. Only while libuv holds no write for the stream (its queue must stay in order). One
+  // frame, the usual case when rooms are small, goes out with write(2) rather than writev(2):
+  // Debian's libuv uses writev for any count, and the kernel's single-buffer path skips
+  // copying and walking an iovec. Does not consume; the caller does once it knows the count.
+  ssize_t try_write(uv_stream_t *stream, unsigned max_bufs) const noexcept;
   // Drops n written bytes from the front, releasing frames that are now fully written.
   void consume(size_t n) noexcept;
   // Drops the frames after the first `keep` ones (used when a slow consumer is cut off: what is

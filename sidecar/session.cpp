@@ -277,7 +277,8 @@ void Session::leave_rooms() noexcept {
 }
 
 void Session::deliver(SharedFrame *f) noexcept {
-  if (resuming()) [[unlikely]] {
+  // The pointer is tested here so that fan-out makes no call for a session that never resumed.
+  if (resume_ != nullptr && resuming()) [[unlikely]] {
     hold(nullptr, {f, f, nullptr, false}, f); // behind the welcome, which waits for history
     return;
   }
@@ -529,15 +530,13 @@ void Session::flush() noexcept {
       after_drain();
     return;
   }
-  uv_buf_t bufs[kMaxIov];
-  unsigned n = out_.gather(bufs, kMaxIov);
-  int rc = uv_try_write(stream(), bufs, n);
-  if (rc < 0 && rc != UV_EAGAIN) {
-    last_error_ = uv_err_name(rc);
+  ssize_t tried = out_.try_write(stream(), kMaxIov);
+  if (tried < 0 && tried != UV_EAGAIN) {
+    last_error_ = uv_err_name(static_cast<int>(tried));
     abort(last_error_);
     return;
   }
-  size_t written = rc > 0 ? static_cast<size_t>(rc) : 0;
+  size_t written = tried > 0 ? static_cast<size_t>(tried) : 0;
   out_.consume(written);
   bytes_out_ += written;
   env_.metrics.bytes_out += written;
@@ -552,13 +551,14 @@ void Session::flush() noexcept {
     abort(last_error_);
     return;
   }
-  n = out_.gather(bufs, kMaxIov);
+  uv_buf_t bufs[kMaxIov];
+  unsigned n = out_.gather(bufs, kMaxIov);
   w->bytes = 0;
   for (unsigned i = 0; i < n; ++i)
     w->bytes += bufs[i].len;
   w->frames = n;
   w->req.data = this;
-  rc = uv_write(&w->req, stream(), bufs, n, &Session::on_write);
+  int rc = uv_write(&w->req, stream(), bufs, n, &Session::on_write);
   if (rc != 0) {
     env_.writes.give_back(std::move(w));
     last_error_ = uv_err_name(rc);

@@ -1,7 +1,10 @@
 #include "out_queue.h"
 
 #include <doctest/doctest.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <csignal>
 #include <string>
 
 using namespace sidecar;
@@ -94,4 +97,95 @@ TEST_CASE("the ring wraps around inside and on the heap, in order") {
   CHECK(bufs[0].len == 4);
   CHECK(bufs[1].len == 3);
   CHECK(bufs[2].len == 4);
+}
+
+namespace {
+
+// A connected pair of sockets, one end opened as a libuv stream, so try_write writes for real.
+struct StreamPair {
+  uv_loop_t loop{};
+  uv_pipe_t pipe{};
+  int peer = -1;
+  StreamPair() {
+    int fds[2];
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) == 0);
+    peer = fds[1];
+    REQUIRE(uv_loop_init(&loop) == 0);
+    REQUIRE(uv_pipe_init(&loop, &pipe, 0) == 0);
+    REQUIRE(uv_pipe_open(&pipe, fds[0]) == 0);
+  }
+  ~StreamPair() {
+    uv_close(reinterpret_cast<uv_handle_t *>(&pipe), nullptr);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    if (peer >= 0)
+      ::close(peer);
+  }
+  uv_stream_t *stream() { return reinterpret_cast<uv_stream_t *>(&pipe); }
+  std::string read_all() {
+    std::string out;
+    char buf[65536];
+    for (ssize_t n; (n = ::read(peer, buf, sizeof buf)) > 0;)
+      out.append(buf, static_cast<size_t>(n));
+    return out;
+  }
+};
+
+} // namespace
+
+TEST_CASE("try_write sends one frame, or several in order, from where the last write stopped") {
+  StreamPair s;
+  OutQueue q;
+  FrameRef a(SharedFrame::make(Opcode::text, "aaaa"));
+  FrameRef b(SharedFrame::make(Opcode::text, "bb"));
+  CHECK(q.try_write(s.stream(), 64) == 0); // nothing queued
+
+  q.push(a.get()); // one frame: write(2)
+  CHECK(q.try_write(s.stream(), 64) == 6);
+  q.consume(6);
+  CHECK(s.read_all() == std::string("\x81\x04"
+                                    "aaaa"));
+
+  q.push(a.get()); // several: writev(2), the first frame already half written
+  q.push(b.get());
+  q.push(a.get());
+  q.consume(3);
+  CHECK(q.try_write(s.stream(), 64) == 3 + 4 + 6);
+  q.consume(13);
+  CHECK(s.read_all() == std::string("aaa\x81\x02"
+                                    "bb\x81\x04"
+                                    "aaaa"));
+
+  q.push(b.get()); // max_bufs bounds what one call sends
+  q.push(b.get());
+  CHECK(q.try_write(s.stream(), 1) == 4);
+  q.consume(4);
+  CHECK(q.frames() == 1);
+  q.clear();
+}
+
+TEST_CASE("try_write reports a full socket as UV_EAGAIN and a closed peer as an error") {
+  StreamPair s;
+  OutQueue q;
+  FrameRef big(SharedFrame::make(Opcode::binary, std::string(1 << 20, 'x')));
+  q.push(big.get());
+  ssize_t total = 0;
+  for (int i = 0; i < 64; ++i) {
+    ssize_t w = q.try_write(s.stream(), 64);
+    if (w == UV_EAGAIN)
+      break;
+    REQUIRE(w > 0);
+    total += w;
+    q.consume(static_cast<size_t>(w));
+    if (q.empty())
+      q.push(big.get());
+  }
+  CHECK(q.try_write(s.stream(), 64) == UV_EAGAIN);
+  CHECK(total > 0);
+  std::signal(SIGPIPE, SIG_IGN); // as the sidecar's main() does: EPIPE instead of a signal
+  ::close(s.peer);
+  s.peer = -1;
+  ssize_t w = q.try_write(s.stream(), 64);
+  CHECK((w == UV_EPIPE || w == UV_ECONNRESET));
+  q.clear();
 }
