@@ -3,7 +3,7 @@ directory, as one SVG written by hand (standard library only, no network, no plo
 
 Usage: plot.py RESULTS_DIR OUT.svg COLUMN... [--title TEXT]
 Reads COLUMN-w1.json and COLUMN-w2.json (the loadgen's JSON lines that scripts/bench.sh keeps);
-each step of the rising search is one point: x its offered deliveries/s, y what
+the fixed-rate phase and each step of the rising search are one point each: x its offered deliveries/s, y what
 the clients received per second, and its p99 from publish to read. A failed step is drawn
 hollow: it stopped that server's search."""
 import json
@@ -31,7 +31,8 @@ def points(run):
     """(offered, delivered, p99_ms, passed) per phase with publishing, by offered rate."""
     out = []
     for p in run.get("phases", []):
-        if not p.get("name", "").startswith("step") or not p.get("target_per_s"):
+        name = p.get("name", "")
+        if not (name.startswith("step") or name == "fixed") or not p.get("target_per_s"):
             continue
         out.append((p["target_per_s"], p["achieved_per_s"], max(p["p99_ms"], 0.01), p["pass"]))
     out.sort()
@@ -134,7 +135,7 @@ def main(argv):
     runs = {(c, w): points(load(directory, c, w)) for c in columns for w in ("w1", "w2")}
     offered = [p[0] for pts in runs.values() for p in pts] or [1e4, 1e6]
     delivered = [p[1] for pts in runs.values() for p in pts if p[1] > 0] or [1e4, 1e6]
-    p99 = [p[2] for pts in runs.values() for p in pts] or [1, 100]
+    p99 = [p[2] for pts in runs.values() for p in pts] + [50, 500]  # the search limits show
     xr = (10 ** math.floor(math.log10(min(offered))), 10 ** math.ceil(math.log10(max(offered))))
     yr_rate = (10 ** math.floor(math.log10(min(min(delivered), xr[0]))),
                10 ** math.ceil(math.log10(max(max(delivered), xr[1]))))
