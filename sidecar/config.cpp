@@ -101,6 +101,7 @@ private:
     return [this, &out](const At &a) { read_nonempty(a, out); };
   }
   void read_routes(const At &at);
+  void read_cluster(const At &at);
   void read_history(const At &at);
   void read_presence(const At &at);
   void read_origins(const At &at);
@@ -176,6 +177,14 @@ void Parser::add_server_fields(std::vector<Field> &fields) {
                c.redis = *redis;
              else
                fail(a, redis.error);
+           }},
+          {"redis.cluster", [this](const At &a) { read_cluster(a); }},
+          {"redis.pubsub",
+           [this, &c](const At &a) {
+             read_enum<RedisConfig::Pubsub>(a,
+                                            {{"global", RedisConfig::Pubsub::global},
+                                             {"sharded", RedisConfig::Pubsub::sharded}},
+                                            c.redis.pubsub);
            }},
           {"redis.connect_timeout_ms", num(10, kTenMinutes, c.redis.connect_timeout_ms)},
           {"redis.reconnect_initial_ms", num(1, kTenMinutes, c.redis.reconnect_initial_ms)},
@@ -596,9 +605,61 @@ void Parser::check_auth() {
   }
 }
 
+// redis.cluster: seed nodes. Every node of a cluster takes the same credentials, so entries that
+// carry different ones are refused rather than one of them silently winning.
+void Parser::read_cluster(const At &at) {
+  RedisConfig &r = cfg_.redis;
+  std::vector<HostPort> seeds;
+  std::string user, password;
+  bool credentials = false;
+  bool ok = walk_list(at, [&](const At &item) {
+    std::string text;
+    if (!read_nonempty(item, text))
+      return;
+    std::string u, p;
+    bool has = false;
+    Result<HostPort> seed = parse_cluster_seed(text, u, p, has);
+    if (!seed) {
+      fail(item, seed.error);
+      return;
+    }
+    if (has && credentials && (u != user || p != password)) {
+      fail(item, "every cluster node takes the same username and password; this entry's differ "
+                 "from an earlier one's");
+      return;
+    }
+    if (has) {
+      credentials = true;
+      user = std::move(u);
+      password = std::move(p);
+    }
+    seeds.push_back(std::move(*seed));
+  });
+  if (!ok)
+    return;
+  if (seeds.empty()) {
+    fail(at, "must list at least one HOST:PORT seed node; remove the key for a standalone Redis");
+    return;
+  }
+  r.cluster = std::move(seeds);
+  if (credentials) {
+    r.username = std::move(user);
+    r.password = std::move(password);
+  }
+}
+
 void Parser::finish() {
   Config &c = cfg_;
-  if (std::optional<std::string> url = env("SIDECAR_REDIS_URL")) {
+  if (c.redis.is_cluster()) {
+    // One source of truth for where Redis is: a url beside a seed list would be ignored, and an
+    // ignored setting is a surprise waiting for an outage.
+    if (line_of("redis.url") != 0)
+      fail(line_of("redis.url"), "redis.url",
+           "cannot be used with redis.cluster; give the cluster's credentials in its entries "
+           "(redis://user:password@host:port)");
+    if (env("SIDECAR_REDIS_URL"))
+      fail(0, "SIDECAR_REDIS_URL", "cannot be used with redis.cluster; unset it");
+  } else if (std::optional<std::string> url = env("SIDECAR_REDIS_URL")) {
     if (Result<RedisConfig> redis = parse_redis_url(*url, c.redis))
       c.redis = *redis;
     else

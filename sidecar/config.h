@@ -40,6 +40,17 @@ struct RedisConfig {
   // dead (a partition, a frozen Redis): it is closed and reconnected.
   uint32_t ping_interval_ms = 1000;
   uint32_t reply_timeout_ms = 5000;
+  // Redis Cluster (issue 13): the seed nodes (redis.cluster); empty for one Redis at `url`.
+  // Host names are allowed (managed clusters announce them); username and password above apply
+  // to every node, and db is 0.
+  std::vector<HostPort> cluster;
+  // How rooms' channels are subscribed and how sidecar_publish publishes: global pub/sub
+  // (SUBSCRIBE/PUBLISH; on a cluster every message reaches every node) or sharded (Redis 7's
+  // SSUBSCRIBE/SPUBLISH; a message stays in the shard that owns its channel's slot).
+  enum class Pubsub { global, sharded };
+  Pubsub pubsub = Pubsub::global;
+  bool is_cluster() const { return !cluster.empty(); }
+  bool sharded() const { return pubsub == Pubsub::sharded; }
 };
 
 // A route's path template has exactly one "{org}" segment, e.g. "/api/ws/sync/{org}".
@@ -199,6 +210,10 @@ Result<HostPort> parse_host_port(const std::string &text);
 // Parses redis://[user:pass@]host[:port][/db] and unix:///path[?db=N]: base with its url fields
 // replaced (the timing settings are base's).
 Result<RedisConfig> parse_redis_url(const std::string &url, const RedisConfig &base);
+// One redis.cluster entry: HOST:PORT or redis://[user[:password]@]host[:port] (db 0 only). The
+// node goes in `node`; credentials, when the entry has them, in `username`/`password`.
+Result<HostPort> parse_cluster_seed(const std::string &text, std::string &username,
+                                    std::string &password, bool &has_credentials);
 // Splits a route template at its single "{org}"; the route gets the default channel.
 Result<Route> parse_route_template(const std::string &path);
 

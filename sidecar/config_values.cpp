@@ -240,4 +240,25 @@ std::string expand_channel(const std::string &tmpl, std::string_view org, std::s
   return out;
 }
 
+Result<HostPort> parse_cluster_seed(const std::string &text, std::string &username,
+                                    std::string &password, bool &has_credentials) {
+  bool url = text.starts_with("redis://") || text.find("://") != std::string::npos;
+  Result<RedisConfig> r = parse_redis_url(url ? text : "redis://" + text, RedisConfig{});
+  if (!r) {
+    // parse_redis_url speaks of URLs; a bare entry deserves an answer in its own terms.
+    return Result<HostPort>::fail(url ? r.error
+                                      : "must be HOST:PORT or redis://[user[:password]@]host:port, "
+                                        "got " +
+                                            quote(text));
+  }
+  if (!r->unix_path.empty())
+    return Result<HostPort>::fail("a cluster node must be reached over TCP, got " + quote(text));
+  if (r->db != 0)
+    return Result<HostPort>::fail("Redis Cluster has only db 0, got " + quote(text));
+  has_credentials = !r->password.empty() || !r->username.empty();
+  username = r->username;
+  password = r->password;
+  return HostPort{r->host, r->port};
+}
+
 } // namespace sidecar

@@ -121,13 +121,27 @@ TEST_CASE("the shipped config/sidecar.yaml loads with zero errors and holds the 
   CHECK(c.channels.connection == defaults.channels.connection);
   CHECK(c.control.channel == defaults.control.channel);
   // Every key of the contract is written out in the example, so each has a line.
-  for (std::string key :
-       {"listen", "redis.url", "redis.reconnect_max_ms", "routes[0].path", "channels.broadcast",
-        "websocket.close_timeout_ms", "limits.max_json_depth", "log.summary_interval_s",
-        "auth.jwt.leeway_s", "auth.expiry_warning_s", "origins", "inbound.maxlen", "admin.token",
-        "shutdown.reconnect_jitter_ms", "channels.connection", "control.channel",
-        "control.secret_env", "compression.enabled", "compression.min_bytes", "compression.level",
-        "compression.client_max_window_bits"})
+  for (std::string key : {"listen",
+                          "redis.url",
+                          "redis.reconnect_max_ms",
+                          "routes[0].path",
+                          "channels.broadcast",
+                          "websocket.close_timeout_ms",
+                          "limits.max_json_depth",
+                          "log.summary_interval_s",
+                          "auth.jwt.leeway_s",
+                          "auth.expiry_warning_s",
+                          "origins",
+                          "inbound.maxlen",
+                          "admin.token",
+                          "shutdown.reconnect_jitter_ms",
+                          "channels.connection",
+                          "control.channel",
+                          "control.secret_env",
+                          "compression.enabled",
+                          "compression.min_bytes",
+                          "compression.level",
+                          "compression.client_max_window_bits"})
     CHECK_MESSAGE(c.key_lines.count(key) == 1, key);
   CHECK(c.compression.enabled == defaults.compression.enabled);
   CHECK(c.compression.min_bytes == defaults.compression.min_bytes);
@@ -888,4 +902,50 @@ TEST_CASE("presence errors name the entry and key") {
   check_error(rules, "presence[1].events", 4, "uses a placeholder that channel");
   check_error(rules, "presence[2].channel", 5, "is listed twice");
   CHECK(rules.config.presence.empty());
+}
+
+TEST_CASE("redis.cluster takes seed nodes with shared credentials, and redis.pubsub a mode") {
+  ConfigResult r = parse("redis:\n  cluster: [\"127.0.0.1:7000\", \"redis-b.internal:7001\"]\n"
+                         "  pubsub: sharded\n");
+  REQUIRE(r.ok());
+  REQUIRE(r.config.redis.cluster.size() == 2);
+  CHECK(r.config.redis.cluster[0].host == "127.0.0.1");
+  CHECK(r.config.redis.cluster[0].port == 7000);
+  CHECK(r.config.redis.cluster[1].host == "redis-b.internal");
+  CHECK(r.config.redis.sharded());
+  CHECK(r.config.redis.is_cluster());
+
+  r = parse("redis:\n  cluster:\n    - \"redis://app:s%40cret@10.0.0.1:7000\"\n"
+            "    - \"10.0.0.2:7000\"\n");
+  REQUIRE(r.ok());
+  CHECK(r.config.redis.username == "app");
+  CHECK(r.config.redis.password == "s@cret");
+  CHECK_FALSE(r.config.redis.sharded());
+
+  // The default: one standalone Redis, global pub/sub.
+  r = parse("listen: \"127.0.0.1:8080\"\n");
+  REQUIRE(r.ok());
+  CHECK_FALSE(r.config.redis.is_cluster());
+  CHECK(r.config.redis.pubsub == RedisConfig::Pubsub::global);
+}
+
+TEST_CASE("redis.cluster mistakes are named with their line") {
+  ConfigResult r = parse("redis:\n  cluster: []\n");
+  check_error(r, "redis.cluster", 2, "at least one HOST:PORT seed");
+  r = parse("redis:\n  cluster: [\"127.0.0.1:x\"]\n");
+  check_error(r, "redis.cluster[0]", 2, "must be HOST:PORT or redis://");
+  r = parse("redis:\n  cluster: [\"redis://127.0.0.1:7000/3\"]\n");
+  check_error(r, "redis.cluster[0]", 2, "only db 0");
+  r = parse("redis:\n  cluster: [\"unix:///tmp/r.sock\"]\n");
+  check_error(r, "redis.cluster[0]", 2, "over TCP");
+  r = parse("redis:\n  cluster:\n    - \"redis://a:x@h1:1\"\n    - \"redis://a:y@h2:1\"\n");
+  check_error(r, "redis.cluster[1]", 4, "same username and password");
+  r = parse("redis:\n  url: \"redis://127.0.0.1:6379\"\n  cluster: [\"127.0.0.1:7000\"]\n");
+  check_error(r, "redis.url", 2, "cannot be used with redis.cluster");
+  r = parse("redis:\n  cluster: [\"127.0.0.1:7000\"]\n",
+            env_of({{"SIDECAR_REDIS_URL", "redis://127.0.0.1:6379"}}));
+  CHECK(all_errors(r).find("SIDECAR_REDIS_URL: cannot be used with redis.cluster") !=
+        std::string::npos);
+  r = parse("redis:\n  pubsub: shard\n");
+  check_error(r, "redis.pubsub", 2, "global");
 }
