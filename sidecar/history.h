@@ -69,7 +69,8 @@ std::string history_meta_key(std::string_view channel);   // "sidecar:{C}:m"
 
 // The `#!lua name=sidecar` library for FUNCTION LOAD REPLACE, with every template, size and
 // ttl_s baked in (history_lua.cpp). `list` must have passed check_history.
-std::string history_library(const std::vector<HistoryConfig> &list);
+// `sharded`: sidecar_publish sends the live message with SPUBLISH instead of PUBLISH.
+std::string history_library(const std::vector<HistoryConfig> &list, bool sharded = false);
 
 // ---------------------------------------------------------------------------- live messages
 

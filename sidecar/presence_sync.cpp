@@ -20,7 +20,7 @@ std::string_view text_of(const redisReply &r) {
 
 } // namespace
 
-PresenceSync::PresenceSync(uv_loop_t *loop, RedisBus &bus, std::vector<PresenceConfig> list)
+PresenceSync::PresenceSync(uv_loop_t *loop, MessageBus &bus, std::vector<PresenceConfig> list)
     : loop_(loop), bus_(bus), book_(std::move(list)) {}
 
 PresenceSync::~PresenceSync() = default;

@@ -30,7 +30,7 @@ using PresenceReadCallback = std::function<void(const Result<PresenceUsers> &)>;
 
 class PresenceSync final : public PresenceLink {
 public:
-  PresenceSync(uv_loop_t *loop, RedisBus &bus, std::vector<PresenceConfig> list);
+  PresenceSync(uv_loop_t *loop, MessageBus &bus, std::vector<PresenceConfig> list);
   PresenceSync(const PresenceSync &) = delete;
   PresenceSync &operator=(const PresenceSync &) = delete;
   ~PresenceSync();
@@ -70,7 +70,7 @@ private:
   };
 
   uv_loop_t *loop_;
-  RedisBus &bus_;
+  MessageBus &bus_;
   PresenceBook book_;
   std::string sidecar_id_;
   uv_timer_t timer_{};

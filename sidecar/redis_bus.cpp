@@ -46,7 +46,7 @@ RedisBus::RedisBus(uv_loop_t *loop, const RedisConfig &cfg, RedisSink &sink,
   for (const char *code : kErrorCodes)
     subscribe_errors_[code] = 0;
   if (!history.empty()) {
-    library_ = history_library(history);
+    library_ = history_library(history, cfg_.sharded());
     lib_state_ = LibState::waiting;
   }
 }
@@ -130,11 +130,11 @@ void RedisBus::tick() {
     }
     if (!expired.empty()) {
       std::string cause =
-          cmd_.up() ? "the history library is not loaded yet (" + history_error_ + ")"
-                    : "the Redis command link is down (" +
-                          (cmd_.last_error().empty() ? std::string("connecting")
-                                                     : cmd_.last_error()) +
-                          ")";
+          cmd_.up()
+              ? "the history library is not loaded yet (" + history_error_ + ")"
+              : "the Redis command link is down (" +
+                    (cmd_.last_error().empty() ? std::string("connecting") : cmd_.last_error()) +
+                    ")";
       std::string why = cause + "; waited " + std::to_string(cfg_.reply_timeout_ms) +
                         " ms (redis.reply_timeout_ms)";
       for (uint64_t id : expired)
@@ -233,6 +233,21 @@ void RedisBus::on_link_message(std::string_view pattern, std::string_view channe
   sink_.on_redis_message(channel, payload);
 }
 
+// Redis ended a sharded subscription by itself: the channel's slot left this node (resharding,
+// or a failover that made this node a replica). The channel is no longer subscribed here; the
+// sink decides whether it is subscribed again here or elsewhere.
+void RedisBus::on_link_shard_unsubscribed(std::string_view channel) {
+  auto it = chans_.find(std::string(channel));
+  if (it == chans_.end() || it->second.state != ChanState::subscribed)
+    return;
+  it->second.state = ChanState::none;
+  std::string name(channel);
+  log_info("redis_shard_unsubscribed",
+           {{"channel", name}, {"action", "finding the shard that owns it now"}});
+  sink_.on_subscription_lost(name);
+  reconcile(name);
+}
+
 void RedisBus::on_link_reply(RedisLink &, const RedisPending &cmd, const redisReply &reply) {
   switch (cmd.cmd) {
   case RedisCmd::subscribe:
@@ -279,7 +294,16 @@ void RedisBus::subscribe_answered(const std::string &channel, const redisReply &
     return;
   Chan &chan = it->second;
   bool ok = reply.type == REDIS_REPLY_ARRAY && reply.elements == 3 &&
-            text_of(reply.element[0]) == "subscribe";
+            (text_of(reply.element[0]) == "subscribe" || text_of(reply.element[0]) == "ssubscribe");
+  if (!ok && reply.type == REDIS_REPLY_ERROR && chan.wanted && !chan.pinned &&
+      (text_of(&reply).starts_with("MOVED ") || text_of(&reply).starts_with("ASK "))) {
+    // A sharded channel asked of a node that does not own its slot (the topology moved under
+    // us): not a refusal to retry here, but a channel the sink must place elsewhere.
+    chan.state = ChanState::none;
+    sink_.on_subscription_lost(channel);
+    reconcile(channel);
+    return;
+  }
   if (ok) {
     chan.state = ChanState::subscribed;
     if (chan.refusals > 0) {
@@ -376,10 +400,15 @@ void RedisBus::reconcile(const std::string &channel) {
     return;
   if (c.want() && c.state == ChanState::none) {
     // A refused send means the link is going down; on_link_up subscribes it again.
-    if (sub_.send(RedisCmd::subscribe, channel, {"SUBSCRIBE", channel}))
+    // Rooms' channels are sharded when configured; the bus's own control channel stays global,
+    // where backends PUBLISH their commands.
+    bool shard = cfg_.sharded() && !c.pinned;
+    if (sub_.send(RedisCmd::subscribe, channel, {shard ? "SSUBSCRIBE" : "SUBSCRIBE", channel}))
       c.state = ChanState::subscribing;
   } else if (!c.want() && c.state == ChanState::subscribed) {
-    if (sub_.send(RedisCmd::unsubscribe, channel, {"UNSUBSCRIBE", channel}))
+    bool shard = cfg_.sharded() && !c.pinned;
+    if (sub_.send(RedisCmd::unsubscribe, channel,
+                  {shard ? "SUNSUBSCRIBE" : "UNSUBSCRIBE", channel}))
       c.state = ChanState::unsubscribing;
   }
 }

@@ -13,6 +13,10 @@
 // connection-id prefix), whose messages go to on_connection_message. Both are subscribed again
 // after every reconnect and retried when refused, exactly as a room's channel is.
 //
+// With redis.pubsub: sharded (issue 13) rooms' channels are SSUBSCRIBEd instead (the bus's own
+// control channel and pattern stay global), and Redis may end one with a `sunsubscribe` push when
+// its slot moves; the sink is told (on_subscription_lost) and decides where it goes next.
+//
 // With history configured (issue 11) the command link also loads the Redis Function library
 // (FUNCTION LOAD REPLACE) on every connect, before any read it carries, and answers history
 // reads: one FCALL sidecar_read per distinct (channel, from, count) serves every waiter that
@@ -31,6 +35,7 @@
 #include "config.h"
 #include "history.h"
 #include "history_reads.h"
+#include "message_bus.h"
 #include "redis_link.h"
 #include "room.h"
 
@@ -50,6 +55,10 @@ public:
   // before any SUBSCRIBE of the new connection is confirmed, so a room can mark itself as
   // needing a read here and send it from on_subscribed. Not told on the first connect.
   virtual void on_subscriber_reconnected() {}
+  // The subscription of `channel` ended without the sink asking: Redis pushed `sunsubscribe`
+  // (its slot moved to another shard) or refused a SSUBSCRIBE with MOVED. What is published on
+  // it until on_subscribed(channel) is lost to its room. Only sharded pub/sub does this.
+  virtual void on_subscription_lost(std::string_view) {}
   // A message on the control channel (set_control_channel); never also given to a room.
   virtual void on_control_message(std::string_view) {}
   // A message on a channel matched by the connection pattern (set_connection_pattern).
@@ -59,53 +68,42 @@ protected:
   ~RedisSink() = default;
 };
 
-// What the bus tells presence (issue 15; presence_sync.h), when it is configured: the command
-// link's ups and downs, and the replies to what it sent with presence_send.
-class PresenceLink {
-public:
-  virtual void on_presence_link(bool up) = 0;
-  virtual void on_presence_reply(uint64_t tag, const redisReply &reply) = 0;
-
-protected:
-  ~PresenceLink() = default;
-};
-
 // Distinct history reads (FCALLs sent or waiting to be) at once; more are refused as failed. A
 // resume storm needs about one per room and position, and each pending read holds a channel
 // name and its waiters; this many outstanding means Redis is far behind, and queueing more
 // would only answer them all later than their deadline.
 inline constexpr size_t kMaxHistoryReadsInFlight = 10'000;
 
-class RedisBus final : public Subscriber, public HistoryReads, private RedisLink::Owner {
+class RedisBus final : public MessageBus, private RedisLink::Owner {
 public:
   // `history` must have passed check_history; empty means history is off.
   RedisBus(uv_loop_t *loop, const RedisConfig &cfg, RedisSink &sink,
            std::vector<HistoryConfig> history = {});
   RedisBus(const RedisBus &) = delete;
   RedisBus &operator=(const RedisBus &) = delete;
-  ~RedisBus();
+  ~RedisBus() override;
 
   // Before start(); empty keeps each off. The pattern is given as Redis matches it (glob).
-  void set_control_channel(std::string channel);
-  void set_connection_pattern(std::string pattern);
+  void set_control_channel(std::string channel) override;
+  void set_connection_pattern(std::string pattern) override;
 
-  int start(); // initialises the timer and connects; returns a uv error or 0
+  int start() override; // initialises the timer and connects; returns a uv error or 0
   // Closes both links and the handles; no reconnects after this. Reads still pending are
   // forgotten without calling their waiters.
-  void stop();
+  void stop() override;
 
   void subscribe(const std::string &channel) override;
   void unsubscribe(const std::string &channel) override;
 
   // XADD stream MAXLEN ~ maxlen * field value ...; false when the command link is down.
   bool xadd(const std::string &stream, uint32_t maxlen,
-            const std::vector<std::pair<std::string, std::string>> &fields);
+            const std::vector<std::pair<std::string, std::string>> &fields) override;
 
   // Presence (issue 15): set before start(); `p` outlives the bus's links.
-  void set_presence(PresenceLink *p) { presence_ = p; }
+  void set_presence(PresenceLink *p) override { presence_ = p; }
   // A command on the command link whose reply goes to the PresenceLink with `tag`; false when
   // the link is down.
-  bool presence_send(std::span<const std::string_view> args, uint64_t tag) {
+  bool presence_send(std::span<const std::string_view> args, uint64_t tag) override {
     return cmd_.send(RedisCmd::presence, {}, args, tag);
   }
   bool presence_send(std::initializer_list<std::string_view> args, uint64_t tag) {
@@ -120,37 +118,39 @@ public:
                                        HistoryReadCallback cb) override;
   void cancel_history_read(HistoryReadToken token) override;
 
-  bool history_enabled() const { return !library_.empty(); }
+  bool history_enabled() const override { return !library_.empty(); }
   // The library is loaded on the current command connection, so reads can be answered.
-  bool history_ready() const { return lib_state_ == LibState::ready; }
+  bool history_ready() const override { return lib_state_ == LibState::ready; }
   // Reads fail at once: the library was refused for a reason that does not pass by itself.
-  bool history_refusing() const { return lib_refusing(); }
+  bool history_refusing() const override { return lib_refusing(); }
   // Why it is not: the latest FUNCTION LOAD refusal or the library found missing; "" when the
   // library is loaded, or while the first load is still on its way.
-  const std::string &history_error() const { return history_error_; }
+  std::string history_error() const override { return history_error_; }
   uint64_t function_loads() const { return function_loads_; }
   uint64_t function_load_failures() const { return function_load_failures_; }
-  uint64_t reads_sent() const { return reads_sent_; }           // FCALLs written
-  uint64_t reads_coalesced() const { return reads_coalesced_; } // waiters that joined one
+  uint64_t reads_sent() const override { return reads_sent_; }           // FCALLs written
+  uint64_t reads_coalesced() const override { return reads_coalesced_; } // waiters that joined one
 
   // Redis confirmed the SUBSCRIBE of `channel` on the current connection.
   bool subscribed(const std::string &channel) const override;
 
-  bool connected() const { return sub_.up(); }
-  bool command_connected() const { return cmd_.up(); }
-  uint64_t reconnects() const { return sub_.reconnects() + cmd_.reconnects(); }
-  size_t subscribed_channels() const;
-  std::string last_error() const { return last_error_; }
+  bool connected() const override { return sub_.up(); }
+  bool command_connected() const override { return cmd_.up(); }
+  uint64_t reconnects() const override { return sub_.reconnects() + cmd_.reconnects(); }
+  size_t subscribed_channels() const override;
+  std::string last_error() const override { return last_error_; }
 
   // Channels wanted by a room (or the bus: control channel, connection pattern) whose SUBSCRIBE
   // or PSUBSCRIBE Redis refused; each is being retried.
-  size_t refused_channels() const;
-  bool refused(const std::string &channel) const;
+  size_t refused_channels() const override;
+  bool refused(const std::string &channel) const override;
   // The latest refusal ("NOPERM this user has no permissions ..."); "" when none is current.
-  std::string last_refusal() const;
+  std::string last_refusal() const override;
   // Refused SUBSCRIBEs since start, by error code (NOPERM, OOM, ...; "other" for the rest). Every
   // code appears, with 0 when it never happened, so that the set of metric labels is fixed.
-  const std::map<std::string, uint64_t> &subscribe_errors() const { return subscribe_errors_; }
+  const std::map<std::string, uint64_t> &subscribe_errors() const override {
+    return subscribe_errors_;
+  }
 
 private:
   enum class ChanState { none, subscribing, subscribed, unsubscribing, refused };
@@ -170,6 +170,7 @@ private:
   void on_link_reply(RedisLink &link, const RedisPending &cmd, const redisReply &reply) override;
   void on_link_message(std::string_view pattern, std::string_view channel,
                        std::string_view payload) override;
+  void on_link_shard_unsubscribed(std::string_view channel) override;
 
   enum class LibState { off, waiting, loading, ready, failed };
   struct ReadKey {

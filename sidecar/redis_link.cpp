@@ -112,6 +112,10 @@ const char *redis_cmd_name(RedisCmd cmd) {
     return "FCALL";
   case RedisCmd::presence:
     return "FCALL sidecar_presence";
+  case RedisCmd::cluster_shards:
+    return "CLUSTER SHARDS";
+  case RedisCmd::cluster_slots:
+    return "CLUSTER SLOTS";
   }
   return "?";
 }
@@ -172,6 +176,21 @@ std::string RedisReplies::feed(const char *data, size_t n, Sink &sink) {
       if (push == Push::message) {
         sink.on_message(pattern, channel, payload);
         continue;
+      }
+      // ["sunsubscribe", channel, count] answers our SUNSUBSCRIBE of that channel, or is Redis
+      // ending the subscription itself because the slot moved. It is a reply only when the
+      // oldest command waiting is our UNSUBSCRIBE of that very channel; a push that comes just
+      // before our own reply is then taken for it, and the reply, finding no such command,
+      // becomes a push for a channel we no longer want, which the owner ignores.
+      if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+          text_of(reply->element[0]) == "sunsubscribe" &&
+          reply->element[1]->type == REDIS_REPLY_STRING) {
+        std::string_view ch(reply->element[1]->str, reply->element[1]->len);
+        if (fifo_.empty() || fifo_.front().cmd != RedisCmd::unsubscribe ||
+            fifo_.front().channel != ch) {
+          sink.on_shard_unsubscribed(ch);
+          continue;
+        }
       }
     }
     if (fifo_.empty())
@@ -465,6 +484,10 @@ void RedisLink::on_reply(const RedisPending &cmd, const redisReply &reply) {
 void RedisLink::on_message(std::string_view pattern, std::string_view channel,
                            std::string_view payload) {
   owner_.on_link_message(pattern, channel, payload);
+}
+
+void RedisLink::on_shard_unsubscribed(std::string_view channel) {
+  owner_.on_link_shard_unsubscribed(channel);
 }
 
 bool RedisLink::send(RedisCmd cmd, std::string_view channel, std::span<const std::string_view> args,

@@ -41,9 +41,11 @@ enum class RedisCmd : uint8_t {
   unsubscribe,
   psubscribe, // one pattern: the connection channels of this sidecar
   xadd,
-  function_load, // FUNCTION LOAD REPLACE of the history library
-  fcall,         // FCALL sidecar_read; the tag names the read
-  presence,      // presence's LOAD, FCALLs and reads (presence_sync.h); the tag names which
+  function_load,  // FUNCTION LOAD REPLACE of the history library
+  fcall,          // FCALL sidecar_read; the tag names the read
+  presence,       // presence's LOAD, FCALLs and reads (presence_sync.h); the tag names which
+  cluster_shards, // the cluster bus's topology reads
+  cluster_slots,
 };
 
 struct RedisPending {
@@ -63,6 +65,9 @@ public:
     // `pattern` is the subscribed pattern of a pmessage, empty for message and smessage.
     virtual void on_message(std::string_view pattern, std::string_view channel,
                             std::string_view payload) = 0;
+    // Redis pushed `sunsubscribe` for a sharded channel that we did not ask to leave (its slot
+    // moved). Our own SUNSUBSCRIBE's answer is a reply, not this.
+    virtual void on_shard_unsubscribed(std::string_view) {}
 
   protected:
     ~Sink() = default;
@@ -115,6 +120,8 @@ public:
     // `pattern`: as RedisReplies::Sink::on_message has it.
     virtual void on_link_message(std::string_view pattern, std::string_view channel,
                                  std::string_view payload) = 0;
+    // As RedisReplies::Sink::on_shard_unsubscribed has it.
+    virtual void on_link_shard_unsubscribed(std::string_view) {}
 
   protected:
     ~Owner() = default;
@@ -171,6 +178,7 @@ private:
   void on_reply(const RedisPending &cmd, const redisReply &reply) override;
   void on_message(std::string_view pattern, std::string_view channel,
                   std::string_view payload) override;
+  void on_shard_unsubscribed(std::string_view channel) override;
 
   uv_loop_t *loop_;
   const RedisConfig &cfg_;

@@ -183,6 +183,9 @@ public:
   // RedisSink's subscriber events, passed on by the Server.
   void on_subscribed(std::string_view channel);
   void on_subscriber_reconnected();
+  // One channel's subscription ended and is being made again (a sharded channel whose slot moved
+  // or whose master failed): its room is treated as on_subscriber_reconnected treats every room.
+  void on_subscription_lost(std::string_view channel);
 
   Room *find(std::string_view channel);
   size_t size() const { return rooms_.size(); }
@@ -206,6 +209,7 @@ private:
   void start_read(Room &room);
   void read_answered(const std::string &channel, uint64_t serial, const HistoryReadResult &r);
   void cancel_read(Room &room);
+  void subscription_lost(Room &room);
   void remove_slot(Room *room, uint32_t slot);
   void drop_if_empty(Room *room);
 

@@ -191,16 +191,26 @@ void Rooms::on_subscribed(std::string_view channel) {
 void Rooms::on_subscriber_reconnected() {
   if (reads_ == nullptr)
     return; // with history off, an outage is as silent as it always was
-  for (auto &[name, room] : rooms_) {
-    if (room->history) {
-      // What was published while the link was down is missing; a read in flight was asked
-      // before it, so it is replaced by one sent once the SUBSCRIBE is confirmed again.
-      cancel_read(*room);
-      room->history->subscribed = false;
-      room->history->seq.need_read();
-    } else {
-      room->resync_on_subscribe = true;
-    }
+  for (auto &[name, room] : rooms_)
+    subscription_lost(*room);
+}
+
+void Rooms::on_subscription_lost(std::string_view channel) {
+  Room *room = find(channel);
+  if (reads_ == nullptr || room == nullptr)
+    return;
+  subscription_lost(*room);
+}
+
+void Rooms::subscription_lost(Room &room) {
+  if (room.history) {
+    // What was published while the link was down is missing; a read in flight was asked
+    // before it, so it is replaced by one sent once the SUBSCRIBE is confirmed again.
+    cancel_read(room);
+    room.history->subscribed = false;
+    room.history->seq.need_read();
+  } else {
+    room.resync_on_subscribe = true;
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include "client_messages.h"
 #include "clock.h"
+#include "cluster_bus.h"
 #include "config_reload.h"
 #include "guard.h"
 #include "jwt.h"
@@ -39,7 +40,9 @@ void close_handle(void *h) {
 Server::Server(uv_loop_t *loop, Config cfg)
     : loop_(loop), cfg_(std::make_unique<Config>(std::move(cfg))), proxies_(cfg_->trusted_proxies),
       read_buf_(new char[kReadBufferSize]), ping_frame_(SharedFrame::make(Opcode::ping, {})),
-      presence_(loop, bus_, cfg_->presence), bus_(loop, cfg_->redis, *this, cfg_->history), rooms_(bus_, metrics_.publish),
+      bus_owner_(make_bus(loop, cfg_->redis, *this, cfg_->history)),
+      presence_(loop, *bus_owner_, cfg_->presence), bus_(*bus_owner_),
+      rooms_(bus_, metrics_.publish),
       timers_(uv_now(loop), deadline_resolution_ms(*cfg_)), env_{.loop = loop,
                                                                  .cfg = *cfg_,
                                                                  .metrics = metrics_,
@@ -236,6 +239,11 @@ void Server::on_redis_state(bool connected) {
 void Server::on_subscribed(std::string_view channel) {
   guarded("redis.subscribed", 0, "this room's history read waits for the next event",
           [&] { rooms_.on_subscribed(channel); });
+}
+
+void Server::on_subscription_lost(std::string_view channel) {
+  guarded("redis.subscription_lost", 0, "this room is not told of the gap",
+          [&] { rooms_.on_subscription_lost(channel); });
 }
 
 void Server::on_subscriber_reconnected() {

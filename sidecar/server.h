@@ -55,6 +55,7 @@ public:
   void on_redis_state(bool connected) override;
   void on_subscribed(std::string_view channel) override;
   void on_subscriber_reconnected() override;
+  void on_subscription_lost(std::string_view channel) override;
   void on_control_message(std::string_view payload) override;
   void on_connection_message(std::string_view channel, std::string_view payload) override;
 
@@ -97,9 +98,12 @@ private:
   std::unique_ptr<char[]> read_buf_;
   FrameRef ping_frame_;
   Metrics metrics_; // before rooms_, which counts into it
-  // Before bus_, which calls it until the bus is gone.
+  // A RedisBus, or a ClusterBus when redis.cluster is set (make_bus); everything else in the
+  // Server speaks to it as a MessageBus. Made before presence_, which keeps a reference to it;
+  // destroyed after presence_, which is safe because a stopped bus calls nobody.
+  std::unique_ptr<MessageBus> bus_owner_;
   PresenceSync presence_;
-  RedisBus bus_;
+  MessageBus &bus_;
   Rooms rooms_;
   FlushList flush_;
   TimerWheel timers_;    // every session's next deadline, advanced by deadlines_

@@ -116,6 +116,18 @@ TEST_CASE("the library bakes every template in as an escaped Lua literal") {
   CHECK(lib.find("register_function{function_name = 'sidecar_publish'") != std::string::npos);
 }
 
+TEST_CASE("sidecar_publish publishes with PUBLISH, or SPUBLISH for sharded pub/sub") {
+  std::vector<HistoryConfig> list = {{"org:{org}", 1000, 3600, 300}};
+  std::string global = history_library(list);
+  CHECK(global.find("local publish_command = 'PUBLISH'") != std::string::npos);
+  CHECK(global.find("SPUBLISH") == std::string::npos);
+  CHECK(global.find("redis.call(publish_command, channel") != std::string::npos);
+  std::string sharded = history_library(list, true);
+  CHECK(sharded.find("local publish_command = 'SPUBLISH'") != std::string::npos);
+  // Nothing else differs, so both modes keep the same positions and keys.
+  CHECK(sharded.size() == global.size() + 1);
+}
+
 // ---------------------------------------------------------------------------- live messages
 
 TEST_CASE("a live message with the header has a position and the payload after it") {
