@@ -287,6 +287,10 @@ void ClusterBus::on_link_reply(RedisLink &, const RedisPending &cmd, const redis
     log_warn("cluster_slots_uncovered", {{"covered", t->covered_slots()},
                                          {"action", "rooms on uncovered slots wait for an owner"}});
   topo_error_.clear();
+  log_debug("cluster_topology_read",
+            {{"node", ClusterNode{topo_cfg_.host, topo_cfg_.port, {}, true}.addr()},
+             {"shards", t->shards.size()},
+             {"slots", t->covered_slots()}});
   apply(std::move(*t));
 }
 

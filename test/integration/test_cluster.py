@@ -1,0 +1,228 @@
+"""Redis Cluster (issue 13): a real 3-master, 3-replica cluster on loopback (Debian's
+redis-server, joined with redis-cli --cluster create), two sidecars configured with
+``redis.cluster``, and clients in many orgs whose channels are spread over every shard.
+
+- Both pub/sub modes: a PUBLISH (global) or SPUBLISH (sharded) and an FCALL sidecar_publish (the
+  library loaded on every master, publishing the mode's way) reach exactly the room's members on
+  both sidecars, and nobody else.
+- kill -9 of a master while rooms live on it: its replica is promoted, the sidecars find it,
+  subscribe there again, /ready says 503 naming the shard while it lasts and 200 after, the
+  sidecars never exit, and the rooms receive again.
+- A seed that is down at start is skipped; a node that is not in cluster mode is a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from cluster_util import ClusterSidecar, RedisCluster, slot_of
+from harness import HOST, SLOW, connect_ws, free_port, recv_message, run, wait_until
+from resilience_util import ready_status
+
+HISTORY = [{"channel": "org:{org}", "size": 100, "ttl_s": 600, "max_recover": 100}]
+
+
+def orgs_over_every_shard(cluster: RedisCluster, n: int) -> list[str]:
+    """``n`` org ids whose room channels fall on every master (and many slots)."""
+    orgs = [f"o{i}" for i in range(n)]
+    owners = {cluster.master_port_of_slot(slot_of(f"org:{o}")) for o in orgs}
+    assert owners == {m.port for m in cluster.masters()}, "orgs must cover every shard"
+    return orgs
+
+
+def wait_clean_ready(sc, timeout: float = 20.0):
+    """/ready 200 with nothing degraded (the history library loaded on every master)."""
+    def ok():
+        status, body = ready_status(sc)
+        return status == 200 and "degraded" not in body
+    wait_until(ok, timeout * SLOW, f"clean /ready 200 on sidecar port {sc.port}", interval=0.05)
+
+
+def subscribers(cluster: RedisCluster, channel: str, sharded: bool) -> int:
+    """How many sidecars are subscribed to ``channel``: SHARDNUMSUB on its master, or the sum of
+    NUMSUB over every node (global subscriptions are per node)."""
+    if sharded:
+        reply = cluster.command_for(channel, "PUBSUB", "SHARDNUMSUB", channel)
+        return int(reply[1])
+    total = 0
+    for n in cluster.alive():
+        total += int(n.command("PUBSUB", "NUMSUB", channel)[1])
+    return total
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = RedisCluster(masters=3, replicas=1).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def cluster_sidecars():
+    made = []
+
+    def make(seeds, pubsub, extra=None):
+        sc = ClusterSidecar(seeds, pubsub, extra_yaml=extra)
+        made.append(sc)
+        sc.start()
+        return sc
+
+    yield make
+    problems = []
+    for sc in made:
+        sc.stop()
+        tail = [l for l in sc.log().splitlines() if "retry_failed" not in l][-300:]
+        print(f"---- sidecar log (port {sc.port})")
+        print("\n".join(tail))
+        if sc.sanitizer_report():
+            problems.append(sc.sanitizer_report())
+        if sc.exit_problem():
+            problems.append(sc.exit_problem())
+    for sc in made:
+        sc.cleanup()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+async def connect_everyone(sidecars, orgs):
+    """One client per org on each sidecar: {(sidecar index, org): connection}."""
+    conns = {}
+    for i, sc in enumerate(sidecars):
+        for o in orgs:
+            conns[(i, o)] = await connect_ws(sc.ws_url(f"/ws/{o}"))
+    return conns
+
+
+async def expect_exactly(conns, expected: dict, quiet_s: float = 0.3):
+    """Each connection receives exactly ``expected[org]`` (a list, in order) and then nothing
+    more for ``quiet_s``."""
+    async def one(key, conn):
+        got = []
+        want = expected[key[1]]
+        while len(got) < len(want):
+            got.append(await recv_message(conn, 10))
+        try:
+            extra = await asyncio.wait_for(conn.recv(), quiet_s)
+            got.append(extra)
+        except asyncio.TimeoutError:
+            pass
+        return key, got
+    results = await asyncio.gather(*(one(k, c) for k, c in conns.items()))
+    for key, got in results:
+        assert got == expected[key[1]], f"{key}: got {got!r}, expected {expected[key[1]]!r}"
+
+
+@pytest.mark.parametrize("mode", ["global", "sharded"])
+def test_every_message_reaches_exactly_its_rooms_members_on_both_sidecars(cluster,
+                                                                         cluster_sidecars, mode):
+    seeds = [f"{HOST}:{n.port}" for n in cluster.nodes[:2]]
+    sidecars = [cluster_sidecars(seeds, mode, {"history": HISTORY}) for _ in range(2)]
+    for sc in sidecars:
+        wait_clean_ready(sc)
+    orgs = orgs_over_every_shard(cluster, 24)
+    sharded = mode == "sharded"
+
+    async def main():
+        conns = await connect_everyone(sidecars, orgs)
+        for o in orgs:
+            wait_until(lambda: subscribers(cluster, f"org:{o}", sharded) == 2, 10 * SLOW,
+                       f"both sidecars subscribed to org:{o}", interval=0.02)
+        expected = {}
+        for o in orgs:
+            live = f"live {o} {mode}"
+            if sharded:
+                receivers = cluster.spublish(f"org:{o}", live)
+            else:
+                receivers = cluster.publish(f"org:{o}", live)
+            assert receivers >= 1
+            fcalled = f"fcall {o} {mode}"
+            position = cluster.fcall(f"org:{o}", fcalled)
+            assert position >= 1
+            expected[o] = [live, fcalled]
+        await expect_exactly(conns, expected)
+        for c in conns.values():
+            await c.close()
+
+    run(main(), 120)
+    # In sharded mode a room's channel lives only on its shard's master.
+    if sharded:
+        o = orgs[0]
+        owner = cluster.master_port_of_slot(slot_of(f"org:{o}"))
+        for n in cluster.alive():
+            count = int(n.command("PUBSUB", "SHARDNUMSUB", f"org:{o}")[1])
+            assert count == (0 if n.port != owner else count)
+
+
+def test_a_master_killed_with_sigkill_fails_over_and_rooms_receive_again(cluster_sidecars):
+    cluster = RedisCluster(masters=3, replicas=1).start()
+    try:
+        seeds = [f"{HOST}:{n.port}" for n in cluster.nodes]
+        sidecars = [cluster_sidecars(seeds, "sharded", {"history": HISTORY}) for _ in range(2)]
+        for sc in sidecars:
+            wait_clean_ready(sc)
+        orgs = orgs_over_every_shard(cluster, 12)
+        victim = cluster.master_port_of_slot(slot_of(f"org:{orgs[0]}"))
+        on_victim = [o for o in orgs if cluster.master_port_of_slot(slot_of(f"org:{o}")) == victim]
+
+        async def main():
+            conns = await connect_everyone(sidecars, orgs)
+            for o in orgs:
+                wait_until(lambda: subscribers(cluster, f"org:{o}", True) == 2, 10 * SLOW,
+                           f"both sidecars subscribed to org:{o}", interval=0.02)
+            await asyncio.to_thread(cluster.node(victim).kill)
+            # The outage is reported while it lasts, naming the shard.
+            for sc in sidecars:
+                status, body = await asyncio.to_thread(
+                    wait_until, lambda: (lambda r: r if r[0] == 503 else None)(ready_status(sc)),
+                    10 * SLOW, "/ready 503 while the master is down", 0.02)
+                assert str(victim) in body.get("reason", ""), body
+            await asyncio.to_thread(cluster.wait_failover, victim, 30 * SLOW)
+            for sc in sidecars:
+                await asyncio.to_thread(wait_clean_ready, sc, 20)
+                assert sc.running()
+            for o in on_victim:
+                await asyncio.to_thread(
+                    wait_until, lambda: subscribers(cluster, f"org:{o}", True) == 2, 10 * SLOW,
+                    f"org:{o} subscribed at the promoted replica", 0.02)
+            expected = {}
+            for o in orgs:
+                payload = f"after failover {o}"
+                cluster.fcall(f"org:{o}", payload)
+                expected[o] = [payload]
+            await expect_exactly(conns, expected)
+
+        run(main(), 180)
+        for sc in sidecars:
+            assert "cluster_master_removed" in sc.log() or "cluster_master_added" in sc.log()
+    finally:
+        cluster.stop()
+
+
+def test_a_seed_that_is_down_at_start_is_skipped(cluster, cluster_sidecars):
+    dead = f"{HOST}:{free_port()}"
+    sc = cluster_sidecars([dead, f"{HOST}:{cluster.nodes[0].port}"], "sharded")
+    wait_clean_ready(sc, 30)
+    o = "seedtest"
+
+    async def main():
+        conn = await connect_ws(sc.ws_url(f"/ws/{o}"))
+        wait_until(lambda: subscribers(cluster, f"org:{o}", True) == 1, 10 * SLOW,
+                   "subscribed", 0.02)
+        cluster.spublish(f"org:{o}", "hello")
+        assert await recv_message(conn, 5) == "hello"
+        await conn.close()
+
+    run(main(), 60)
+
+
+def test_a_node_without_cluster_mode_is_a_clear_error(redis, cluster_sidecars):
+    sc = cluster_sidecars([f"{HOST}:{redis.port}"], "global")
+    sc.wait_log(r"cluster_topology_failed.*cluster support disabled", 10)
+    status, body = ready_status(sc)
+    assert status == 503 and "cluster support disabled" in body.get("reason", ""), body
