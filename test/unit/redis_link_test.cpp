@@ -36,6 +36,9 @@ struct Recorder final : RedisReplies::Sink {
     seen.push_back((pattern.empty() ? "message " : "pmessage " + std::string(pattern) + " ") +
                    std::string(channel) + " " + std::string(payload));
   }
+  void on_shard_unsubscribed(std::string_view channel) override {
+    seen.push_back("shard lost " + std::string(channel));
+  }
 };
 
 // Feeds `bytes` split at `cut` (and whole when cut is 0); returns feed()'s verdict on the last
@@ -239,4 +242,29 @@ TEST_CASE("a PSUBSCRIBE reply answers its command; a pmessage whose pattern is n
   RedisReplies bad(true);
   std::string odd = "*4\r\n$8\r\npmessage\r\n:1\r\n$9\r\nconn:ab-7\r\n$2\r\nhi\r\n";
   CHECK(bad.feed(odd.data(), odd.size(), rec) == "a pub/sub message of the wrong shape");
+}
+
+TEST_CASE("a sunsubscribe push for a moved slot is told apart from the reply to our SUNSUBSCRIBE") {
+  const std::string push_b = "*3\r\n$12\r\nsunsubscribe\r\n$1\r\nb\r\n:1\r\n";
+  const std::string reply_a = "*3\r\n$12\r\nsunsubscribe\r\n$1\r\na\r\n:0\r\n";
+  const std::string bytes = push_b + reply_a + kPong;
+  for (size_t cut = 0; cut < bytes.size(); ++cut) {
+    RedisReplies r(true);
+    Recorder rec;
+    r.expect(RedisCmd::unsubscribe, "a", 1);
+    r.expect(RedisCmd::ping, {}, 1);
+    REQUIRE(feed_split(r, rec, bytes, cut) == "");
+    CHECK(rec.seen == std::vector<std::string>{"shard lost b",
+                                               "reply UNSUBSCRIBE a <- sunsubscribe",
+                                               "reply PING <- pong"});
+    CHECK(r.pending() == 0);
+  }
+}
+
+TEST_CASE("a sunsubscribe push with nothing pending is a push, not a reply nobody asked for") {
+  const std::string push = "*3\r\n$12\r\nsunsubscribe\r\n$5\r\norg:a\r\n:0\r\n";
+  RedisReplies r(true);
+  Recorder rec;
+  CHECK(r.feed(push.data(), push.size(), rec) == "");
+  CHECK(rec.seen == std::vector<std::string>{"shard lost org:a"});
 }
