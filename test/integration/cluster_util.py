@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 
-from harness import HOST, RedisServer, RespConn, RespError, Sidecar, free_port, wait_until, \
-    _merge
+from harness import HOST, RedisServer, RespError, Sidecar, free_port, wait_until, _merge
 
 
 def crc16(data: bytes) -> int:
@@ -176,6 +173,29 @@ class RedisCluster:
                     continue
                 raise
         raise RuntimeError(f"no node took {args!r}")
+
+    def node_id(self, port: int) -> str:
+        return self.node(port).command("CLUSTER", "MYID").decode()
+
+    def migrate_slot(self, slot: int, to_port: int):
+        """Moves ``slot`` and its keys to the master on ``to_port`` the way redis-cli --cluster
+        reshard does: IMPORTING/MIGRATING, MIGRATE of every key, then SETSLOT NODE on every
+        master (the source last but one, so that it ends its sharded subscriptions)."""
+        src = self.node(self.master_port_of_slot(slot))
+        dst = self.node(to_port)
+        src_id, dst_id = self.node_id(src.port), self.node_id(dst.port)
+        dst.command("CLUSTER", "SETSLOT", str(slot), "IMPORTING", src_id)
+        src.command("CLUSTER", "SETSLOT", str(slot), "MIGRATING", dst_id)
+        while True:
+            keys = src.command("CLUSTER", "GETKEYSINSLOT", str(slot), "100")
+            if not keys:
+                break
+            src.command("MIGRATE", HOST, str(dst.port), "", "0", "5000", "KEYS", *keys)
+        dst.command("CLUSTER", "SETSLOT", str(slot), "NODE", dst_id)
+        src.command("CLUSTER", "SETSLOT", str(slot), "NODE", dst_id)
+        for m in self.masters():
+            if m.port not in (src.port, dst.port):
+                m.command("CLUSTER", "SETSLOT", str(slot), "NODE", dst_id)
 
     def publish(self, channel: str, payload) -> int:
         return self.alive()[0].command("PUBLISH", channel, payload)
