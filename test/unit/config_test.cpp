@@ -949,3 +949,9 @@ TEST_CASE("redis.cluster mistakes are named with their line") {
   r = parse("redis:\n  pubsub: shard\n");
   check_error(r, "redis.pubsub", 2, "global");
 }
+
+TEST_CASE("presence is refused on a cluster until it is routed by slot") {
+  ConfigResult r = parse("redis:\n  cluster: [\"127.0.0.1:7000\"]\n"
+                         "presence:\n  - channel: \"org:{org}\"\n");
+  check_error(r, "presence", 3, "not supported with redis.cluster");
+}
