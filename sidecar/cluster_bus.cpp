@@ -677,11 +677,9 @@ bool ClusterBus::connected() const {
     if (!n->channels.empty() && !n->bus->connected())
       return false;
   }
-  // A sharded channel without an owner is a room that receives nothing.
-  for (const auto &[name, p] : places_) {
-    if (p.node.empty())
-      return false;
-  }
+  // A sharded channel waiting for the topology to name its slot's new owner (a resharding in
+  // progress) does not count: its shard is reachable, the wait lasts one topology read, and a
+  // 503 on every slot move would take the sidecar out of the load balancer for nothing.
   return true;
 }
 
