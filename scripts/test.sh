@@ -48,12 +48,25 @@ record() { # name status detail
   fi
 }
 
+# CPU time of a process and of the children it has waited for (user + system), in seconds; a
+# stage's CPU is the difference for this shell, which waits for everything a stage starts.
+clk_tck="$(getconf CLK_TCK 2>/dev/null || echo 100)"
+cpu_seconds() { # pid
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || { echo 0; return; }
+  stat="${stat##*) }"
+  # shellcheck disable=SC2086 # split into fields: after "comm)" the state is field 1
+  set -- $stat
+  echo $(((${12} + ${13} + ${14} + ${15}) / clk_tck))
+}
 stage_start=0
+stage_cpu=0
 stage_begin() { # title
   stage_start=$SECONDS
+  stage_cpu="$(cpu_seconds $$)"
   echo "==== $1  [$(date -u +%H:%M:%S) UTC, +${SECONDS}s]"
 }
-took() { echo "$((SECONDS - stage_start))s"; }
+took() { echo "$((SECONDS - stage_start))s, $(($(cpu_seconds $$) - stage_cpu))s CPU"; }
 
 # Configures and builds one tree; extra args go to cmake.
 configure_and_build() { # build_dir cmake_args...
@@ -134,8 +147,11 @@ start_background_builds() { # name...
       flock "$lock"
       rm -f "$bg_dir/$name.pending"
       local_start=$SECONDS
+      local_cpu="$(cpu_seconds "$BASHPID")"
       "build_$name" >"$bg_dir/$name.log" 2>&1 </dev/null
-      echo "$? $((SECONDS - local_start))" >"$bg_dir/$name.rc"
+      rc=$?
+      echo "$rc $((SECONDS - local_start))s, $(($(cpu_seconds "$BASHPID") - local_cpu))s CPU" \
+        >"$bg_dir/$name.rc"
       exec {lock}>&-
     done
   ) &
@@ -152,6 +168,7 @@ unidle_tree() { # pid
 # Builds NAME now, or waits for its background build; prints its output; returns its status.
 build_stage() { # name
   local name="$1" rc
+  bg_info=""
   if [ -e "$bg_dir/$name.rc" ] || [ -e "$bg_dir/$name.pending" ] || [ -e "$bg_dir/$name.lock" ]; then
     if [ ! -e "$bg_dir/$name.rc" ] && [ -n "$bg_pid" ]; then unidle_tree "$bg_pid"; fi
     while [ -e "$bg_dir/$name.pending" ]; do
@@ -161,7 +178,8 @@ build_stage() { # name
     flock "$bg_dir/$name.lock" true
     cat "$bg_dir/$name.log"
     read -r rc _ <"$bg_dir/$name.rc"
-    echo "($name built in the background in $(cut -d' ' -f2 "$bg_dir/$name.rc")s of wall time)"
+    bg_info="built in the background: $(cut -d' ' -f2- "$bg_dir/$name.rc")"
+    echo "($name $bg_info)"
     return "$rc"
   fi
   "build_$name"
@@ -192,13 +210,13 @@ fi
 if [ "$sanitize" = 1 ]; then
   stage_begin "sanitize: configure + build in $asan_dir"
   if build_stage asan; then
-    record "sanitize build" 0 "$(took)"
+    record "sanitize build" 0 "$(took)${bg_info:+; $bg_info}"
     export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
     export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
     run_ctest sanitize "$asan_dir"
     unset ASAN_OPTIONS UBSAN_OPTIONS
   else
-    record "sanitize build" 1 "$(took)"
+    record "sanitize build" 1 "$(took)${bg_info:+; $bg_info}"
     record "sanitize ctest" 1 "not run: build failed"
   fi
 else
@@ -208,7 +226,7 @@ fi
 if [ "$fuzz" = 1 ]; then
   stage_begin "fuzz: build"
   build_stage fuzz
-  record "fuzz build" $? "$(took)"
+  record "fuzz build" $? "$(took)${bg_info:+; $bg_info}"
   stage_begin fuzz
   bash "$repo_root/scripts/fuzz.sh" 20
   record fuzz $? "$(took)"
