@@ -96,8 +96,16 @@ public:
   uint64_t topology_refreshes() const { return topology_refreshes_; }
 
 private:
-  struct Node;
   class NodeSink;
+  // One Redis node: its RedisBus and the sink through which that bus speaks to us.
+  struct Node {
+    std::string addr;
+    RedisConfig cfg;
+    std::unique_ptr<NodeSink> sink;
+    std::unique_ptr<RedisBus> bus;
+    std::set<std::string> channels; // sharded channels placed here
+    bool global = false;
+  };
 
   // Where a sharded channel is subscribed: at `node`, or "" while its owner is unknown.
   struct Place {

@@ -14,10 +14,6 @@ namespace {
 // sessions is a handful of commands, and a join is visible in Redis within about this long.
 constexpr uint64_t kTickMs = 100;
 
-std::string_view text_of(const redisReply &r) {
-  return r.str != nullptr ? std::string_view(r.str, r.len) : std::string_view();
-}
-
 } // namespace
 
 PresenceSync::PresenceSync(uv_loop_t *loop, MessageBus &bus, std::vector<PresenceConfig> list)
@@ -135,7 +131,7 @@ void PresenceSync::on_presence_reply(uint64_t tag, const redisReply &reply) {
   pending_.erase(it);
   bool error = reply.type == REDIS_REPLY_ERROR;
   if (error) {
-    std::string text(text_of(reply));
+    std::string text(reply_text(&reply));
     if (text != last_error_) {
       log_warn("redis_presence_failed",
                {{"command", tag == 0 ? "FUNCTION LOAD"
@@ -175,7 +171,7 @@ void PresenceSync::on_presence_reply(uint64_t tag, const redisReply &reply) {
     book_.resend(p.channel);
     // The library went missing under a live connection (FUNCTION FLUSH, a failover): load it
     // again, once for all the FCALLs failing behind this one.
-    bool missing = error && text_of(reply).find("Function not found") != std::string_view::npos;
+    bool missing = error && reply_text(&reply).find("Function not found") != std::string_view::npos;
     if (missing && pending_.count(0) == 0 &&
         bus_.presence_send({"FUNCTION", "LOAD", "REPLACE", presence_library()}, 0))
       pending_[0] = {};

@@ -90,6 +90,13 @@ Push classify(const redisReply &r, std::string_view &pattern, std::string_view &
 
 } // namespace
 
+std::string_view reply_text(const redisReply *r) {
+  return r != nullptr && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
+                          r->type == REDIS_REPLY_ERROR)
+             ? std::string_view(r->str, r->len)
+             : std::string_view();
+}
+
 const char *redis_cmd_name(RedisCmd cmd) {
   switch (cmd) {
   case RedisCmd::auth:

@@ -32,6 +32,10 @@ struct redisReply;
 
 namespace sidecar {
 
+// The text of a string, status or error reply (an error's is Redis's reason); empty for any
+// other type and for null.
+std::string_view reply_text(const redisReply *r);
+
 // What a command sent on a link was, so that its reply reaches the right place.
 enum class RedisCmd : uint8_t {
   auth,
