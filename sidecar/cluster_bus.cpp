@@ -241,8 +241,9 @@ void ClusterBus::on_link_reply(RedisLink &, const RedisPending &cmd, const redis
     send_refresh();
     return;
   }
-  Result<ClusterTopology> t = cmd.cmd == RedisCmd::cluster_shards ? parse_cluster_shards(reply)
-                                                                  : parse_cluster_slots(reply);
+  Result<ClusterTopology> t = cmd.cmd == RedisCmd::cluster_shards
+                                  ? parse_cluster_shards(reply, topo_cfg_.host)
+                                  : parse_cluster_slots(reply, topo_cfg_.host);
   std::string why;
   if (!t)
     why = t.error;

@@ -33,7 +33,11 @@ std::string host_port(std::string_view host, uint16_t port) {
 // "the address you reached me on", which for a topology read from another node is unknown).
 bool usable_endpoint(std::string_view e) { return !e.empty() && e != "?"; }
 
-Result<ClusterNode> parse_shard_node(const redisReply &n, bool &master) {
+// A node that has never met a peer does not know its own address (a one-node cluster without
+// cluster-announce-ip): Redis then reports "" for it, and it can only be the node that answered,
+// at the address we reached it on.
+Result<ClusterNode> parse_shard_node(const redisReply &n, bool &master,
+                                     std::string_view answered_by) {
   if (n.type != REDIS_REPLY_ARRAY || n.elements % 2 != 0)
     return Result<ClusterNode>::fail("a node is not a flat map");
   ClusterNode node;
@@ -61,12 +65,14 @@ Result<ClusterNode> parse_shard_node(const redisReply &n, bool &master) {
   node.port = static_cast<uint16_t>(*port);
   node.host = std::string(usable_endpoint(endpoint) ? endpoint : ip);
   if (node.host.empty())
+    node.host = std::string(answered_by);
+  if (node.host.empty())
     return Result<ClusterNode>::fail("a node without an address (id " + node.id + ")");
   master = role == "master";
   return node;
 }
 
-Result<ClusterNode> parse_slots_node(const redisReply &n) {
+Result<ClusterNode> parse_slots_node(const redisReply &n, std::string_view answered_by) {
   if (n.type != REDIS_REPLY_ARRAY || n.elements < 2)
     return Result<ClusterNode>::fail("a node is not [host, port, ...]");
   std::optional<long long> port = int_of(n.element[1], 1, 65535);
@@ -77,6 +83,8 @@ Result<ClusterNode> parse_slots_node(const redisReply &n) {
   node.port = static_cast<uint16_t>(*port);
   if (n.elements >= 3)
     node.id = std::string(text_of(n.element[2]));
+  if (node.host.empty())
+    node.host = std::string(answered_by);
   if (!usable_endpoint(node.host))
     return Result<ClusterNode>::fail("a node without an address (id " + node.id + ")");
   return node;
@@ -111,7 +119,7 @@ size_t ClusterTopology::covered_slots() const {
   return n;
 }
 
-Result<ClusterTopology> parse_cluster_shards(const redisReply &reply) {
+Result<ClusterTopology> parse_cluster_shards(const redisReply &reply, std::string_view answered_by) {
   if (reply.type == REDIS_REPLY_ERROR)
     return Result<ClusterTopology>::fail(std::string(reply.str, reply.len));
   if (reply.type != REDIS_REPLY_ARRAY)
@@ -141,7 +149,7 @@ Result<ClusterTopology> parse_cluster_shards(const redisReply &reply) {
           return Result<ClusterTopology>::fail("CLUSTER SHARDS: nodes is not a list");
         for (size_t n = 0; n < v.elements; ++n) {
           bool master = false;
-          Result<ClusterNode> node = parse_shard_node(*v.element[n], master);
+          Result<ClusterNode> node = parse_shard_node(*v.element[n], master, answered_by);
           if (!node)
             return Result<ClusterTopology>::fail("CLUSTER SHARDS: " + node.error);
           // A failed master stays listed (health "fail") until it is forgotten; the promoted
@@ -165,7 +173,7 @@ Result<ClusterTopology> parse_cluster_shards(const redisReply &reply) {
   return t;
 }
 
-Result<ClusterTopology> parse_cluster_slots(const redisReply &reply) {
+Result<ClusterTopology> parse_cluster_slots(const redisReply &reply, std::string_view answered_by) {
   if (reply.type == REDIS_REPLY_ERROR)
     return Result<ClusterTopology>::fail(std::string(reply.str, reply.len));
   if (reply.type != REDIS_REPLY_ARRAY)
@@ -179,7 +187,7 @@ Result<ClusterTopology> parse_cluster_slots(const redisReply &reply) {
     auto hi = int_of(r.element[1], 0, kClusterSlots - 1);
     if (!lo || !hi || *lo > *hi)
       return Result<ClusterTopology>::fail("CLUSTER SLOTS: a slot range out of 0..16383");
-    Result<ClusterNode> master = parse_slots_node(*r.element[2]);
+    Result<ClusterNode> master = parse_slots_node(*r.element[2], answered_by);
     if (!master)
       return Result<ClusterTopology>::fail("CLUSTER SLOTS: " + master.error);
     // One entry per range: ranges of the same master are joined into one shard.
@@ -193,7 +201,7 @@ Result<ClusterTopology> parse_cluster_slots(const redisReply &reply) {
       shard = &t.shards.back();
       shard->master = std::move(*master);
       for (size_t n = 3; n < r.elements; ++n) {
-        Result<ClusterNode> replica = parse_slots_node(*r.element[n]);
+        Result<ClusterNode> replica = parse_slots_node(*r.element[n], answered_by);
         if (!replica)
           return Result<ClusterTopology>::fail("CLUSTER SLOTS: " + replica.error);
         shard->replicas.push_back(std::move(*replica));

@@ -53,9 +53,13 @@ private:
 
 // CLUSTER SHARDS: an array of shards, each a flat map with "slots" (a flat list of range
 // bounds) and "nodes" (flat maps with id, port, ip, endpoint, hostname, role, health, ...).
-Result<ClusterTopology> parse_cluster_shards(const redisReply &reply);
+// `answered_by` is the host the reply came from: Redis reports an empty address for the answering
+// node when it does not know its own (a one-node cluster that never met a peer).
+Result<ClusterTopology> parse_cluster_shards(const redisReply &reply,
+                                             std::string_view answered_by = {});
 // CLUSTER SLOTS: an array of [start, end, master, replica...], each node [host, port, id, ...].
-Result<ClusterTopology> parse_cluster_slots(const redisReply &reply);
+Result<ClusterTopology> parse_cluster_slots(const redisReply &reply,
+                                            std::string_view answered_by = {});
 
 // "MOVED 3999 127.0.0.1:6381" or "ASK 3999 127.0.0.1:6381".
 struct ClusterRedirect {

@@ -9,16 +9,18 @@ redis-server, joined with redis-cli --cluster create), two sidecars configured w
   subscribe there again, /ready says 503 naming the shard while it lasts and 200 after, the
   sidecars never exit, and the rooms receive again.
 - A seed that is down at start is skipped; a node that is not in cluster mode is a clear error.
+- A one-node cluster with a password works in both modes; a wrong password is a clear error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 
 import pytest
 
-from cluster_util import ClusterSidecar, RedisCluster, slot_of
+from cluster_util import ClusterNode, ClusterSidecar, RedisCluster, slot_of
 from harness import HOST, SLOW, connect_ws, free_port, recv_message, run, wait_until
 from resilience_util import ready_status
 
@@ -273,3 +275,46 @@ def test_a_node_without_cluster_mode_is_a_clear_error(redis, cluster_sidecars):
     sc.wait_log(r"cluster_topology_failed.*cluster support disabled", 10)
     status, body = ready_status(sc)
     assert status == 503 and "cluster support disabled" in body.get("reason", ""), body
+
+
+def test_a_one_node_cluster_with_a_password_and_wrong_credentials(cluster_sidecars):
+    """A cluster of one master holding every slot (what a small managed cluster can be), with
+    `requirepass`: the right password works in both modes; a wrong one is a clear error on
+    /ready and in the log, and the sidecar keeps running and retrying."""
+    node = ClusterNode().start()
+    try:
+        node.command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+        wait_until(lambda: node.info("cluster").get("cluster_state") == "ok", 10 * SLOW,
+                   "one-node cluster_state:ok", interval=0.05)
+        node.command("CONFIG", "SET", "requirepass", "right-pass")
+
+        def cli(*args):
+            out = subprocess.run(["redis-cli", "-h", HOST, "-p", str(node.port), "--no-auth-warning",
+                                  "-a", "right-pass", *args], capture_output=True, text=True,
+                                 timeout=10)
+            return out.stdout.strip()
+
+        wrong = cluster_sidecars([f"redis://default:wrong-pass@{HOST}:{node.port}"], "sharded")
+        wrong.wait_log(r"WRONGPASS|invalid username-password|AUTH", 10 * SLOW)
+        status, body = ready_status(wrong)
+        assert status == 503, body
+        assert re.search(r"WRONGPASS|AUTH|password", body.get("reason", "")), body
+        assert wrong.proc.poll() is None  # still running, still retrying
+
+        for mode, publish in (("sharded", "SPUBLISH"), ("global", "PUBLISH")):
+            sc = cluster_sidecars([f"redis://default:right-pass@{HOST}:{node.port}"], mode)
+            wait_clean_ready(sc, 20)
+            org = f"one{mode}"
+
+            async def main():
+                conn = await connect_ws(sc.ws_url(f"/ws/{org}"))
+                numsub = "SHARDNUMSUB" if mode == "sharded" else "NUMSUB"
+                wait_until(lambda: cli("PUBSUB", numsub, f"org:{org}").splitlines()[-1] == "1",
+                           10 * SLOW, f"{mode} subscription", 0.02)
+                cli(publish, f"org:{org}", "on one node")
+                assert await recv_message(conn, 5) == "on one node"
+                await conn.close()
+
+            run(main(), 60)
+    finally:
+        node.stop()

@@ -386,3 +386,26 @@ TEST_CASE("MOVED and ASK redirections name the slot and the node") {
   CHECK_FALSE(parse_cluster_redirect("ERR MOVED 1 h:1"));
   CHECK_FALSE(parse_cluster_redirect("NOPERM"));
 }
+
+TEST_CASE("a one-node cluster that never met a peer reports no address: it is the node asked") {
+  // CLUSTER SHARDS of a node given every slot with CLUSTER ADDSLOTSRANGE and no
+  // cluster-announce-ip: "ip" and "endpoint" are empty.
+  std::string bytes = "*1\r\n*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:16383\r\n"
+                      "$5\r\nnodes\r\n*1\r\n"
+                      "*12\r\n$2\r\nid\r\n$1\r\na\r\n$4\r\nport\r\n:7001\r\n"
+                      "$2\r\nip\r\n$0\r\n\r\n$8\r\nendpoint\r\n$0\r\n\r\n"
+                      "$4\r\nrole\r\n$6\r\nmaster\r\n$6\r\nhealth\r\n$6\r\nonline\r\n";
+  auto reply = parse_resp(bytes);
+  Result<ClusterTopology> t = parse_cluster_shards(*reply, "10.0.0.7");
+  REQUIRE(t.ok());
+  CHECK(t->shard_of(16383)->master.addr() == "10.0.0.7:7001");
+  // Without knowing who answered, an empty address is unusable.
+  CHECK_FALSE(parse_cluster_shards(*reply).ok());
+  // CLUSTER SLOTS says the same with an empty host; "?" (unknown endpoint) stays unusable.
+  auto slots = parse_resp("*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$0\r\n\r\n:7001\r\n$1\r\na\r\n");
+  Result<ClusterTopology> s = parse_cluster_slots(*slots, "10.0.0.7");
+  REQUIRE(s.ok());
+  CHECK(s->shard_of(0)->master.addr() == "10.0.0.7:7001");
+  auto unknown = parse_resp("*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$1\r\n?\r\n:7001\r\n$1\r\na\r\n");
+  CHECK_FALSE(parse_cluster_slots(*unknown, "10.0.0.7").ok());
+}
