@@ -102,6 +102,11 @@ private:
   }
   void read_routes(const At &at);
   void read_cluster(const At &at);
+  template <class Entry, class Problem>
+  void read_channel_list(const At &at, std::string_view example,
+                         std::vector<Field> (*fields)(Parser &, Entry &),
+                         std::vector<Problem> (*check)(const std::vector<Entry> &),
+                         std::vector<Entry> &out);
   void read_history(const At &at);
   void read_presence(const At &at);
   void read_origins(const At &at);
@@ -419,95 +424,71 @@ void Parser::read_routes(const At &at) {
     cfg_.routes = std::move(routes);
 }
 
-// history: a list of {channel, size, ttl_s, max_recover}. Each value is read here; the rules
-// across entries and keys (a template twice, max_recover over size, placeholders) are
-// check_history's, the same function the Redis library's generator trusts, so this file and the
-// library cannot disagree about what is valid. A list with any problem keeps history off.
-void Parser::read_history(const At &at) {
+// history and presence: each a list of maps with a "channel" template. Each entry's values are
+// read here (`fields` names the keys other than channel); the rules across entries and keys (a
+// template twice, ranges that depend on each other, placeholders) are `check`'s: check_history is
+// the same function the Redis library's generator trusts, so this file and the library cannot
+// disagree about what is valid. A list with any problem leaves `out` empty: the feature is off.
+template <class Entry, class Problem>
+void Parser::read_channel_list(const At &at, std::string_view example,
+                               std::vector<Field> (*fields)(Parser &, Entry &),
+                               std::vector<Problem> (*check)(const std::vector<Entry> &),
+                               std::vector<Entry> &out) {
   if (at.node.IsNull())
-    return; // "history:" alone: off
-  std::vector<HistoryConfig> list;
+    return; // "history:" or "presence:" alone: off
+  std::vector<Entry> list;
   std::vector<At> items;
   bool clean = true;
   bool is_list = walk_list(at, [&](const At &item) {
-    HistoryConfig h;
+    Entry e;
     bool has_channel = false;
     size_t errors = error_count();
     if (!item.node.IsMap()) {
-      fail(item, "must be a map like {channel: \"org:{org}\", size: 1000, ttl_s: 3600, "
-                 "max_recover: 300}, got " +
-                     describe(item.node));
+      fail(item, "must be a map like " + std::string(example) + ", got " + describe(item.node));
       clean = false;
       return;
     }
-    walk_map(item, "",
-             {{"channel",
-               [&](const At &v) {
-                 has_channel = true;
-                 read_nonempty(v, h.channel_template);
-               }},
-              {"size", num(1, kMaxHistorySize, h.size)},
-              {"ttl_s", num(1, kMaxHistoryTtlS, h.ttl_s)},
-              {"max_recover", num(1, kMaxRecover, h.max_recover)}});
+    std::vector<Field> keys = fields(*this, e);
+    keys.insert(keys.begin(), {"channel", [&](const At &v) {
+                                 has_channel = true;
+                                 read_nonempty(v, e.channel_template);
+                               }});
+    walk_map(item, "", keys);
     if (!has_channel)
       fail(item, "missing \"channel\", like channel: \"org:{org}\"");
     clean = clean && errors == error_count();
-    list.push_back(std::move(h));
+    list.push_back(std::move(e));
     items.push_back(item);
   });
   if (!is_list || !clean)
     return;
-  std::vector<HistoryProblem> problems = check_history(list);
-  for (const HistoryProblem &p : problems) {
+  std::vector<Problem> problems = check(list);
+  for (const Problem &p : problems) {
     std::string key = items[p.index].path + "." + p.key;
     fail(line_of(key) != 0 ? line_of(key) : items[p.index].line, key, p.reason);
   }
   if (problems.empty())
-    cfg_.history = std::move(list);
+    out = std::move(list);
 }
 
-// presence: a list of {channel, ttl_s, events}, read like history: values here, the rules
-// across keys in check_presence. A list with any problem keeps presence off.
+void Parser::read_history(const At &at) {
+  read_channel_list<HistoryConfig, HistoryProblem>(
+      at, "{channel: \"org:{org}\", size: 1000, ttl_s: 3600, max_recover: 300}",
+      [](Parser &p, HistoryConfig &h) -> std::vector<Field> {
+        return {{"size", p.num(1, kMaxHistorySize, h.size)},
+                {"ttl_s", p.num(1, kMaxHistoryTtlS, h.ttl_s)},
+                {"max_recover", p.num(1, kMaxRecover, h.max_recover)}};
+      },
+      check_history, cfg_.history);
+}
+
 void Parser::read_presence(const At &at) {
-  if (at.node.IsNull())
-    return; // "presence:" alone: off
-  std::vector<PresenceConfig> list;
-  std::vector<At> items;
-  bool clean = true;
-  bool is_list = walk_list(at, [&](const At &item) {
-    PresenceConfig p;
-    bool has_channel = false;
-    size_t errors = error_count();
-    if (!item.node.IsMap()) {
-      fail(item, "must be a map like {channel: \"org:{org}\", ttl_s: 30, events: "
-                 "\"org:{org}:presence\"}, got " +
-                     describe(item.node));
-      clean = false;
-      return;
-    }
-    walk_map(item, "",
-             {{"channel",
-               [&](const At &v) {
-                 has_channel = true;
-                 read_nonempty(v, p.channel_template);
-               }},
-              {"ttl_s", num(1, kMaxPresenceTtlS, p.ttl_s)},
-              {"events", str(p.events)}});
-    if (!has_channel)
-      fail(item, "missing \"channel\", like channel: \"org:{org}\"");
-    clean = clean && errors == error_count();
-    list.push_back(std::move(p));
-    items.push_back(item);
-  });
-  if (!is_list || !clean)
-    return;
-  std::vector<PresenceProblem> problems = check_presence(list);
-  for (const PresenceProblem &p : problems) {
-    std::string key = items[p.index].path + "." + p.key;
-    fail(line_of(key) != 0 ? line_of(key) : items[p.index].line, key, p.reason);
-  }
-  if (problems.empty())
-    cfg_.presence = std::move(list);
+  read_channel_list<PresenceConfig, PresenceProblem>(
+      at, "{channel: \"org:{org}\", ttl_s: 30, events: \"org:{org}:presence\"}",
+      [](Parser &p, PresenceConfig &c) -> std::vector<Field> {
+        return {{"ttl_s", p.num(1, kMaxPresenceTtlS, c.ttl_s)}, {"events", p.str(c.events)}};
+      },
+      check_presence, cfg_.presence);
 }
 
 // Origins are a list of patterns, or a map that also says whether a missing Origin is allowed.
