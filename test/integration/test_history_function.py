@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster_util import crc16, slot_of as key_slot
 from harness import REPO_ROOT, RespConn, RespError, wait_until
 
 # Templates: a user channel keeps 50, a room 5, and "trim:" 100. MAXLEN ~ trims only whole
@@ -71,26 +72,6 @@ class Subscriber:
 
     def close(self):
         self.conn.close()
-
-
-def crc16(data: bytes) -> int:
-    """CRC16/XMODEM, the Redis Cluster key hash."""
-    crc = 0
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
-
-
-def key_slot(key: bytes) -> int:
-    start = key.find(b"{")
-    if start >= 0:
-        end = key.find(b"}", start + 1)
-        if end > start + 1:
-            key = key[start + 1:end]
-    return crc16(key) % 16384
 
 
 def test_publish_returns_consecutive_positions_and_publishes_the_header(redis, r):
