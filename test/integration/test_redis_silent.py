@@ -4,20 +4,18 @@ redis.ping_interval_ms, and a command left unanswered past the deadline counts a
 /ready answers 503, the sidecar reconnects (new connections get through), subscribes every live
 room again and delivers; clients stay connected throughout.
 
-The partition is made by ``FreezingProxy``, a TCP proxy between the sidecar and Redis that can
-stop forwarding on every connection it has (keeping both sockets open, so neither end sees a FIN
-or RST) while still forwarding connections made afterwards.
+The partition is made by ``RedisProxy.freeze()`` (redis_proxy.py): a TCP proxy between the
+sidecar and Redis stops forwarding on every connection it has, keeping both sockets open so that
+neither end sees a FIN or RST, while still forwarding connections made afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
-import selectors
 import signal
-import socket
-import threading
 
-from harness import HOST, SLOW, connect_ws, recv_message, run, wait_until
+from harness import SLOW, connect_ws, recv_message, run, wait_until
+from redis_proxy import RedisProxy
 from resilience_util import log_events, ready_status
 
 PING_MS, TIMEOUT_MS = 200, 1000
@@ -28,98 +26,12 @@ PROBE = {"redis": {"ping_interval_ms": PING_MS, "reply_timeout_ms": TIMEOUT_MS,
 NOTICE_S = (PING_MS + TIMEOUT_MS) / 1000 + 1.5 * SLOW
 
 
-class FreezingProxy:
-    """Forwards 127.0.0.1:<port> to an upstream port, one thread, selectors. ``freeze()`` stops
-    forwarding on every connection open at that moment, for good, without closing anything;
-    connections accepted later are forwarded as usual."""
-
-    def __init__(self, upstream_port: int):
-        self.upstream_port = upstream_port
-        self.listener = socket.create_server((HOST, 0))
-        self.port = self.listener.getsockname()[1]
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(self.listener, selectors.EVENT_READ, None)
-        self.lock = threading.Lock()
-        self.pairs: list[tuple[socket.socket, socket.socket]] = []
-        self.frozen: list[tuple[socket.socket, socket.socket]] = []
-        self.accepted = 0
-        self.stopping = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    def _run(self):
-        while not self.stopping:
-            for key, _ in self.sel.select(timeout=0.05):
-                with self.lock:
-                    if key.data is None:
-                        self._accept()
-                    else:
-                        self._forward(key.fileobj, key.data)
-
-    def _accept(self):
-        client, _ = self.listener.accept()
-        upstream = socket.create_connection((HOST, self.upstream_port), timeout=5)
-        for s in (client, upstream):
-            s.setblocking(False)
-        self.sel.register(client, selectors.EVENT_READ, upstream)
-        self.sel.register(upstream, selectors.EVENT_READ, client)
-        self.pairs.append((client, upstream))
-        self.accepted += 1
-
-    def _forward(self, src: socket.socket, dst: socket.socket):
-        try:
-            data = src.recv(1 << 16)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._drop(src, dst)
-            return
-        try:
-            dst.setblocking(True)
-            dst.sendall(data)
-            dst.setblocking(False)
-        except OSError:
-            self._drop(src, dst)
-
-    def _drop(self, a: socket.socket, b: socket.socket):
-        for s in (a, b):
-            try:
-                self.sel.unregister(s)
-            except (KeyError, ValueError):
-                pass
-            s.close()
-        self.pairs = [p for p in self.pairs if a not in p]
-
-    def freeze(self):
-        """Stops reading from every open connection (both directions); the sockets stay open."""
-        with self.lock:
-            for client, upstream in self.pairs:
-                for s in (client, upstream):
-                    self.sel.unregister(s)
-                self.frozen.append((client, upstream))
-            self.pairs = []
-
-    def close(self):
-        self.stopping = True
-        self.thread.join(5)
-        for pair in self.pairs + self.frozen:
-            for s in pair:
-                s.close()
-        self.listener.close()
-
-
 def wait_ready(sc, want: int, timeout: float, what: str):
     return wait_until(lambda: ready_status(sc)[0] == want, timeout, what)
 
 
 def test_a_partitioned_link_is_noticed_within_the_deadline_and_recovered(sidecar_factory, redis):
-    proxy = FreezingProxy(redis.port)
+    proxy = RedisProxy(redis.port)
     try:
         sc = sidecar_factory(redis_url=proxy.url, extra_yaml=PROBE)
 
