@@ -49,7 +49,12 @@ ChannelSequence::Outcome ChannelSequence::on_read(const HistoryRead &read, uint3
   StreamPosition after{read.epoch, read.top};
   if (fresh_) {
     fresh_ = false;
-    pos_.anchor(read.epoch, read.top);
+    // Held messages arrived after the SUBSCRIBE was confirmed, so they are news to every member
+    // even when the read (sent after that) already counts them: the room starts just before
+    // the first of them. Members that read for themselves drop what their own read covers.
+    const bool news = !held_.empty() && held_.front().epoch == read.epoch &&
+                      held_.front().offset >= 1 && held_.front().offset <= read.top;
+    pos_.anchor(read.epoch, news ? held_.front().offset - 1 : read.top);
   } else if (!pos_.anchored()) {
     // A failed read already resynced the members, but what was missed since then is unknown.
     out.steps.push_back({SequenceStep::Kind::resync, ResyncReason::unavailable, after, {}});

@@ -81,8 +81,9 @@ public:
     std::vector<SequenceStep> steps;
     bool need_read = false; // a hole remains among held messages: read again from read_from()
   };
-  // The answer to the read from read_from(). The first read of a new room only anchors it (its
-  // members learn their positions from their own reads). Otherwise the entries after the last
+  // The answer to the read from read_from(). The first read of a new room only anchors it, just
+  // before the first held message (those arrived after the SUBSCRIBE, so they are news to every
+  // member even if the read counts them), or at the top. Otherwise the entries after the last
   // delivered are delivered when decide_resume recovers them, else members get a resync and the
   // room continues after read.top; then the held messages follow, deduplicated by position.
   Outcome on_read(const HistoryRead &read, uint32_t max_recover);
@@ -102,7 +103,7 @@ private:
   uint32_t max_held_;
   PositionFilter pos_;
   bool reading_ = true; // a new room knows nothing yet
-  bool fresh_ = true;   // never anchored: its first read delivers nothing
+  bool fresh_ = true;   // never anchored: its first read anchors it (see on_read)
   std::deque<Held> held_;
   uint64_t dropped_ = 0;
 };

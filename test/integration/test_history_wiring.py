@@ -6,12 +6,13 @@ file only proves the pieces meet.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import urllib.parse
 
-import websockets
-
-from harness import RespConn, connect_ws, recv_json, recv_message, run, wait_until
+from harness import SLOW, RespConn, _merge, connect_ws, recv_json, recv_message, run, wait_until
+from redis_proxy import RedisProxy
 
 HISTORY = {"history": [{"channel": "org:{org}", "size": 100, "ttl_s": 600, "max_recover": 50}]}
 
@@ -149,3 +150,48 @@ def test_a_killed_subscriber_link_is_read_once_for_history_rooms_and_resynced_el
             await client.close()
 
     run(scenario())
+
+
+def test_a_publication_between_the_subscribe_and_a_new_rooms_first_read_is_delivered(
+        redis, sidecar_factory):
+    """A verbatim client is welcomed at once; its history room subscribes, then reads the stream's
+    top to anchor its position. A message published after Redis confirmed the SUBSCRIBE but before
+    that read ran is in the stream below the top and also arrives live: it is news to the client,
+    as it would be in a room without history, and must be delivered, once. The proxy holds the
+    room's FCALL sidecar_read so that the publication falls inside that window every time."""
+    proxy = RedisProxy(redis.port)
+    try:
+        # The held read must not count as a silent link: a long reply deadline.
+        sc = sidecar_factory(redis_url=proxy.url, extra_yaml=_merge(
+            HISTORY, {"redis": {"reply_timeout_ms": 30000, "ping_interval_ms": 10000}}))
+        library_loaded(sc)
+        proxy.hold(b"sidecar_read")
+
+        async def scenario():
+            client = await connect_ws(sc.ws_url())
+            try:
+                await asyncio.to_thread(wait_until, subscribed(redis, "org:acme"), 5 * SLOW,
+                                        "SUBSCRIBE org:acme")
+                assert await asyncio.to_thread(proxy.held.wait, 5 * SLOW), \
+                    "the room's first read never reached the proxy"
+                assert fcall_publish(redis, "org:acme", "in the window") == 1
+                await asyncio.to_thread(
+                    wait_until, lambda: redis_messages(sc) >= 1, 5 * SLOW,
+                    "the sidecar received the live message")
+                proxy.release()
+                assert await recv_message(client) == "in the window"
+                fcall_publish(redis, "org:acme", "after")
+                assert await recv_message(client) == "after"  # no duplicate before it
+            finally:
+                await client.close()
+
+        run(scenario())
+    finally:
+        proxy.close()
+
+
+def redis_messages(sc) -> int:
+    status, _, body = sc.http("GET", "/metrics")
+    m = re.search(r"^sidecar_redis_messages_total (\d+)$", body.decode(), re.M)
+    assert status == 200 and m, "sidecar_redis_messages_total not on /metrics"
+    return int(m.group(1))

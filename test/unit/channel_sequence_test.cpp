@@ -61,15 +61,37 @@ TEST_CASE("a position filter passes the next position and nothing else in its ep
 
 // ---------------------------------------------------------------------------- ChannelSequence
 
-TEST_CASE("a new room holds live messages until its first read, then only what follows it") {
+TEST_CASE("a new room holds live messages until its first read, then delivers every one") {
+  // They arrived after the SUBSCRIBE was confirmed: news to the members, also the ones the read
+  // (which ran after them) counts below its top.
   ChannelSequence seq(300);
   CHECK(seq.on_live("e1", 4, m(4)) == ChannelSequence::Live::held);
   CHECK(seq.on_live("e1", 5, m(5)) == ChannelSequence::Live::held);
   CHECK(seq.on_live("e1", 6, m(6)) == ChannelSequence::Live::held);
   auto out = seq.on_read(make_read("e1", 5, 0, 0), 300);
-  CHECK(text(out.steps) == std::vector<std::string>{"e1:6 m6"});
+  CHECK(text(out.steps) == std::vector<std::string>{"e1:4 m4", "e1:5 m5", "e1:6 m6"});
   CHECK_FALSE(out.need_read);
+  CHECK(seq.on_live("e1", 6, m(6)) == ChannelSequence::Live::duplicate);
   CHECK(seq.on_live("e1", 7, m(7)) == ChannelSequence::Live::deliver);
+}
+
+TEST_CASE("a new room's first read anchors at the top when nothing is held") {
+  ChannelSequence seq(300);
+  auto out = seq.on_read(make_read("e1", 5, 0, 0), 300);
+  CHECK(out.steps.empty());
+  CHECK(seq.on_live("e1", 5, m(5)) == ChannelSequence::Live::duplicate);
+  CHECK(seq.on_live("e1", 6, m(6)) == ChannelSequence::Live::deliver);
+}
+
+TEST_CASE("a new room's held message of an older epoch than its first read is not news") {
+  // Published before the stream was reset: the read's epoch starts the room at its top.
+  ChannelSequence seq(300);
+  CHECK(seq.on_live("e0", 9, m(9)) == ChannelSequence::Live::held);
+  auto out = seq.on_read(make_read("e1", 2, 0, 0), 300);
+  CHECK(out.steps.empty());
+  CHECK(seq.position().epoch() == "e1");
+  CHECK(seq.position().last() == 2);
+  CHECK(seq.on_live("e1", 3, m(3)) == ChannelSequence::Live::deliver);
 }
 
 TEST_CASE("live messages in order are delivered; a repeated one is dropped") {
