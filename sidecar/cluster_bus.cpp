@@ -402,6 +402,9 @@ void ClusterBus::place(const std::string &channel) {
   std::string to = owner != nullptr ? owner->addr : std::string();
   if (to == it->second.node)
     return;
+  if (log_enabled(LogConfig::Level::debug))
+    log_debug("cluster_channel_placed",
+              {{"channel", channel}, {"from", it->second.node}, {"to", to}});
   if (auto n = nodes_.find(it->second.node); n != nodes_.end()) {
     if (n->second->bus->subscribed(channel))
       tell_lost(channel);

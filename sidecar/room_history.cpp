@@ -128,6 +128,8 @@ void Rooms::start_read(Room &room) {
     ++history_counters_->gap_reads;
   uint64_t serial = ++h.serial;
   std::string channel = room.channel;
+  if (log_enabled(LogConfig::Level::debug))
+    log_debug("history_read_sent", {{"channel", channel}, {"from", from}, {"count", count}});
   // The bus never calls back from inside read_history, so the token is stored before any answer.
   h.token = reads_->read_history(
       channel, from, count,
@@ -148,6 +150,11 @@ void Rooms::read_answered(const std::string &channel, uint64_t serial, const His
     return; // the room went, or this read was replaced; its token should have been cancelled
   RoomHistory &h = *room->history;
   h.token = 0;
+  if (log_enabled(LogConfig::Level::debug))
+    log_debug("history_read_answered", {{"channel", channel},
+                                        {"top", r.read.top},
+                                        {"entries", r.read.entries.size()},
+                                        {"error", r.error}});
   ChannelSequence::Outcome out =
       r.error.empty() ? h.seq.on_read(r.read, h.cfg.max_recover) : h.seq.on_read_failed();
   bool first = !h.ready;

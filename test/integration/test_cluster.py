@@ -43,6 +43,18 @@ def wait_clean_ready(sc, timeout: float = 20.0):
     wait_until(ok, timeout * SLOW, f"clean /ready 200 on sidecar port {sc.port}", interval=0.05)
 
 
+async def expect_message(conn, want, sc, channel: str, timeout: float = 5.0):
+    """The next message on ``conn`` is ``want``. When nothing comes, the failure quotes what the
+    sidecar logged about ``channel`` and the topology (debug level), so that a CI log shows why."""
+    try:
+        got = await recv_message(conn, timeout)
+    except asyncio.TimeoutError:
+        lines = [l for l in sc.log().splitlines() if channel in l or "cluster_topology" in l]
+        pytest.fail(f"{want!r} did not arrive in {timeout * SLOW:.0f} s; the sidecar's log on "
+                    f"{channel} and the topology:\n" + "\n".join(lines[-60:]), pytrace=False)
+    assert got == want
+
+
 def subscribers(cluster: RedisCluster, channel: str, sharded: bool) -> int:
     """How many sidecars are subscribed to ``channel``: SHARDNUMSUB on its master, or the sum of
     NUMSUB over every node (global subscriptions are per node)."""
@@ -230,7 +242,7 @@ def test_a_slot_moved_under_a_live_room_is_followed(cluster, cluster_sidecars, h
             cluster.fcall(channel, "before")
         else:
             cluster.spublish(channel, "before")
-        assert await recv_message(conn, 5) == "before"
+        await expect_message(conn, "before", sc, channel)
         await asyncio.to_thread(cluster.migrate_slot, slot, dst)
         if history:
             cluster.fcall(channel, "right after the move")
@@ -240,13 +252,13 @@ def test_a_slot_moved_under_a_live_room_is_followed(cluster, cluster_sidecars, h
             10 * SLOW, f"{channel} subscribed at its new master {dst}", 0.02)
         if history:
             cluster.fcall(channel, "later")
-            assert [await recv_message(conn, 5) for _ in range(2)] == \
-                ["right after the move", "later"]
+            await expect_message(conn, "right after the move", sc, channel)
+            await expect_message(conn, "later", sc, channel)
         else:
             # At most once, as on one Redis: nothing to replay and (history off) no resync; what
             # is published once the sidecar is subscribed at the new owner arrives.
             cluster.spublish(channel, "later")
-            assert await recv_message(conn, 5) == "later"
+            await expect_message(conn, "later", sc, channel)
         await conn.close()
 
     run(main(), 60)
