@@ -15,6 +15,11 @@
 // The functions derive their keys from KEYS[1] (the channel) instead of receiving them: the
 // contract is `FCALL sidecar_publish 1 <channel> <payload>`. Both keys hash-tag the whole channel
 // name, so they live in the channel's slot and a Cluster routes the call to the right node.
+// While that slot migrates, though, a Cluster redirects a call by whether its declared keys exist
+// on the source, and the channel is never a key: every call is sent to the target, which would
+// start a second history there (and the keys' MIGRATE then fails). So the functions also take
+// the two keys themselves, `2 sidecar:{C}:s sidecar:{C}:m`, which a Cluster routes by where they
+// are (TRYAGAIN while they are split); README "Scaling out" says when to use which.
 #include "history.h"
 
 #include <cstdio>
@@ -99,27 +104,42 @@ local function epoch_of(skey, mkey, ttl)
   return epoch
 end
 
-local function history_of(name, keys)
-  if #keys ~= 1 then
-    return nil, redis.error_reply('ERR ' .. name .. ': expected 1 key, the channel')
+-- The channel a call names: 1 key, the channel itself; or 2 keys, the channel's stream and
+-- metadata keys (the form a Cluster routes correctly while the channel's slot migrates).
+local function channel_of(name, keys)
+  if #keys == 1 then
+    return keys[1]
   end
-  local t = config_of(keys[1])
+  local channel = #keys == 2 and string.match(keys[1], '^sidecar:{(.+)}:s$')
+  if not channel or keys[2] ~= 'sidecar:{' .. channel .. '}:m' then
+    return nil, redis.error_reply('ERR ' .. name .. ': expected 1 key, the channel, or 2 keys, ' ..
+                                  'sidecar:{channel}:s and sidecar:{channel}:m')
+  end
+  return channel
+end
+
+local function history_of(name, keys)
+  local channel, err = channel_of(name, keys)
+  if not channel then
+    return nil, err
+  end
+  local t = config_of(channel)
   if not t then
     return nil, redis.error_reply('ERR ' .. name .. ': no history configured for channel ' ..
-                                  shown(keys[1]) .. '; use ' .. publish_command)
+                                  shown(channel) .. '; use ' .. publish_command)
   end
-  return t
+  return t, channel
 end
 
 local function publish(keys, args)
-  local t, err = history_of('sidecar_publish', keys)
+  local t, channel = history_of('sidecar_publish', keys)
   if not t then
-    return err
+    return channel
   end
   if #args ~= 1 then
     return redis.error_reply('ERR sidecar_publish: expected 1 argument, the payload')
   end
-  local channel, payload = keys[1], args[1]
+  local payload = args[1]
   local skey, mkey = keys_of(channel)
   local epoch = epoch_of(skey, mkey, t.ttl)
   local top = tonumber(redis.call('HGET', mkey, 'top')) + 1
@@ -134,15 +154,15 @@ local function publish(keys, args)
 end
 
 local function read(keys, args)
-  local t, err = history_of('sidecar_read', keys)
+  local t, channel = history_of('sidecar_read', keys)
   if not t then
-    return err
+    return channel
   end
   if #args ~= 2 or not string.match(args[1], '^%d+$') or not string.match(args[2], '^%d+$') then
     return redis.error_reply('ERR sidecar_read: expected 2 arguments, from and count')
   end
   local from, count = tonumber(args[1]), tonumber(args[2])
-  local skey, mkey = keys_of(keys[1])
+  local skey, mkey = keys_of(channel)
   local epoch = epoch_of(skey, mkey, t.ttl)
   local top = tonumber(redis.call('HGET', mkey, 'top'))
   local out = {epoch, top}

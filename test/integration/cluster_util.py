@@ -10,6 +10,8 @@ with its own ``--cluster-config-file``), joins them with ``redis-cli --cluster c
 - ``master_of_slot(slot)``, ``slot_of(key)``, ``masters()``, ``replicas()``
 - ``publish(channel, payload)`` / ``spublish`` / ``fcall`` on the node that owns the channel,
   following MOVED as ``redis-cli -c`` would
+- ``ClusterPublisher``: a publisher with connections of its own (for a thread), following MOVED,
+  ASK (with ASKING) and TRYAGAIN as cluster clients do
 - ``ClusterSidecar``: a ``Sidecar`` whose config names ``redis.cluster`` instead of ``redis.url``
 """
 
@@ -20,7 +22,7 @@ import os
 import subprocess
 import time
 
-from harness import HOST, RedisServer, RespError, Sidecar, free_port, wait_until, _merge
+from harness import HOST, RedisServer, RespConn, RespError, Sidecar, free_port, wait_until, _merge
 
 
 def crc16(data: bytes) -> int:
@@ -177,20 +179,26 @@ class RedisCluster:
     def node_id(self, port: int) -> str:
         return self.node(port).command("CLUSTER", "MYID").decode()
 
-    def migrate_slot(self, slot: int, to_port: int):
+    def migrate_slot(self, slot: int, to_port: int, while_migrating=None, after_keys_moved=None):
         """Moves ``slot`` and its keys to the master on ``to_port`` the way redis-cli --cluster
         reshard does: IMPORTING/MIGRATING, MIGRATE of every key, then SETSLOT NODE on every
-        master (the source last but one, so that it ends its sharded subscriptions)."""
+        master (the source last but one, so that it ends its sharded subscriptions). The two
+        callbacks, when given, run once the slot is MIGRATING (keys still on the source) and
+        once its keys are on the target (the slot not handed over yet)."""
         src = self.node(self.master_port_of_slot(slot))
         dst = self.node(to_port)
         src_id, dst_id = self.node_id(src.port), self.node_id(dst.port)
         dst.command("CLUSTER", "SETSLOT", str(slot), "IMPORTING", src_id)
         src.command("CLUSTER", "SETSLOT", str(slot), "MIGRATING", dst_id)
+        if while_migrating:
+            while_migrating()
         while True:
             keys = src.command("CLUSTER", "GETKEYSINSLOT", str(slot), "100")
             if not keys:
                 break
             src.command("MIGRATE", HOST, str(dst.port), "", "0", "5000", "KEYS", *keys)
+        if after_keys_moved:
+            after_keys_moved()
         dst.command("CLUSTER", "SETSLOT", str(slot), "NODE", dst_id)
         src.command("CLUSTER", "SETSLOT", str(slot), "NODE", dst_id)
         for m in self.masters():
@@ -209,6 +217,52 @@ class RedisCluster:
     def stop(self):
         for n in self.nodes:
             n.stop()
+
+
+class ClusterPublisher:
+    """Publishes with ``FCALL sidecar_publish 2 sidecar:{C}:s sidecar:{C}:m payload`` (the form
+    whose keys a Cluster routes while the slot migrates) over connections of its own, so that it
+    can run in a thread beside ``RedisCluster``'s. Follows MOVED, ASK (ASKING first, on the
+    target's connection) and TRYAGAIN as cluster clients do; every retry loop is bounded."""
+
+    def __init__(self, cluster: "RedisCluster"):
+        self.cluster = cluster
+        self.conns: dict[int, RespConn] = {}
+        self.asks = 0
+        self.tryagains = 0
+
+    def _conn(self, port: int) -> RespConn:
+        if port not in self.conns:
+            self.conns[port] = RespConn(port)
+        return self.conns[port]
+
+    def fcall(self, channel: str, payload, attempts: int = 200):
+        keys = (f"sidecar:{{{channel}}}:s", f"sidecar:{{{channel}}}:m")
+        args = ("FCALL", "sidecar_publish", "2", *keys, payload)
+        port, asking = self.cluster.master_port_of_slot(slot_of(channel)), False
+        for _ in range(attempts):
+            conn = self._conn(port)
+            try:
+                if asking:
+                    conn.command("ASKING")
+                return conn.command(*args)
+            except RespError as e:
+                msg = str(e)
+                asking = msg.startswith("ASK ")
+                if msg.startswith("MOVED ") or asking:
+                    self.asks += asking
+                    port = int(msg.split()[2].rsplit(":", 1)[1])
+                    continue
+                if msg.startswith("TRYAGAIN") or msg.startswith("CLUSTERDOWN"):
+                    self.tryagains += 1
+                    time.sleep(0.01)  # the keys are between nodes for one MIGRATE
+                    continue
+                raise
+        raise RuntimeError(f"no node took a publication on {channel}")
+
+    def close(self):
+        for c in self.conns.values():
+            c.close()
 
 
 class ClusterSidecar(Sidecar):

@@ -8,6 +8,8 @@ redis-server, joined with redis-cli --cluster create), two sidecars configured w
 - kill -9 of a master while rooms live on it: its replica is promoted, the sidecars find it,
   subscribe there again, /ready says 503 naming the shard while it lasts and 200 after, the
   sidecars never exit, and the rooms receive again.
+- A slot moved under a live room (SETSLOT ends the SSUBSCRIBE), also while a backend keeps
+  publishing with history on: every publication reaches the client once, in order.
 - A seed that is down at start is skipped; a node that is not in cluster mode is a clear error.
 - A one-node cluster with a password works in both modes; a wrong password is a clear error.
 """
@@ -17,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
+import threading
 
 import pytest
 
-from cluster_util import ClusterNode, ClusterSidecar, RedisCluster, slot_of
+from cluster_util import ClusterNode, ClusterPublisher, ClusterSidecar, RedisCluster, slot_of
 from harness import HOST, SLOW, connect_ws, free_port, recv_message, run, wait_until
 from resilience_util import ready_status
 
@@ -263,6 +266,82 @@ def test_a_slot_moved_under_a_live_room_is_followed(cluster, cluster_sidecars, h
 
     run(main(), 60)
     sc.wait_log(r"event=redis_shard_unsubscribed channel=" + re.escape(channel), 5)
+
+
+def test_a_slot_moved_under_a_steady_publisher_loses_and_repeats_nothing(cluster, cluster_sidecars):
+    """Resharding while a backend keeps publishing with history on (sharded). The publisher uses
+    the two-key form of sidecar_publish and follows MOVED, ASK and TRYAGAIN as cluster clients
+    do: while the slot is MIGRATING its calls run on the source (the keys are there), once the
+    keys have moved they are sent to the target with ASKING, and after the handover they go to
+    the target. The history stays one stream (MIGRATE never finds a second one at the target),
+    and the client gets every publication exactly once, in order: live, or by the gap read once
+    the sidecar is subscribed at the new owner."""
+    sc = cluster_sidecars([f"{HOST}:{cluster.nodes[0].port}"], "sharded", {"history": HISTORY})
+    wait_clean_ready(sc)
+    o = "moving-steady"
+    channel = f"org:{o}"
+    slot = slot_of(channel)
+    src = cluster.master_port_of_slot(slot)
+    dst = next(m.port for m in cluster.masters() if m.port != src)
+    publisher = ClusterPublisher(cluster)
+    published = []
+    cond = threading.Condition()
+    stop = threading.Event()
+
+    def publish_steadily():
+        # Bounded: at most 600 publications, paced so that the gap stays under max_recover.
+        try:
+            for i in range(600):
+                if stop.is_set():
+                    break
+                publisher.fcall(channel, f"p{i}")
+                with cond:
+                    published.append(f"p{i}")
+                    cond.notify_all()
+                stop.wait(0.005)
+            publisher.fcall(channel, "end")
+        finally:
+            publisher.close()
+
+    def published_more(n: int):
+        with cond:
+            target = len(published) + n
+            assert cond.wait_for(lambda: len(published) >= target, 10 * SLOW), \
+                f"the publisher did not get {n} more publications through"
+
+    async def main():
+        conn = await connect_ws(sc.ws_url(f"/ws/{o}"))
+        await asyncio.to_thread(wait_until, lambda: subscribers(cluster, channel, True) == 1,
+                                10 * SLOW, f"{channel} subscribed", 0.02)
+        got = []
+
+        async def collect():
+            while True:
+                m = await recv_message(conn, 10)
+                if m == "end":
+                    return
+                got.append(m)
+
+        collector = asyncio.ensure_future(collect())
+        thread = threading.Thread(target=publish_steadily, daemon=True)
+        thread.start()
+        try:
+            await asyncio.to_thread(published_more, 10)
+            await asyncio.to_thread(cluster.migrate_slot, slot, dst,
+                                    lambda: published_more(10), lambda: published_more(10))
+            await asyncio.to_thread(published_more, 10)
+        finally:
+            stop.set()
+            await asyncio.to_thread(thread.join, 30)
+        await asyncio.wait_for(collector, 20 * SLOW)
+        await conn.close()
+        assert publisher.asks > 0, "no publication was sent to the target with ASKING"
+        assert got == published, (f"{len(got)} received of {len(published)} published; first "
+                                  f"difference at {next((i for i, (a, b) in enumerate(zip(got, published)) if a != b), min(len(got), len(published)))}")
+        entries = cluster.node(dst).command("XLEN", f"sidecar:{{{channel}}}:s")
+        assert entries == len(published) + 1  # one stream, with "end"
+
+    run(main(), 90)
 
 
 def test_a_seed_that_is_down_at_start_is_skipped(cluster, cluster_sidecars):

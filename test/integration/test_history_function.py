@@ -188,6 +188,38 @@ def test_a_stream_left_without_its_metadata_is_dropped_with_the_old_epoch(r):
     assert r.command("XRANGE", "sidecar:{org:acme}:s", "-", "+") == [[b"1-0", [b"d", b"new"]]]
 
 
+def test_the_two_key_form_names_the_same_history_and_refuses_keys_that_disagree(redis, r):
+    """``2 sidecar:{C}:s sidecar:{C}:m`` (the form a Cluster routes by where the keys are while
+    C's slot migrates) is the same call as ``1 C``: one stream, one sequence of positions, the
+    same published header. Keys that are not C's pair are refused and change nothing."""
+    keys = ("sidecar:{org:acme}:s", "sidecar:{org:acme}:m")
+    sub = Subscriber(redis.port, "org:acme")
+    try:
+        assert publish(r, "org:acme", b"one") == 1
+        assert r.command("FCALL", "sidecar_publish", 2, *keys, b"two") == 2
+        assert publish(r, "org:acme", b"three") == 3
+        epoch = r.command("HGET", keys[1], "epoch")
+        assert [sub.next()[1].split(b"\n", 1) for _ in range(3)] == [
+            [b"\x1esidecar1 " + epoch + b" %d" % i, p]
+            for i, p in ((1, b"one"), (2, b"two"), (3, b"three"))]
+    finally:
+        sub.close()
+    reply = r.command("FCALL", "sidecar_read", 2, *keys, 1, 10)
+    assert reply == [epoch, 3, 2, b"two", 3, b"three"]
+    for bad in (("sidecar:{org:acme}:s", "sidecar:{org:other}:m"),
+                ("sidecar:{org:acme}:m", "sidecar:{org:acme}:s"),
+                ("org:acme", "sidecar:{org:acme}:m"),
+                ("sidecar:{org:acme}:s", "sidecar:{org:acme}:m", "extra")):
+        for fn, args in (("sidecar_publish", (b"x",)), ("sidecar_read", (0, 5))):
+            with pytest.raises(RespError, match="expected 1 key, the channel, or 2 keys"):
+                r.command("FCALL", fn, len(bad), *bad, *args)
+    with pytest.raises(RespError, match="no history configured"):
+        r.command("FCALL", "sidecar_publish", 2, "sidecar:{other:x}:s", "sidecar:{other:x}:m", b"x")
+    assert r.command("HGET", keys[1], "top") == b"3"
+    assert sorted(r.command("KEYS", "sidecar:*")) == [b"sidecar:{org:acme}:m",
+                                                      b"sidecar:{org:acme}:s"]
+
+
 def test_keys_and_channel_share_one_cluster_slot():
     assert crc16(b"123456789") == 0x31C3  # the check value in the Redis Cluster spec
     for channel in (b"org:acme", b"org:acme:user:bob", b"org:x.y_z-1"):
