@@ -18,15 +18,6 @@ constexpr uint64_t kRefreshIdleMs = 10'000;
 constexpr uint64_t kRefreshDegradedMs = 500;
 // Two refreshes never leave closer together than this, however many redirects ask for one.
 constexpr uint64_t kRefreshMinGapMs = 100;
-// A read redirected this many times in a row fails (resync unavailable) instead of chasing a
-// topology that keeps moving.
-constexpr uint32_t kMaxRedirects = 8;
-
-bool redirect_error(std::string_view e) {
-  return e.starts_with("MOVED ") || e.starts_with("ASK ") || e.starts_with("TRYAGAIN") ||
-         e.starts_with("CLUSTERDOWN");
-}
-
 } // namespace
 
 class ClusterBus::NodeSink final : public RedisSink {
@@ -39,6 +30,9 @@ public:
   void on_subscribed(std::string_view channel) override { bus_.node_subscribed(node_, channel); }
   void on_subscriber_reconnected() override { bus_.node_reconnected(node_); }
   void on_subscription_lost(std::string_view channel) override { bus_.node_lost(node_, channel); }
+  void on_xadd_answered(uint64_t tag, const redisReply &reply) override {
+    bus_.node_xadd_answered(node_, tag, reply);
+  }
   void on_control_message(std::string_view payload) override {
     if (node_.global)
       bus_.sink_.on_control_message(payload);
@@ -137,6 +131,7 @@ void ClusterBus::stop() {
   for (auto &[addr, n] : nodes_)
     n->bus->stop();
   reads_.clear();
+  appends_.clear();
 }
 
 void ClusterBus::on_timer(uv_timer_t *t) {
@@ -179,6 +174,7 @@ void ClusterBus::tick() {
       dispatch(token);
   }
   fail_waiting_reads(now);
+  retry_appends(now);
 }
 
 // ----------------------------------------------------------------------------- topology
@@ -500,110 +496,6 @@ void ClusterBus::node_lost(Node &n, std::string_view channel) {
   n.bus->unsubscribe(name);
   it->second.node.clear();
   request_refresh("slot moved");
-}
-
-// ----------------------------------------------------------------------------- commands
-
-bool ClusterBus::xadd(const std::string &stream, uint32_t maxlen,
-                      const std::vector<std::pair<std::string, std::string>> &fields) {
-  Node *n = master_of(stream);
-  return n != nullptr && n->bus->xadd(stream, maxlen, fields);
-}
-
-HistoryReadToken ClusterBus::read_history(std::string channel, uint64_t from, uint32_t count,
-                                          HistoryReadCallback cb) {
-  Read r;
-  r.channel = std::move(channel);
-  r.from = from;
-  r.count = count;
-  r.cb = std::move(cb);
-  return ask(std::move(r));
-}
-
-HistoryReadToken ClusterBus::read_history_shared(std::string channel, uint64_t from, uint32_t count,
-                                                 HistoryReadCallback cb) {
-  Read r;
-  r.channel = std::move(channel);
-  r.from = from;
-  r.count = count;
-  r.shared = true;
-  r.cb = std::move(cb);
-  return ask(std::move(r));
-}
-
-HistoryReadToken ClusterBus::ask(Read read) {
-  HistoryReadToken token = next_token_++;
-  read.asked_ms = uv_now(loop_);
-  reads_.emplace(token, std::move(read));
-  // The node bus never answers from inside its read_history, so neither do we; without an owner
-  // yet the read waits for the tick.
-  dispatch(token);
-  return token;
-}
-
-void ClusterBus::dispatch(HistoryReadToken token) {
-  auto it = reads_.find(token);
-  if (it == reads_.end())
-    return;
-  Read &r = it->second;
-  Node *n = master_of(r.channel);
-  if (n == nullptr)
-    return;
-  r.node = n->addr;
-  auto done = [this, token](const HistoryReadResult &result) { read_done(token, result); };
-  r.inner = r.shared ? n->bus->read_history_shared(r.channel, r.from, r.count, done)
-                     : n->bus->read_history(r.channel, r.from, r.count, done);
-}
-
-void ClusterBus::read_done(HistoryReadToken token, const HistoryReadResult &result) {
-  auto it = reads_.find(token);
-  if (it == reads_.end())
-    return;
-  Read &r = it->second;
-  if (redirect_error(result.error) && r.redirects < kMaxRedirects &&
-      uv_now(loop_) - r.asked_ms < cfg_.reply_timeout_ms) {
-    // The slot moved (or is moving): ask again once a fresh topology names its master.
-    ++r.redirects;
-    r.node.clear();
-    r.inner = 0;
-    r.retry_at_ms = uv_now(loop_) + 20 * r.redirects;
-    request_refresh("history read redirected");
-    return;
-  }
-  HistoryReadCallback cb = std::move(r.cb);
-  reads_.erase(it);
-  if (cb)
-    cb(result);
-}
-
-void ClusterBus::cancel_history_read(HistoryReadToken token) {
-  auto it = reads_.find(token);
-  if (it == reads_.end())
-    return;
-  if (auto n = nodes_.find(it->second.node); n != nodes_.end() && it->second.inner != 0)
-    n->second->bus->cancel_history_read(it->second.inner);
-  reads_.erase(it);
-}
-
-void ClusterBus::fail_waiting_reads(uint64_t now) {
-  std::vector<HistoryReadToken> expired;
-  for (const auto &[token, read] : reads_) {
-    if (read.node.empty() && now - read.asked_ms >= cfg_.reply_timeout_ms)
-      expired.push_back(token);
-  }
-  for (HistoryReadToken token : expired) {
-    auto it = reads_.find(token);
-    if (it == reads_.end())
-      continue;
-    HistoryReadCallback cb = std::move(it->second.cb);
-    reads_.erase(it);
-    HistoryReadResult result;
-    result.error = "no Redis Cluster master serves this channel's slot" +
-                   (topo_error_.empty() ? std::string() : " (" + topo_error_ + ")") + "; waited " +
-                   std::to_string(cfg_.reply_timeout_ms) + " ms (redis.reply_timeout_ms)";
-    if (cb)
-      guarded("cluster.history_read", 0, "this waiter's answer is lost", [&] { cb(result); });
-  }
 }
 
 } // namespace sidecar

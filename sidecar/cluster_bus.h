@@ -7,10 +7,13 @@
 // - One RedisBus per master (a Node), which brings everything the single-Redis path has per
 //   node: backoff with jitter, silent-link probes, AUTH, the Function library loaded on every
 //   connect (so on every master), coalesced history reads, refused channels retried alone.
-// - Commands go to the master of their slot: XADD by its stream key, history reads by channel
-//   (the history keys hash-tag the channel, so they share its slot). A read answered with MOVED,
-//   ASK, TRYAGAIN or CLUSTERDOWN waits for a fresh topology and is sent again, until
-//   redis.reply_timeout_ms after it was asked.
+// - Commands go to the master of their slot (cluster_bus_commands.cpp): XADD by its stream key,
+//   history reads by channel (the history keys hash-tag the channel, so they share its slot). An
+//   XADD is kept until answered: MOVED sends it to the node named (and refreshes the topology),
+//   ASK to the node named after ASKING, TRYAGAIN or CLUSTERDOWN a moment later, until
+//   redis.reply_timeout_ms after it was asked; then its message is lost and logged. A read
+//   answered with any of these waits for a fresh topology and is sent again, within the same
+//   deadline.
 // - Global pub/sub: one more RedisBus (`global_`) on any reachable node SUBSCRIBEs every room's
 //   channel (a PUBLISH on any node reaches every node of a cluster); it moves to another node
 //   when its own stays unreachable.
@@ -94,6 +97,10 @@ public:
   // The masters this bus has a link to, by address, and whether each is reachable.
   std::map<std::string, bool> masters() const;
   uint64_t topology_refreshes() const { return topology_refreshes_; }
+  // Inbound XADDs given up (redirected too often or too long, or unanswered), and ASK redirects
+  // followed (with ASKING) for them.
+  uint64_t appends_lost() const { return appends_lost_; }
+  uint64_t asks_followed() const { return asks_followed_; }
 
 private:
   class NodeSink;
@@ -124,6 +131,17 @@ private:
     uint64_t asked_ms = 0;
     uint64_t retry_at_ms = 0;
   };
+  // An inbound message's XADD, kept until Redis takes it so that a redirect can send it on.
+  struct Append {
+    std::string stream;
+    uint32_t maxlen = 0;
+    std::vector<std::pair<std::string, std::string>> fields;
+    std::string node; // where it was sent; "" while it waits for an owner
+    uint32_t redirects = 0;
+    uint64_t asked_ms = 0;
+    uint64_t sent_ms = 0;
+    uint64_t retry_at_ms = 0;
+  };
 
   // RedisLink::Owner, for the topology link.
   void on_link_up(RedisLink &link) override;
@@ -137,6 +155,7 @@ private:
   void node_subscribed(Node &n, std::string_view channel);
   void node_reconnected(Node &n);
   void node_lost(Node &n, std::string_view channel);
+  void node_xadd_answered(Node &n, uint64_t tag, const redisReply &reply);
 
   static void on_timer(uv_timer_t *t);
   void tick();
@@ -155,6 +174,9 @@ private:
   void dispatch(HistoryReadToken token);
   void read_done(HistoryReadToken token, const HistoryReadResult &result);
   void fail_waiting_reads(uint64_t now);
+  bool send_append(uint64_t tag, Append &a, Node &n, bool asking);
+  void lose_append(std::map<uint64_t, Append>::iterator it, std::string why);
+  void retry_appends(uint64_t now);
 
   uv_loop_t *loop_;
   RedisConfig cfg_;
@@ -189,6 +211,10 @@ private:
 
   std::map<HistoryReadToken, Read> reads_;
   HistoryReadToken next_token_ = 1;
+  std::map<uint64_t, Append> appends_; // by the tag their XADD was sent with
+  uint64_t next_append_ = 1;
+  uint64_t appends_lost_ = 0;
+  uint64_t asks_followed_ = 0;
   mutable std::map<std::string, uint64_t> errors_; // subscribe_errors() summed over nodes
 };
 

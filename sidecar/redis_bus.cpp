@@ -252,6 +252,12 @@ void RedisBus::on_link_reply(RedisLink &, const RedisPending &cmd, const redisRe
     if (presence_ != nullptr)
       presence_->on_presence_reply(cmd.tag, reply);
     return;
+  case RedisCmd::xadd:
+    if (cmd.tag != 0) {
+      sink_.on_xadd_answered(cmd.tag, reply);
+      return;
+    }
+    break; // an error is logged below
   case RedisCmd::unsubscribe:
     if (auto it = chans_.find(cmd.channel); it != chans_.end()) {
       if (reply.type == REDIS_REPLY_ERROR) {
@@ -264,13 +270,12 @@ void RedisBus::on_link_reply(RedisLink &, const RedisPending &cmd, const redisRe
     }
     return;
   default:
-    if (reply.type == REDIS_REPLY_ERROR) {
-      log_error("redis_error",
-                {{"command", redis_cmd_name(cmd.cmd)},
-                 {"reply", reply_text(&reply)},
-                 {"action", "check redis.url credentials, ACLs and the stream key"}});
-    }
-    return;
+    break;
+  }
+  if (reply.type == REDIS_REPLY_ERROR) {
+    log_error("redis_error", {{"command", redis_cmd_name(cmd.cmd)},
+                              {"reply", reply_text(&reply)},
+                              {"action", "check redis.url credentials, ACLs and the stream key"}});
   }
 }
 
@@ -279,8 +284,9 @@ void RedisBus::subscribe_answered(const std::string &channel, const redisReply &
   if (it == chans_.end())
     return;
   Chan &chan = it->second;
-  bool ok = reply.type == REDIS_REPLY_ARRAY && reply.elements == 3 &&
-            (reply_text(reply.element[0]) == "subscribe" || reply_text(reply.element[0]) == "ssubscribe");
+  bool ok =
+      reply.type == REDIS_REPLY_ARRAY && reply.elements == 3 &&
+      (reply_text(reply.element[0]) == "subscribe" || reply_text(reply.element[0]) == "ssubscribe");
   if (!ok && reply.type == REDIS_REPLY_ERROR && chan.wanted && !chan.pinned &&
       (reply_text(&reply).starts_with("MOVED ") || reply_text(&reply).starts_with("ASK "))) {
     // A sharded channel asked of a node that does not own its slot (the topology moved under
@@ -407,9 +413,13 @@ void RedisBus::reconcile_pattern() {
     pattern_chan_.state = ChanState::subscribing;
 }
 
-bool RedisBus::xadd(const std::string &stream, uint32_t maxlen,
-                    const std::vector<std::pair<std::string, std::string>> &fields) {
+bool RedisBus::send_xadd(const std::string &stream, uint32_t maxlen,
+                         const std::vector<std::pair<std::string, std::string>> &fields,
+                         uint64_t tag, bool asking) {
   if (!cmd_.up())
+    return false;
+  // ASKING holds for the next command on this connection only, which the pipeline makes the XADD.
+  if (asking && !cmd_.send(RedisCmd::asking, {}, {"ASKING"}))
     return false;
   std::string maxlen_s = std::to_string(maxlen);
   std::vector<std::string_view> args = {"XADD", stream, "MAXLEN", "~", maxlen_s, "*"};
@@ -418,7 +428,7 @@ bool RedisBus::xadd(const std::string &stream, uint32_t maxlen,
     args.push_back(k);
     args.push_back(v);
   }
-  return cmd_.send(RedisCmd::xadd, {}, std::span<const std::string_view>(args));
+  return cmd_.send(RedisCmd::xadd, {}, std::span<const std::string_view>(args), tag);
 }
 
 size_t RedisBus::subscribed_channels() const {

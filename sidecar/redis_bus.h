@@ -63,6 +63,9 @@ public:
   virtual void on_control_message(std::string_view) {}
   // A message on a channel matched by the connection pattern (set_connection_pattern).
   virtual void on_connection_message(std::string_view, std::string_view) {}
+  // The reply to an XADD sent with a tag (RedisBus::send_xadd), errors included: the cluster bus
+  // follows its redirects. An untagged XADD's error is logged by the bus.
+  virtual void on_xadd_answered(uint64_t, const redisReply &) {}
 
 protected:
   ~RedisSink() = default;
@@ -97,7 +100,14 @@ public:
 
   // XADD stream MAXLEN ~ maxlen * field value ...; false when the command link is down.
   bool xadd(const std::string &stream, uint32_t maxlen,
-            const std::vector<std::pair<std::string, std::string>> &fields) override;
+            const std::vector<std::pair<std::string, std::string>> &fields) override {
+    return send_xadd(stream, maxlen, fields, 0, false);
+  }
+  // The same with a `tag`, whose reply goes to RedisSink::on_xadd_answered, and after ASKING
+  // when `asking` (the target of an ASK redirect).
+  bool send_xadd(const std::string &stream, uint32_t maxlen,
+                 const std::vector<std::pair<std::string, std::string>> &fields, uint64_t tag,
+                 bool asking);
 
   // Presence (issue 15): set before start(); `p` outlives the bus's links.
   void set_presence(PresenceLink *p) override { presence_ = p; }

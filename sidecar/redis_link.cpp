@@ -123,6 +123,8 @@ const char *redis_cmd_name(RedisCmd cmd) {
     return "CLUSTER SHARDS";
   case RedisCmd::cluster_slots:
     return "CLUSTER SLOTS";
+  case RedisCmd::asking:
+    return "ASKING";
   }
   return "?";
 }

@@ -50,6 +50,7 @@ enum class RedisCmd : uint8_t {
   presence,       // presence's LOAD, FCALLs and reads (presence_sync.h); the tag names which
   cluster_shards, // the cluster bus's topology reads
   cluster_slots,
+  asking, // ASKING before a command sent on after an ASK redirect (cluster bus)
 };
 
 struct RedisPending {

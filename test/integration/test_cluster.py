@@ -17,6 +17,7 @@ redis-server, joined with redis-cli --cluster create), two sidecars configured w
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import threading
@@ -342,6 +343,72 @@ def test_a_slot_moved_under_a_steady_publisher_loses_and_repeats_nothing(cluster
         assert entries == len(published) + 1  # one stream, with "end"
 
     run(main(), 90)
+
+
+def test_inbound_messages_follow_their_stream_across_a_slot_move(cluster, cluster_sidecars):
+    """A client keeps sending while the slot of its org's inbound stream moves. The sidecar's
+    XADDs follow the cluster: at the source while the slot is MIGRATING (the stream is there),
+    to the target with ASKING once the stream has moved (Redis answers ASK), and to the target
+    after the handover (MOVED). Every message lands in the one stream, once, in the order sent;
+    none is lost to a redirect."""
+    sc = cluster_sidecars([f"{HOST}:{cluster.nodes[0].port}"], "sharded", {
+        "inbound": {"stream": "inbound:{org}"},
+        "limits": {"inbound_rate": 10000, "inbound_burst": 10000}})
+    wait_clean_ready(sc)
+    o = "moving-inbound"
+    stream = f"inbound:{o}"
+    slot = slot_of(stream)
+    src = cluster.master_port_of_slot(slot)
+    dst = next(m.port for m in cluster.masters() if m.port != src)
+
+    def forwarded() -> int:
+        status, _, body = sc.http("GET", "/metrics")
+        m = re.search(r"^sidecar_inbound_forwarded_total (\d+)$", body.decode(), re.M)
+        assert status == 200 and m
+        return int(m.group(1))
+
+    def forwarded_more(n: int):
+        target = forwarded() + n
+        wait_until(lambda: forwarded() >= target, 10 * SLOW, f"{n} more XADDs sent", 0.02)
+
+    async def main():
+        conn = await connect_ws(sc.ws_url(f"/ws/{o}"))
+        stop = asyncio.Event()
+        sent = []
+
+        async def send_steadily():
+            # Bounded: at most 600 messages, paced like a client typing fast.
+            for i in range(600):
+                if stop.is_set():
+                    return
+                await conn.send(json.dumps({"type": "note", "n": i}))
+                sent.append(i)
+                await asyncio.sleep(0.005)
+
+        sender = asyncio.ensure_future(send_steadily())
+        try:
+            await asyncio.to_thread(forwarded_more, 10)
+            await asyncio.to_thread(cluster.migrate_slot, slot, dst,
+                                    lambda: forwarded_more(10), lambda: forwarded_more(10))
+            await asyncio.to_thread(forwarded_more, 10)
+        finally:
+            stop.set()
+            await asyncio.wait_for(sender, 10 * SLOW)
+        await conn.close()
+        return sent
+
+    sent = run(main(), 90)
+    node = cluster.node(dst)
+    wait_until(lambda: node.command("XLEN", stream) >= len(sent), 10 * SLOW,
+               f"{len(sent)} entries in {stream} at its new master", 0.05)
+    entries = node.command("XRANGE", stream, "-", "+")
+    got = [json.loads(dict(zip(e[1][::2], e[1][1::2]))[b"data"])["n"] for e in entries]
+    assert got == sent
+    assert node.command("XLEN", stream) == len(sent)
+    asks = [l for l in sc.log().splitlines()
+            if "cluster_command_redirected" in l and "reply=\"ASK " in l]
+    assert asks, "no XADD was answered with ASK: the stream's move was not exercised"
+    assert "inbound_append_failed" not in sc.log()
 
 
 def test_a_seed_that_is_down_at_start_is_skipped(cluster, cluster_sidecars):
