@@ -17,6 +17,7 @@ with its own ``--cluster-config-file``), joins them with ``redis-cli --cluster c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -64,15 +65,27 @@ class ClusterNode(RedisServer):
         self.bus_port = free_port()
 
     def start(self, timeout: float = 10.0) -> "ClusterNode":
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--cluster-enabled", "yes",
-             "--cluster-port", str(self.bus_port),
-             "--cluster-config-file", os.path.join(self.dir, "nodes.conf"),
-             "--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0",
-             "--cluster-replica-validity-factor", "0", "--logfile", os.path.join(self.dir, "redis.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self._ready, timeout, f"cluster node on port {self.port}")
+        """Starts the node; a port taken between free_port() and redis-server's bind (another
+        test, or an outgoing connection given it as its local port) means two new ports."""
+        for attempt in range(5):
+            self.proc = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "",
+                 "--appendonly", "no", "--dir", self.dir, "--cluster-enabled", "yes",
+                 "--cluster-port", str(self.bus_port),
+                 "--cluster-config-file", os.path.join(self.dir, "nodes.conf"),
+                 "--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0",
+                 "--cluster-replica-validity-factor", "0",
+                 "--logfile", os.path.join(self.dir, "redis.log")],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_until(self._ready, timeout, f"cluster node on port {self.port}")
+                return self
+            except RuntimeError as e:
+                if "Address already in use" not in str(e) or attempt == 4:
+                    raise
+                self.port, self.bus_port = cluster_client_port(), free_port()
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(self.dir, "redis.log"))
         return self
 
     def info(self, section: str) -> dict:
