@@ -329,6 +329,7 @@ ClusterBus::Node *ClusterBus::master_of(std::string_view key) {
 // A node bus is stopped at once and freed a tick later: its handles close in the next loop turn,
 // and it may be the one whose callback is on the stack. Reads it held are sent again elsewhere.
 void ClusterBus::retire(std::unique_ptr<Node> node) {
+  retired_reconnects_ += node->bus->reconnects();
   node->bus->stop();
   for (auto &[token, read] : reads_) {
     if (read.node == node->addr) {

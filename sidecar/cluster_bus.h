@@ -97,10 +97,9 @@ public:
   // The masters this bus has a link to, by address, and whether each is reachable.
   std::map<std::string, bool> masters() const;
   uint64_t topology_refreshes() const { return topology_refreshes_; }
-  // Inbound XADDs given up (redirected too often or too long, or unanswered), and ASK redirects
-  // followed (with ASKING) for them.
-  uint64_t appends_lost() const { return appends_lost_; }
-  uint64_t asks_followed() const { return asks_followed_; }
+  // The global subscriber and every master, each with its own counters.
+  std::vector<RedisNodeStats> node_stats() const override;
+  ClusterStats cluster_stats() const override;
 
 private:
   class NodeSink;
@@ -214,7 +213,8 @@ private:
   std::map<uint64_t, Append> appends_; // by the tag their XADD was sent with
   uint64_t next_append_ = 1;
   uint64_t appends_lost_ = 0;
-  uint64_t asks_followed_ = 0;
+  uint64_t appends_redirected_ = 0;
+  uint64_t retired_reconnects_ = 0; // of node buses let go, so that reconnects() never drops
   mutable std::map<std::string, uint64_t> errors_; // subscribe_errors() summed over nodes
 };
 

@@ -99,10 +99,9 @@ void ClusterBus::node_xadd_answered(Node &n, uint64_t tag, const redisReply &rep
     return;
   }
   ++a.redirects;
+  ++appends_redirected_;
   a.node.clear();
   bool ask = e.starts_with("ASK ");
-  if (ask)
-    ++asks_followed_;
   if (!ask)
     request_refresh(e.starts_with("MOVED ") ? "XADD moved" : "XADD refused for now");
   log_debug("cluster_command_redirected",

@@ -81,7 +81,7 @@ bool ClusterBus::command_connected() const {
 }
 
 uint64_t ClusterBus::reconnects() const {
-  uint64_t sum = global_->bus->reconnects();
+  uint64_t sum = retired_reconnects_ + global_->bus->reconnects();
   for (const auto &[addr, n] : nodes_)
     sum += n->bus->reconnects();
   return sum;
@@ -153,6 +153,22 @@ const std::map<std::string, uint64_t> &ClusterBus::subscribe_errors() const {
       errors_[code] += count;
   }
   return errors_;
+}
+
+std::vector<RedisNodeStats> ClusterBus::node_stats() const {
+  std::vector<RedisNodeStats> out;
+  out.reserve(nodes_.size() + 1);
+  out.push_back({global_->addr, "subscriber", global_->bus->connected(),
+                 global_->bus->reconnects(), global_->bus->subscribed_channels()});
+  for (const auto &[addr, n] : nodes_) {
+    out.push_back({addr, "master", n->bus->connected() && n->bus->command_connected(),
+                   n->bus->reconnects(), n->bus->subscribed_channels()});
+  }
+  return out;
+}
+
+ClusterStats ClusterBus::cluster_stats() const {
+  return {topology_refreshes_, appends_redirected_, appends_lost_};
 }
 
 std::map<std::string, bool> ClusterBus::masters() const {

@@ -172,6 +172,8 @@ HttpAnswer Server::endpoint(const HttpRequest &req, bool admin_listener) {
     snap.redis_connected = bus_.connected();
     snap.redis_channels_refused = bus_.refused_channels();
     snap.redis_subscribe_errors = &bus_.subscribe_errors();
+    snap.redis_nodes = bus_.node_stats();
+    snap.cluster = bus_.cluster_stats();
     snap.history = bus_.history_enabled();
     snap.history_reads = bus_.reads_sent();
     snap.history_reads_coalesced = bus_.reads_coalesced();

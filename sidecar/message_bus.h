@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "bus_stats.h"
 #include "history_reads.h"
 #include "room.h"
 
@@ -62,6 +63,9 @@ public:
   virtual bool refused(const std::string &channel) const = 0;
   virtual std::string last_refusal() const = 0;
   virtual const std::map<std::string, uint64_t> &subscribe_errors() const = 0;
+  // Per node, for /metrics: empty unless the bus speaks to more than one node.
+  virtual std::vector<RedisNodeStats> node_stats() const { return {}; }
+  virtual ClusterStats cluster_stats() const { return {}; }
 
   // Presence (issue 15): set before start(); `p` outlives the bus's links.
   virtual void set_presence(PresenceLink *p) = 0;

@@ -53,6 +53,51 @@ void by_reason(std::string &out, const char *name, const char *label,
 }
 
 // Rendered only with history configured, so a sidecar without it shows no series it cannot move.
+// A label value as Prometheus reads it: backslash, quote and newline escaped.
+std::string label(std::string_view v) {
+  std::string out;
+  out.reserve(v.size());
+  for (char c : v) {
+    if (c == '\\' || c == '"')
+      out.push_back('\\');
+    if (c == '\n')
+      out.append("\\n");
+    else
+      out.push_back(c);
+  }
+  return out;
+}
+
+// A cluster's nodes, one series each, and the cluster's own counters.
+void render_cluster(std::string &out, const MetricsSnapshot &s) {
+  auto each = [&](const char *name, const char *type, const char *help, auto get) {
+    line(out, name, type, help);
+    for (const RedisNodeStats &n : s.redis_nodes) {
+      value(out,
+            std::string(name) + "{node=\"" + label(n.node) + "\",role=\"" + n.role + "\"}",
+            static_cast<double>(get(n)));
+    }
+  };
+  each("sidecar_redis_node_up", "gauge",
+       "1 when every link to this Redis Cluster node is connected (role: master, or the global "
+       "subscriber).",
+       [](const RedisNodeStats &n) { return n.up ? 1 : 0; });
+  each("sidecar_redis_node_reconnects_total", "counter", "Successful reconnects to this node.",
+       [](const RedisNodeStats &n) { return n.reconnects; });
+  each("sidecar_redis_node_subscriptions", "gauge", "Channels subscribed on this node.",
+       [](const RedisNodeStats &n) { return n.subscriptions; });
+  counter(out, "sidecar_redis_cluster_topology_refreshes_total",
+          "Cluster topology answers read (CLUSTER SHARDS or CLUSTER SLOTS).",
+          s.cluster.topology_refreshes);
+  counter(out, "sidecar_inbound_redirects_total",
+          "Inbound XADDs sent on after MOVED, ASK, TRYAGAIN or CLUSTERDOWN.",
+          s.cluster.appends_redirected);
+  counter(out, "sidecar_inbound_lost_total",
+          "Inbound XADDs given up on a cluster (redirected too often or too long, or their link "
+          "dropped with them in flight); each is logged as inbound_append_failed.",
+          s.cluster.appends_lost);
+}
+
 void render_history(std::string &out, const HistoryCounters &h, const MetricsSnapshot &s) {
   using R = ResyncReason;
   line(out, "sidecar_resumes_total", "counter",
@@ -294,6 +339,8 @@ std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s) {
   histogram(out, "sidecar_fanout_latency_seconds",
             "Time from a Redis message arriving to its frame being written to a socket.",
             m.fanout_seconds);
+  if (!s.redis_nodes.empty())
+    render_cluster(out, s);
   if (s.history)
     render_history(out, m.history, s);
   render_compression(out, m.compression);

@@ -7,7 +7,9 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "bus_stats.h"
 #include "control.h"
 
 namespace sidecar {
@@ -134,6 +136,8 @@ struct MetricsSnapshot {
   uint64_t presence_writes = 0;         // FCALL sidecar_presence written (PresenceSync)
   uint64_t presence_write_failures = 0; // error replies and writes lost with the link
   uint64_t presence_events = 0;         // join/leave published by this sidecar's writes
+  std::vector<RedisNodeStats> redis_nodes; // a cluster's nodes (MessageBus::node_stats)
+  ClusterStats cluster;                    // rendered when redis_nodes is not empty
 };
 
 std::string render_prometheus(const Metrics &m, const MetricsSnapshot &s);

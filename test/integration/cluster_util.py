@@ -106,15 +106,21 @@ class RedisCluster:
         self.nodes = [ClusterNode() for _ in range(masters * (1 + replicas))]
 
     def start(self, timeout: float = 30.0) -> "RedisCluster":
-        for n in self.nodes:
-            n.start()
-        addrs = [f"{HOST}:{n.port}" for n in self.nodes]
-        subprocess.run(["redis-cli", "--cluster", "create", *addrs, "--cluster-replicas",
-                        str(self.n_replicas), "--cluster-yes"], check=True, capture_output=True,
-                       timeout=timeout)
-        self.wait_ok(timeout)
-        wait_until(self._replicas_synced, timeout, "every replica synced with its master",
-                   interval=0.05)
+        """Starts every node and joins them; if any step fails, the nodes already started are
+        stopped before the error goes up (a fixture that raises never reaches its teardown)."""
+        try:
+            for n in self.nodes:
+                n.start()
+            addrs = [f"{HOST}:{n.port}" for n in self.nodes]
+            subprocess.run(["redis-cli", "--cluster", "create", *addrs, "--cluster-replicas",
+                            str(self.n_replicas), "--cluster-yes"], check=True,
+                           capture_output=True, timeout=timeout)
+            self.wait_ok(timeout)
+            wait_until(self._replicas_synced, timeout, "every replica synced with its master",
+                       interval=0.05)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _replicas_synced(self) -> bool:

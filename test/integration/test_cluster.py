@@ -176,6 +176,55 @@ def test_every_message_reaches_exactly_its_rooms_members_on_both_sidecars(cluste
             assert count == (0 if n.port != owner else count)
 
 
+def test_metrics_name_every_node_with_its_links_and_subscriptions(cluster, cluster_sidecars):
+    """/metrics on a cluster: one series per node (every master, and the global subscriber) with
+    whether it is up, its reconnects and the channels subscribed there; in sharded mode each
+    master holds exactly the rooms whose slot it owns."""
+    sc = cluster_sidecars([f"{HOST}:{cluster.nodes[0].port}"], "sharded")
+    wait_clean_ready(sc)
+    orgs = orgs_over_every_shard(cluster, 12)
+
+    def series() -> dict:
+        status, _, body = sc.http("GET", "/metrics")
+        assert status == 200
+        out = {}
+        for name, node, role, v in re.findall(
+                r'^(sidecar_redis_node_\w+)\{node="([^"]+)",role="(\w+)"\} (\S+)$',
+                body.decode(), re.M):
+            out[(name, node, role)] = float(v)
+        return out
+
+    async def main():
+        conns = [await connect_ws(sc.ws_url(f"/ws/{o}")) for o in orgs]
+        want = {}
+        # Every session also joins the broadcast room, placed on its own slot's master.
+        for ch in [f"org:{o}" for o in orgs] + ["sidecar:broadcast"]:
+            port = cluster.master_port_of_slot(slot_of(ch))
+            want[port] = want.get(port, 0) + 1
+        masters = {f"{HOST}:{m.port}" for m in cluster.masters()}
+
+        def settled():
+            s = series()
+            return all(s.get(("sidecar_redis_node_subscriptions", f"{HOST}:{p}", "master")) == n
+                       for p, n in want.items())
+        await asyncio.to_thread(wait_until, settled, 10 * SLOW, "every room on its master", 0.05)
+        s = series()
+        assert {node for (name, node, role) in s if role == "master"} == masters
+        for node in masters:
+            assert s[("sidecar_redis_node_up", node, "master")] == 1
+            assert s[("sidecar_redis_node_reconnects_total", node, "master")] == 0
+        subscriber = [k for k in s if k[0] == "sidecar_redis_node_up" and k[2] == "subscriber"]
+        assert len(subscriber) == 1 and s[subscriber[0]] == 1
+        status, _, body = sc.http("GET", "/metrics")
+        text = body.decode()
+        assert re.search(r"^sidecar_redis_cluster_topology_refreshes_total [1-9]", text, re.M)
+        assert re.search(r"^sidecar_inbound_lost_total 0$", text, re.M)
+        for c in conns:
+            await c.close()
+
+    run(main(), 60)
+
+
 def test_a_master_killed_with_sigkill_fails_over_and_rooms_receive_again(cluster_sidecars):
     cluster = RedisCluster(masters=3, replicas=1).start()
     try:
