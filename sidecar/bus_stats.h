@@ -11,7 +11,7 @@ namespace sidecar {
 // One Redis node a bus has links to, for /metrics (a cluster's masters and its global
 // subscriber; nothing on a single Redis, whose totals say it all).
 struct RedisNodeStats {
-  std::string node; // host:port
+  std::string node;            // host:port
   const char *role = "master"; // "master" or "subscriber" (the cluster's global subscriber)
   bool up = false;             // every link of it is connected
   uint64_t reconnects = 0;

@@ -158,8 +158,8 @@ const std::map<std::string, uint64_t> &ClusterBus::subscribe_errors() const {
 std::vector<RedisNodeStats> ClusterBus::node_stats() const {
   std::vector<RedisNodeStats> out;
   out.reserve(nodes_.size() + 1);
-  out.push_back({global_->addr, "subscriber", global_->bus->connected(),
-                 global_->bus->reconnects(), global_->bus->subscribed_channels()});
+  out.push_back({global_->addr, "subscriber", global_->bus->connected(), global_->bus->reconnects(),
+                 global_->bus->subscribed_channels()});
   for (const auto &[addr, n] : nodes_) {
     out.push_back({addr, "master", n->bus->connected() && n->bus->command_connected(),
                    n->bus->reconnects(), n->bus->subscribed_channels()});

@@ -73,8 +73,7 @@ void render_cluster(std::string &out, const MetricsSnapshot &s) {
   auto each = [&](const char *name, const char *type, const char *help, auto get) {
     line(out, name, type, help);
     for (const RedisNodeStats &n : s.redis_nodes) {
-      value(out,
-            std::string(name) + "{node=\"" + label(n.node) + "\",role=\"" + n.role + "\"}",
+      value(out, std::string(name) + "{node=\"" + label(n.node) + "\",role=\"" + n.role + "\"}",
             static_cast<double>(get(n)));
     }
   };

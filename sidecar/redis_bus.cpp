@@ -3,11 +3,18 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
+#include <span>
+
+#include "cluster_slot.h"
 #include "guard.h"
 #include "log.h"
 
 namespace sidecar {
 namespace {
+
+// Channels named by one SUBSCRIBE or SSUBSCRIBE (flush_subscribes).
+constexpr size_t kSubscribeBatch = 100;
 
 // The error codes counted by name; anything else is "other", so a metric label never carries
 // text that Redis (or a proxy in front of it) made up.
@@ -237,7 +244,7 @@ void RedisBus::on_link_shard_unsubscribed(std::string_view channel) {
 void RedisBus::on_link_reply(RedisLink &, const RedisPending &cmd, const redisReply &reply) {
   switch (cmd.cmd) {
   case RedisCmd::subscribe:
-    subscribe_answered(cmd.channel, reply);
+    subscribe_answered(cmd.channel, reply, cmd.batched);
     return;
   case RedisCmd::psubscribe:
     psubscribe_answered(reply);
@@ -279,7 +286,8 @@ void RedisBus::on_link_reply(RedisLink &, const RedisPending &cmd, const redisRe
   }
 }
 
-void RedisBus::subscribe_answered(const std::string &channel, const redisReply &reply) {
+void RedisBus::subscribe_answered(const std::string &channel, const redisReply &reply,
+                                  bool batched) {
   auto it = chans_.find(channel);
   if (it == chans_.end())
     return;
@@ -293,6 +301,14 @@ void RedisBus::subscribe_answered(const std::string &channel, const redisReply &
     // us): not a refusal to retry here, but a channel the sink must place elsewhere.
     chan.state = ChanState::none;
     sink_.on_subscription_lost(channel);
+    reconcile(channel);
+    return;
+  }
+  if (!ok && batched && !chan.alone && reply.type == REDIS_REPLY_ERROR) {
+    // Refused with the others of its command: it may be one of them that Redis refuses. Each is
+    // sent again on its own, and a refusal of its own counts from there.
+    chan.alone = true;
+    chan.state = ChanState::none;
     reconcile(channel);
     return;
   }
@@ -383,25 +399,68 @@ void RedisBus::reconcile(const std::string &channel) {
   if (it == chans_.end())
     return;
   Chan &c = it->second;
-  bool idle = c.state == ChanState::none || c.state == ChanState::refused;
+  bool idle =
+      c.state == ChanState::none || c.state == ChanState::refused || c.state == ChanState::queued;
   if (!c.want() && idle) {
-    chans_.erase(it);
+    chans_.erase(it); // a queued name left behind is skipped by flush_subscribes
     return;
   }
   if (!sub_.up())
     return;
   if (c.want() && c.state == ChanState::none) {
-    // A refused send means the link is going down; on_link_up subscribes it again.
-    // Rooms' channels are sharded when configured; the bus's own control channel stays global,
-    // where backends PUBLISH their commands.
-    bool shard = cfg_.sharded() && !c.pinned;
-    if (sub_.send(RedisCmd::subscribe, channel, {shard ? "SSUBSCRIBE" : "SUBSCRIBE", channel}))
-      c.state = ChanState::subscribing;
+    // Sent at the end of this loop turn with every other channel queued in it: a reconnect
+    // subscribes thousands of rooms in a few commands rather than one each.
+    c.state = ChanState::queued;
+    queued_.push_back(channel);
+    wake_flush();
   } else if (!c.want() && c.state == ChanState::subscribed) {
     bool shard = cfg_.sharded() && !c.pinned;
     if (sub_.send(RedisCmd::unsubscribe, channel,
                   {shard ? "SUNSUBSCRIBE" : "UNSUBSCRIBE", channel}))
       c.state = ChanState::unsubscribing;
+  }
+}
+
+// The channels queued in this loop turn, in commands of at most kSubscribeBatch channels. Rooms'
+// channels are sharded when configured, and one SSUBSCRIBE may only name channels of one slot;
+// the bus's own control channel stays global, where backends PUBLISH their commands. A channel
+// whose batch was refused whole goes alone, so that one forbidden channel cannot keep the others
+// of its batch deaf. A refused send means the link is going down; on_link_up queues them again.
+void RedisBus::flush_subscribes() {
+  if (queued_.empty())
+    return;
+  std::vector<std::string> names = std::move(queued_);
+  queued_.clear();
+  std::map<int32_t, std::vector<std::string>> groups; // by slot; -1 for SUBSCRIBE
+  for (std::string &name : names) {
+    auto it = chans_.find(name);
+    if (it == chans_.end() || it->second.state != ChanState::queued)
+      continue; // left, or queued twice
+    Chan &c = it->second;
+    c.state = ChanState::none;
+    if (!sub_.up())
+      continue;
+    bool shard = cfg_.sharded() && !c.pinned;
+    if (c.alone) {
+      if (sub_.send(RedisCmd::subscribe, name, {shard ? "SSUBSCRIBE" : "SUBSCRIBE", name}))
+        c.state = ChanState::subscribing;
+      continue;
+    }
+    c.state = ChanState::subscribing; // the batch it joins is sent below
+    groups[shard ? static_cast<int32_t>(cluster_slot(name)) : -1].push_back(std::move(name));
+  }
+  for (auto &[slot, group] : groups) {
+    std::string_view verb = slot < 0 ? "SUBSCRIBE" : "SSUBSCRIBE";
+    for (size_t at = 0; at < group.size(); at += kSubscribeBatch) {
+      std::span<const std::string> part(group.data() + at,
+                                        std::min(kSubscribeBatch, group.size() - at));
+      if (sub_.send_batch(RedisCmd::subscribe, verb, part))
+        continue;
+      for (const std::string &name : part) {
+        if (auto it = chans_.find(name); it != chans_.end())
+          it->second.state = ChanState::none;
+      }
+    }
   }
 }
 

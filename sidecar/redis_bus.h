@@ -163,7 +163,9 @@ public:
   }
 
 private:
-  enum class ChanState { none, subscribing, subscribed, unsubscribing, refused };
+  // queued: to be SUBSCRIBEd at the end of this loop turn, with the others queued
+  // (flush_subscribes).
+  enum class ChanState { none, queued, subscribing, subscribed, unsubscribing, refused };
   struct Chan {
     bool wanted = false; // by a room
     bool pinned = false; // by the bus itself: the control channel
@@ -172,6 +174,7 @@ private:
     uint32_t refusals = 0;    // in a row; the backoff grows with it
     uint64_t retry_at_ms = 0; // when a refused channel is tried again
     std::string reply;        // the latest refusal
+    bool alone = false;       // its batch was refused whole: it is sent on its own from now on
   };
 
   // RedisLink::Owner.
@@ -214,6 +217,7 @@ private:
   static void on_idle(uv_idle_t *h);
   void tick();
   void flush_reads();
+  void flush_subscribes();
   void wake_flush();
   void send_function_load();
   void function_load_answered(const redisReply &reply);
@@ -225,7 +229,7 @@ private:
   bool send_read(uint64_t id, PendingRead &read);
   void reconcile(const std::string &channel);
   void reconcile_pattern();
-  void subscribe_answered(const std::string &channel, const redisReply &reply);
+  void subscribe_answered(const std::string &channel, const redisReply &reply, bool batched);
   void psubscribe_answered(const redisReply &reply);
   void refuse(Chan &chan, const std::string &channel, std::string reply);
 
@@ -244,9 +248,10 @@ private:
   RedisLink sub_;
   RedisLink cmd_;
   std::unordered_map<std::string, Chan> chans_;
-  std::string control_; // the control channel; "" when off
-  std::string pattern_; // the connection-channel pattern; "" when off
-  Chan pattern_chan_;   // its state; `pinned` while pattern_ is set
+  std::vector<std::string> queued_; // channels whose state is queued, in the order they were
+  std::string control_;             // the control channel; "" when off
+  std::string pattern_;             // the connection-channel pattern; "" when off
+  Chan pattern_chan_;               // its state; `pinned` while pattern_ is set
   std::map<std::string, uint64_t> subscribe_errors_;
   std::string last_error_;
   std::string last_refusal_;

@@ -160,8 +160,9 @@ void RedisReplies::reset() {
   reader_ = redisReaderCreateWithFunctions(capped_reply_functions());
 }
 
-void RedisReplies::expect(RedisCmd cmd, std::string_view channel, uint64_t now_ms, uint64_t tag) {
-  fifo_.push_back(RedisPending{cmd, std::string(channel), now_ms, tag});
+void RedisReplies::expect(RedisCmd cmd, std::string_view channel, uint64_t now_ms, uint64_t tag,
+                          uint32_t batch_rest, bool batched) {
+  fifo_.push_back(RedisPending{cmd, std::string(channel), now_ms, tag, batch_rest, batched});
 }
 
 std::string RedisReplies::feed(const char *data, size_t n, Sink &sink) {
@@ -206,7 +207,14 @@ std::string RedisReplies::feed(const char *data, size_t n, Sink &sink) {
       return "a reply that no command asked for";
     RedisPending cmd = std::move(fifo_.front());
     fifo_.pop_front();
+    // An error refuses a command whole: the other channels it named get the same answer.
+    uint32_t rest = reply->type == REDIS_REPLY_ERROR ? cmd.batch_rest : 0;
     sink.on_reply(cmd, *reply);
+    for (; rest > 0 && generation == generation_ && !fifo_.empty(); --rest) {
+      RedisPending more = std::move(fifo_.front());
+      fifo_.pop_front();
+      sink.on_reply(more, *reply);
+    }
   }
   return "";
 }
@@ -501,6 +509,31 @@ void RedisLink::on_shard_unsubscribed(std::string_view channel) {
 
 bool RedisLink::send(RedisCmd cmd, std::string_view channel, std::span<const std::string_view> args,
                      uint64_t tag) {
+  if (!write_command(args))
+    return false;
+  replies_.expect(cmd, channel, uv_now(loop_), tag);
+  return true;
+}
+
+bool RedisLink::send_batch(RedisCmd cmd, std::string_view verb,
+                           std::span<const std::string> channels) {
+  if (channels.empty())
+    return true;
+  std::vector<std::string_view> args;
+  args.reserve(channels.size() + 1);
+  args.push_back(verb);
+  for (const std::string &c : channels)
+    args.push_back(c);
+  if (!write_command(args))
+    return false;
+  uint64_t now = uv_now(loop_);
+  for (size_t i = 0; i < channels.size(); ++i)
+    replies_.expect(cmd, channels[i], now, 0, static_cast<uint32_t>(channels.size() - 1 - i),
+                    channels.size() > 1);
+  return true;
+}
+
+bool RedisLink::write_command(std::span<const std::string_view> args) {
   if (conn_ == nullptr || doomed_ != nullptr || (state_ != State::up && state_ != State::handshake))
     return false;
   std::vector<const char *> argv;
@@ -536,7 +569,6 @@ bool RedisLink::send(RedisCmd cmd, std::string_view channel, std::span<const std
     return false;
   }
   conn_->queued += w->len;
-  replies_.expect(cmd, channel, uv_now(loop_), tag);
   if (conn_->queued > kMaxQueuedWriteBytes)
     doomed_ = "Redis is not reading: too many bytes waiting to be written";
   return true;

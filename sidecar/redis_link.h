@@ -58,6 +58,10 @@ struct RedisPending {
   std::string channel; // SUBSCRIBE and UNSUBSCRIBE only
   uint64_t sent_ms = 0;
   uint64_t tag = 0; // the sender's own name for the command (RedisBus: which history read)
+  // Replies still owed after this one to the same command: a SUBSCRIBE naming several channels
+  // is answered channel by channel, or refused whole with one error, which all of them get.
+  uint32_t batch_rest = 0;
+  bool batched = false; // the command named other channels too
 };
 
 // The pure half of a link: RESP bytes in, each reply handed over with the command it answers,
@@ -84,7 +88,8 @@ public:
   RedisReplies(const RedisReplies &) = delete;
   RedisReplies &operator=(const RedisReplies &) = delete;
 
-  void expect(RedisCmd cmd, std::string_view channel, uint64_t now_ms, uint64_t tag = 0);
+  void expect(RedisCmd cmd, std::string_view channel, uint64_t now_ms, uint64_t tag = 0,
+              uint32_t batch_rest = 0, bool batched = false);
   // Parses `data` and dispatches every complete reply. Returns "" or why the connection cannot
   // go on (bytes that are not RESP, a reply no command asked for). A sink that calls reset()
   // stops the dispatch: the rest belongs to a connection that is gone.
@@ -153,6 +158,10 @@ public:
     return send(cmd, channel, std::span<const std::string_view>(args.begin(), args.size()), tag);
   }
 
+  // One command naming several channels (SUBSCRIBE or SSUBSCRIBE `channels`...): each channel's
+  // reply comes back with its own RedisPending, an error for the whole command to each of them.
+  bool send_batch(RedisCmd cmd, std::string_view verb, std::span<const std::string> channels);
+
   bool up() const { return state_ == State::up; }
   const char *name() const { return name_; }
   const std::string &last_error() const { return last_error_; }
@@ -168,6 +177,7 @@ private:
   static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
   static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
   static void on_written(uv_write_t *req, int status);
+  bool write_command(std::span<const std::string_view> args); // formats and queues; no expect
   static void on_closed(uv_handle_t *h);
 
   void connect();

@@ -103,6 +103,45 @@ def test_refused_subscribe_is_retried_per_channel_and_other_rooms_keep_receiving
     run(main(), 60 * SLOW)
 
 
+def test_a_forbidden_room_in_a_reconnects_batch_does_not_keep_the_others_deaf(
+        sidecar_factory, redis):
+    """After a reconnect every room is subscribed again in one SUBSCRIBE naming all of them; Redis
+    refuses such a command whole when one channel is forbidden. Each channel of it is then sent
+    on its own at once: the granted rooms are back without waiting for any backoff, and only the
+    forbidden one is refused (and counted) and retried."""
+    good = [f"g{i}" for i in range(20)]
+    acl_user(redis, *[f"org:{o}" for o in good], "sidecar:broadcast", "sidecar:control")
+    sc = sidecar_factory(redis_url=sc_url(redis),
+                         extra_yaml={"redis": {"reconnect_initial_ms": 50,
+                                               "reconnect_max_ms": 60000},
+                                     "channels": {"connection": ""}})
+
+    async def main():
+        conns = {o: await connect_ws(sc.ws_url(f"/ws/{o}")) for o in good}
+        bad = await connect_ws(sc.ws_url("/ws/bad"))
+        await asyncio.to_thread(
+            wait_until, lambda: all(redis.numsub(f"org:{o}") == 1 for o in good), 5 * SLOW,
+            "the granted rooms subscribed")
+        await asyncio.to_thread(sc.wait_log, r"event=redis_subscribe_refused .*channel=org:bad", 5)
+        before = metric(sc, 'sidecar_redis_subscribe_errors_total{code="NOPERM"}') or 0
+        assert redis.command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+        # The link is back after ~50 ms; the rooms must not wait for org:bad's backoff.
+        await asyncio.to_thread(
+            wait_until, lambda: all(redis.numsub(f"org:{o}") == 1 for o in good), 3 * SLOW,
+            "every granted room subscribed again")
+        for o in (good[0], good[-1]):
+            assert redis.publish(f"org:{o}", f"hi {o}") == 1
+            assert await recv_message(conns[o], 5) == f"hi {o}"
+        assert redis.numsub("org:bad") == 0
+        after = metric(sc, 'sidecar_redis_subscribe_errors_total{code="NOPERM"}') or 0
+        # org:bad's own refusals only: the batch's refusal is not counted against 21 channels.
+        assert 1 <= after - before <= 3, (before, after)
+        for c in list(conns.values()) + [bad]:
+            await c.close()
+
+    run(main(), 60 * SLOW)
+
+
 def test_refused_broadcast_channel_makes_the_sidecar_not_ready(sidecar_factory, redis):
     """Every session needs the broadcast channel, so its refusal is the sidecar's problem as a
     whole: /ready 503 naming it, until the ACL allows it."""

@@ -274,3 +274,37 @@ def test_two_sidecars_on_one_redis_both_deliver_one_publish(sidecar_factory, red
             await c.close()
 
     run(main(), 30)
+
+
+def subscribe_calls(redis) -> int:
+    stats = redis.command("INFO", "commandstats").decode()
+    m = re.search(r"^cmdstat_subscribe:calls=(\d+),", stats, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def test_a_reconnect_subscribes_every_live_room_again_in_a_few_commands(sidecar_factory, redis):
+    """202 channels (200 rooms, the broadcast and the control channel) come back after the
+    subscriber link is cut in at most 3 SUBSCRIBE commands of up to 100 channels, not 202; every
+    room is subscribed and receives."""
+    sc = sidecar_factory(extra_yaml=BACKOFF)
+    orgs = [f"many{i}" for i in range(200)]
+
+    async def main():
+        conns = [await connect_ws(sc.ws_url(f"/ws/{o}")) for o in orgs]
+        await asyncio.to_thread(
+            wait_until, lambda: all(redis.numsub(f"org:{o}") == 1 for o in orgs), 10 * SLOW,
+            "200 rooms subscribed")
+        redis.command("CONFIG", "RESETSTAT")
+        assert redis.command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+        await asyncio.to_thread(
+            wait_until, lambda: all(redis.numsub(f"org:{o}") == 1 for o in orgs), 10 * SLOW,
+            "200 rooms subscribed again")
+        calls = subscribe_calls(redis)
+        assert 1 <= calls <= 3, f"{calls} SUBSCRIBE commands for 202 channels"
+        for i in (0, 99, 199):
+            assert redis.publish(f"org:{orgs[i]}", f"back {i}") == 1
+            await assert_receives(conns[i], f"back {i}")
+        for c in conns:
+            await c.close()
+
+    run(main(), 60 * SLOW)

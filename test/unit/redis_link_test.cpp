@@ -268,3 +268,41 @@ TEST_CASE("a sunsubscribe push with nothing pending is a push, not a reply nobod
   CHECK(r.feed(push.data(), push.size(), rec) == "");
   CHECK(rec.seen == std::vector<std::string>{"shard lost org:a"});
 }
+
+TEST_CASE("a SUBSCRIBE of several channels: each reply goes to its channel, an error to all") {
+  RedisReplies r(true);
+  Recorder rec;
+  // One command naming org:a, org:b, org:c (RedisLink::send_batch), then a PING.
+  for (uint32_t i = 0; i < 3; ++i)
+    r.expect(RedisCmd::subscribe, std::string("org:") + char('a' + i), 0, 0, 2 - i, true);
+  r.expect(RedisCmd::ping, "", 0);
+  std::string ok = "*3\r\n$9\r\nsubscribe\r\n$5\r\norg:a\r\n:1\r\n"
+                   "*3\r\n$9\r\nsubscribe\r\n$5\r\norg:b\r\n:2\r\n"
+                   "*3\r\n$9\r\nsubscribe\r\n$5\r\norg:c\r\n:3\r\n" +
+                   kPong;
+  for (size_t cut : {size_t{0}, size_t{7}, size_t{40}, ok.size() - 3}) {
+    RedisReplies fresh(true);
+    Recorder seen;
+    for (uint32_t i = 0; i < 3; ++i)
+      fresh.expect(RedisCmd::subscribe, std::string("org:") + char('a' + i), 0, 0, 2 - i, true);
+    fresh.expect(RedisCmd::ping, "", 0);
+    CHECK(feed_split(fresh, seen, ok, cut) == "");
+    CHECK(seen.seen == std::vector<std::string>{"reply SUBSCRIBE org:a <- subscribe",
+                                                "reply SUBSCRIBE org:b <- subscribe",
+                                                "reply SUBSCRIBE org:c <- subscribe",
+                                                "reply PING <- pong"});
+  }
+  // Refused whole: one error reply, which every channel of the command gets; the PING's own
+  // reply still goes to the PING.
+  std::string refused =
+      "-NOPERM this user has no permissions to access the 'org:b' channel\r\n" + kPong;
+  CHECK(r.feed(refused.data(), refused.size(), rec) == "");
+  REQUIRE(rec.seen.size() == 4);
+  for (int i = 0; i < 3; ++i) {
+    CHECK(rec.seen[i] == std::string("reply SUBSCRIBE org:") + char('a' + i) +
+                             " <- NOPERM this user has no permissions to access the 'org:b' "
+                             "channel");
+  }
+  CHECK(rec.seen[3] == "reply PING <- pong");
+  CHECK(r.pending() == 0);
+}
