@@ -55,6 +55,7 @@ struct ClientPool::Conn {
   bool churn = false;
   uint8_t attempts = 0;
   uint32_t room = 0;
+  uint32_t server = 0;      // an index into options_.servers
   uint64_t deadline_ns = 0; // churn clients: when to stop waiting for the server's close
   std::string pending;      // a partial response head or frame carried to the next read
   bool deflate = false;     // the server agreed permessage-deflate
@@ -90,14 +91,17 @@ bool ClientPool::init(std::string &error) {
   conns_.resize(options_.connections + kChurnSlots);
   for (uint32_t i = 0; i < conns_.size(); ++i) {
     conns_[i].room = i % options_.rooms;
+    conns_[i].server = i / options_.rooms % static_cast<uint32_t>(options_.servers.size());
     conns_[i].churn = i >= options_.connections;
     if (conns_[i].churn) {
       free_churn_.push_back(i);
     }
   }
   read_buf_.resize(kReadBuffer);
-  for (uint32_t r = 0; r < options_.rooms; ++r) {
-    requests_.push_back(build_request(r, ""));
+  for (uint32_t s = 0; s < options_.servers.size(); ++s) {
+    for (uint32_t r = 0; r < options_.rooms; ++r) {
+      requests_.push_back(build_request(s, r, ""));
+    }
   }
   room_epoch_.resize(options_.rooms);
   if (options_.deflate) {
@@ -145,14 +149,16 @@ bool ClientPool::inflate(const char *p, size_t n, std::string_view &out) {
   return true;
 }
 
-std::string ClientPool::build_request(uint32_t room, const std::string &query) const {
-  std::string path = options_.path_template;
+std::string ClientPool::build_request(uint32_t server, uint32_t room,
+                                      const std::string &query) const {
+  const WsServer &to = options_.servers[server];
+  std::string path = to.path_template;
   if (const size_t at = path.find("{room}"); at != std::string::npos) {
     path.replace(at, 6, std::string(1, 'r').append(std::to_string(room)));
   }
   std::string request = "GET ";
-  request.append(path).append(query).append(" HTTP/1.1\r\nHost: ").append(options_.host);
-  request.append(":").append(std::to_string(options_.port));
+  request.append(path).append(query).append(" HTTP/1.1\r\nHost: ").append(to.host);
+  request.append(":").append(std::to_string(to.port));
   request.append("\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
   if (!options_.subprotocol.empty()) {
@@ -171,7 +177,9 @@ const ClientPosition &ClientPool::position(uint32_t client) const { return conns
 const SeqTracker &ClientPool::tracker(uint32_t client) const { return conns_[client].seq; }
 
 void ClientPool::set_room_query(uint32_t room, const std::string &query) {
-  requests_[room] = build_request(room, query);
+  for (uint32_t s = 0; s < options_.servers.size(); ++s) {
+    requests_[s * options_.rooms + room] = build_request(s, room, query);
+  }
 }
 
 void ClientPool::reconnect_all(uint32_t max_in_flight) {
@@ -223,8 +231,8 @@ void ClientPool::start_connect(uint32_t index) {
   }
   sockaddr_in dst{};
   dst.sin_family = AF_INET;
-  dst.sin_port = htons(options_.port);
-  inet_pton(AF_INET, options_.host.c_str(), &dst.sin_addr);
+  dst.sin_port = htons(options_.servers[c.server].port);
+  inet_pton(AF_INET, options_.servers[c.server].host.c_str(), &dst.sin_addr);
   if (::connect(c.fd, reinterpret_cast<sockaddr *>(&dst), sizeof dst) != 0 &&
       errno != EINPROGRESS) {
     fail(c, index, false);
@@ -311,7 +319,7 @@ void ClientPool::on_writable(Conn &c, uint32_t index) {
     fail(c, index, false);
     return;
   }
-  const std::string &request = requests_[c.room];
+  const std::string &request = requests_[c.server * options_.rooms + c.room];
   if (::write(c.fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
     fail(c, index, false);
     return;

@@ -11,10 +11,18 @@
 
 namespace sidecar::bench {
 
-struct ClientPoolOptions {
+// One server the clients connect to (one URL of --url).
+struct WsServer {
   std::string host = "127.0.0.1";
   uint16_t port = 0;
   std::string path_template = "/ws/{room}"; // "{room}" is replaced by "r<index>"
+};
+
+struct ClientPoolOptions {
+  // Client i joins room i % rooms on server (i / rooms) % servers.size(): each room's members
+  // are dealt round-robin over the servers, so with rooms of at least that many clients every
+  // room has members on every server (and fan-out crosses them, as behind a load balancer).
+  std::vector<WsServer> servers{WsServer{}};
   uint32_t connections = 100;
   uint32_t rooms = 10;
   uint32_t max_in_flight = 512; // concurrent handshakes, so the server's backlog never overflows
@@ -119,7 +127,7 @@ private:
   size_t parse_frames(Conn &c, uint32_t index, char *data, size_t len, uint64_t now_ns);
   void on_payload(Conn &c, const char *p, size_t n, uint64_t now_ns);
   void on_sidecar_v1(Conn &c, const char *p, size_t n, uint64_t now_ns);
-  std::string build_request(uint32_t room, const std::string &query) const;
+  std::string build_request(uint32_t server, uint32_t room, const std::string &query) const;
   // The message of one RSV1 frame, inflated into inflated_; false when it does not inflate.
   bool inflate(const char *p, size_t n, std::string_view &out);
   void fail(Conn &c, uint32_t index, bool server_side);
@@ -144,7 +152,8 @@ private:
   LatencyHistogram latency_;
   ClientCounters counters_;
   std::vector<char> read_buf_;
-  std::vector<std::string> requests_; // the upgrade request of each room, built once
+  // The upgrade request of each server and room, at [server * rooms + room], built once.
+  std::vector<std::string> requests_;
   std::vector<std::string> room_epoch_;
   uint32_t live_target_ = 0;
   bool envelopes_ = false;

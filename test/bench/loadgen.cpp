@@ -25,6 +25,7 @@ using namespace sidecar::bench;
 namespace {
 
 struct Args {
+  // One URL, or several separated by commas: the clients are dealt over them (ClientPoolOptions).
   std::string url = "ws://127.0.0.1:8080/ws/{room}";
   std::string publish = "redis://127.0.0.1:6379";
   std::string label = "server";
@@ -39,7 +40,8 @@ struct Args {
   double connect_timeout = 60;
   double loss_limit = 0.001;
   double p99_limit_ms = 50;
-  int server_pid = 0;
+  std::vector<int> server_pids; // CPU and RSS are summed over them
+  std::vector<int> redis_pids;  // Redis CPU per phase, summed; reported only when given
   uint32_t max_in_flight = 512;
   bool bind_sources = true;
   bool spin = false;
@@ -95,23 +97,41 @@ bool parse_hostport(std::string_view rest, std::string &host, uint16_t &port, st
   return port != 0 && host.starts_with("127.");
 }
 
-std::vector<double> parse_list(const char *s) {
-  std::vector<double> out;
+std::vector<std::string> split_commas(const std::string &s) {
+  std::vector<std::string> out;
   std::stringstream ss(s);
   for (std::string item; std::getline(ss, item, ',');) {
     if (!item.empty()) {
-      out.push_back(std::atof(item.c_str()));
+      out.push_back(item);
     }
   }
   return out;
 }
 
+std::vector<double> parse_list(const char *s) {
+  std::vector<double> out;
+  for (const std::string &item : split_commas(s)) {
+    out.push_back(std::atof(item.c_str()));
+  }
+  return out;
+}
+
+std::vector<int> parse_pids(const char *s) {
+  std::vector<int> out;
+  for (const std::string &item : split_commas(s)) {
+    out.push_back(std::atoi(item.c_str()));
+  }
+  return out;
+}
+
 void usage() {
-  std::fprintf(stderr, "usage: bench_loadgen --url ws://127.0.0.1:PORT/ws/{room} "
-                       "[--publish redis://127.0.0.1:PORT | http://127.0.0.1:PORT/pub/{room}]\n"
+  std::fprintf(stderr, "usage: bench_loadgen --url ws://127.0.0.1:PORT/ws/{room}[,ws://...] "
+                       "[--publish redis://127.0.0.1:PORT | redis-cluster://127.0.0.1:PORT "
+                       "| http://127.0.0.1:PORT/pub/{room}]\n"
                        "  [--connections N] [--rooms R] [--payload-bytes B] [--label NAME]\n"
                        "  [--fixed-rate DELIVERIES_PER_S] [--fixed-seconds S] [--churn PER_S]\n"
-                       "  [--rates D1,D2,...] [--step-seconds S] [--server-pid PID]\n"
+                       "  [--rates D1,D2,...] [--step-seconds S] [--server-pid PID[,PID...]]\n"
+                       "  [--redis-pid PID[,PID...]] [--publish-sharded]\n"
                        "  [--loss-limit FRACTION] [--p99-limit-ms MS] [--connect-timeout S]\n"
                        "  [--max-in-flight N] [--no-bind-sources] [--spin]\n"
                        "  [--publish-fcall] [--subprotocol sidecar.v1]\n"
@@ -170,7 +190,9 @@ bool parse_args(int argc, char **argv, Args &a) {
     else if (k == "--step-seconds")
       a.step_seconds = std::atof(v);
     else if (k == "--server-pid")
-      a.server_pid = std::atoi(v);
+      a.server_pids = parse_pids(v);
+    else if (k == "--redis-pid")
+      a.redis_pids = parse_pids(v);
     else if (k == "--loss-limit")
       a.loss_limit = std::atof(v);
     else if (k == "--p99-limit-ms")
@@ -210,6 +232,7 @@ struct Phase {
   double achieved = 0; // unique deliveries/s over the publishing time
   double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0; // ms
   double cpu_s = -1;
+  double redis_cpu_s = -1; // summed over --redis-pid
   double loadgen_cpu_s = 0;
   double loadgen_busy_s = 0; // near the phase's length means the generator was saturated
   long rss_kb = -1;
@@ -242,9 +265,12 @@ Phase run_phase(ClientPool &pool, Publisher &pub, const Args &a, const ClientPoo
   ph.target = rate;
   ph.churn_target = churn;
   const DeliveryTotals before = pool.totals(pub.published());
-  const ServerStats s0 = read_server(a.server_pid);
+  const ServerStats s0 = read_servers(a.server_pids);
+  const ServerStats r0 = read_servers(a.redis_pids);
   const ClientCounters c0 = pool.counters();
-  const ServerMetrics m0 = a.server_metrics ? read_metrics(po.host, po.port) : ServerMetrics{};
+  const WsServer &first = po.servers.front(); // --server-metrics asks the first URL's server
+  const ServerMetrics m0 =
+      a.server_metrics ? read_metrics(first.host, first.port) : ServerMetrics{};
   const double own0 = own_cpu_s();
   const double busy0 = pool.busy_seconds();
   pool.latency().reset();
@@ -293,8 +319,10 @@ Phase run_phase(ClientPool &pool, Publisher &pub, const Args &a, const ClientPoo
   ph.p99 = static_cast<double>(h.quantile(0.99)) / 1e6;
   ph.p999 = static_cast<double>(h.quantile(0.999)) / 1e6;
   ph.max = static_cast<double>(h.max()) / 1e6;
-  const ServerStats s1 = read_server(a.server_pid);
+  const ServerStats s1 = read_servers(a.server_pids);
   ph.cpu_s = s0.cpu_s >= 0 && s1.cpu_s >= 0 ? s1.cpu_s - s0.cpu_s : -1;
+  const ServerStats r1 = read_servers(a.redis_pids);
+  ph.redis_cpu_s = r0.cpu_s >= 0 && r1.cpu_s >= 0 ? r1.cpu_s - r0.cpu_s : -1;
   ph.rss_kb = s1.rss_kb;
   ph.loadgen_cpu_s = own_cpu_s() - own0;
   ph.loadgen_busy_s = pool.busy_seconds() - busy0;
@@ -307,7 +335,7 @@ Phase run_phase(ClientPool &pool, Publisher &pub, const Args &a, const ClientPoo
   ph.compressed_frames = c1.compressed_frames - c0.compressed_frames;
   ph.inflate_errors = c1.inflate_errors - c0.inflate_errors;
   if (a.server_metrics) {
-    const ServerMetrics m1 = read_metrics(po.host, po.port);
+    const ServerMetrics m1 = read_metrics(first.host, first.port);
     ph.m.publications = delta(m0.publications, m1.publications);
     ph.m.bytes_out = delta(m0.bytes_out, m1.bytes_out);
     ph.m.frames_built = delta(m0.frames_built, m1.frames_built);
@@ -353,7 +381,15 @@ std::string phase_json(const Phase &p) {
       static_cast<unsigned long long>(p.inflate_errors), p.m.publications, p.m.bytes_out,
       p.m.frames_built, p.m.bytes_before, p.m.bytes_after, p.m.frames_queued, p.m.deflate_s,
       p.pass ? "true" : "false");
-  return buf;
+  std::string json = buf;
+  if (p.redis_cpu_s >= 0) {
+    // Only with --redis-pid, so that runs without it print the same line as before.
+    char redis[48];
+    std::snprintf(redis, sizeof redis, ",\"redis_cpu_s\":%.2f}", p.redis_cpu_s);
+    json.pop_back();
+    json += redis;
+  }
+  return json;
 }
 
 void print_phase(const Phase &p) {
@@ -402,12 +438,20 @@ int main(int argc, char **argv) {
   setrlimit(RLIMIT_NOFILE, &rl);
 
   ClientPoolOptions po;
-  std::string path;
-  if (!a.url.starts_with("ws://") || !parse_hostport(a.url.substr(5), po.host, po.port, path)) {
-    std::fprintf(stderr, "bad --url %s (want ws://127.x.x.x:PORT/path/{room})\n", a.url.c_str());
+  po.servers.clear();
+  for (const std::string &url : split_commas(a.url)) {
+    WsServer s;
+    if (!url.starts_with("ws://") ||
+        !parse_hostport(url.substr(5), s.host, s.port, s.path_template)) {
+      std::fprintf(stderr, "bad --url %s (want ws://127.x.x.x:PORT/path/{room})\n", url.c_str());
+      return 2;
+    }
+    po.servers.push_back(std::move(s));
+  }
+  if (po.servers.empty()) {
+    std::fprintf(stderr, "bad --url %s\n", a.url.c_str());
     return 2;
   }
-  po.path_template = path;
   po.connections = a.connections;
   po.rooms = a.rooms;
   po.max_in_flight = a.max_in_flight;
@@ -441,7 +485,7 @@ int main(int argc, char **argv) {
     return 1;
   }
 
-  const ServerStats before = read_server(a.server_pid);
+  const ServerStats before = read_servers(a.server_pids);
   const uint64_t t0 = monotonic_ns();
   while (!pool.all_open() && pool.open_count() + pool.counters().server_closed < a.connections &&
          seconds_since(t0) < a.connect_timeout) {
@@ -466,7 +510,7 @@ int main(int argc, char **argv) {
   for (uint64_t w = monotonic_ns(); seconds_since(w) < 0.2;) {
     pool.poll(10);
   }
-  const ServerStats after = read_server(a.server_pid);
+  const ServerStats after = read_servers(a.server_pids);
   const double per_conn_kb = before.rss_kb >= 0 && after.rss_kb >= 0 && opened > 0
                                  ? static_cast<double>(after.rss_kb - before.rss_kb) / opened
                                  : -1;
@@ -490,12 +534,12 @@ int main(int argc, char **argv) {
   double idle_cpu_s = -1;
   uint64_t idle_pings = 0, idle_closed = 0;
   if (a.idle_seconds > 0 && opened == a.connections) {
-    const ServerStats i0 = read_server(a.server_pid);
+    const ServerStats i0 = read_servers(a.server_pids);
     const ClientCounters c0 = pool.counters();
     for (uint64_t w = monotonic_ns(); seconds_since(w) < a.idle_seconds;) {
       pool.poll(50);
     }
-    const ServerStats i1 = read_server(a.server_pid);
+    const ServerStats i1 = read_servers(a.server_pids);
     idle_cpu_s = i0.cpu_s >= 0 && i1.cpu_s >= 0 ? i1.cpu_s - i0.cpu_s : -1;
     idle_pings = pool.counters().pings - c0.pings;
     idle_closed = pool.counters().server_closed - c0.server_closed;
@@ -513,9 +557,10 @@ int main(int argc, char **argv) {
     StormOptions so;
     so.behind = a.resume_storm;
     so.max_in_flight = a.storm_in_flight;
-    so.server_pid = a.server_pid;
-    so.metrics_host = po.host; // the sidecar serves /metrics on its listener unless admin.listen
-    so.metrics_port = po.port;
+    // The storm watches one server: the first URL's, and the first pid's memory.
+    so.server_pid = a.server_pids.empty() ? 0 : a.server_pids.front();
+    so.metrics_host = po.servers.front().host; // /metrics is on the listener unless admin.listen
+    so.metrics_port = po.servers.front().port;
     storm_json = run_resume_storm(pool, pub, so, storm_ok);
   } else if (opened == a.connections && subscribed) {
     std::printf("%-8s %10s %10s %10s %10s %7s %5s %5s %7s %7s %7s %7s %8s %6s %6s %s\n", "phase",
@@ -540,7 +585,7 @@ int main(int argc, char **argv) {
       best = a.rates[i];
     }
   }
-  const ServerStats end = read_server(a.server_pid);
+  const ServerStats end = read_servers(a.server_pids);
   const ClientCounters &c = pool.counters();
   std::string json;
   json += "{\"label\":\"" + a.label + "\"";

@@ -49,6 +49,22 @@ ServerStats read_server(int pid) {
   return s;
 }
 
+ServerStats read_servers(const std::vector<int> &pids) {
+  if (pids.empty()) {
+    return ServerStats{};
+  }
+  ServerStats sum = read_server(pids.front());
+  for (size_t i = 1; i < pids.size(); ++i) {
+    const ServerStats s = read_server(pids[i]);
+    const auto add = [](auto &total, auto v) { total = total >= 0 && v >= 0 ? total + v : -1; };
+    add(sum.rss_kb, s.rss_kb);
+    add(sum.anon_kb, s.anon_kb);
+    add(sum.hwm_kb, s.hwm_kb);
+    add(sum.cpu_s, s.cpu_s);
+  }
+  return sum;
+}
+
 std::string fetch_metrics_text(const std::string &host, uint16_t port) {
   std::string text;
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

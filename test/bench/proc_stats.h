@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace sidecar::bench {
 
@@ -18,6 +19,10 @@ struct ServerStats {
 
 // All fields stay -1 when pid <= 0 or the process is gone.
 ServerStats read_server(int pid);
+// The sum over several processes (two sidecars, three Redis masters); a field stays -1 when the
+// list is empty or any of them cannot be read, so that a missing process never passes for an
+// idle one. One pid gives exactly read_server(pid).
+ServerStats read_servers(const std::vector<int> &pids);
 
 // The body of GET /metrics from host:port (the sidecar serves it on its listener unless
 // admin.listen moves it); "" when the server does not answer within 5 s.
