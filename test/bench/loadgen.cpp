@@ -46,6 +46,7 @@ struct Args {
   bool bind_sources = true;
   bool spin = false;
   bool fcall = false;        // publish with FCALL sidecar_publish (history on)
+  bool sharded = false;      // SPUBLISH and SHARDNUMSUB (redis.pubsub: sharded)
   std::string subprotocol;   // e.g. sidecar.v1
   uint32_t resume_storm = 0; // messages behind; 0: the usual phases instead of the storm
   uint32_t storm_in_flight = 4096;
@@ -153,6 +154,10 @@ bool parse_args(int argc, char **argv, Args &a) {
     }
     if (k == "--publish-fcall") {
       a.fcall = true;
+      continue;
+    }
+    if (k == "--publish-sharded") {
+      a.sharded = true;
       continue;
     }
     if (k == "--deflate") {
@@ -462,9 +467,12 @@ int main(int argc, char **argv) {
 
   PublishTarget pt;
   pt.fcall = a.fcall;
+  pt.sharded = a.sharded;
   std::string pub_path;
-  if (a.publish.starts_with("redis://")) {
-    const bool ok = parse_hostport(a.publish.substr(8), pt.host, pt.port, pub_path);
+  pt.cluster = a.publish.starts_with("redis-cluster://");
+  if (a.publish.starts_with("redis://") || pt.cluster) {
+    const size_t scheme = a.publish.find("://") + 3;
+    const bool ok = parse_hostport(a.publish.substr(scheme), pt.host, pt.port, pub_path);
     if (!ok) {
       std::fprintf(stderr, "bad --publish %s\n", a.publish.c_str());
       return 2;

@@ -2,6 +2,7 @@
 #include "publisher.h"
 
 #include "client_pool.h" // monotonic_ns
+#include "cluster_map.h"
 
 #include <hiredis/hiredis.h>
 
@@ -151,8 +152,8 @@ Publisher::Publisher(PublishTarget target, uint32_t rooms, size_t payload_bytes,
 }
 
 Publisher::~Publisher() {
-  if (redis_ != nullptr) {
-    redisFree(redis_);
+  for (redisContext *c : nodes_) {
+    redisFree(c);
   }
   if (http_fd_ >= 0) {
     ::close(http_fd_);
@@ -161,11 +162,29 @@ Publisher::~Publisher() {
 
 bool Publisher::connect(std::string &error) {
   if (!target_.http) {
-    timeval tv{2, 0};
-    redis_ = redisConnectWithTimeout(target_.host.c_str(), target_.port, tv);
-    if (redis_ == nullptr || redis_->err != 0) {
-      error = "redis connect: " + std::string(redis_ != nullptr ? redis_->errstr : "no memory");
-      return false;
+    std::vector<RedisAddress> nodes{{target_.host, target_.port}};
+    node_of_.assign(rooms_, 0);
+    if (target_.cluster) {
+      ClusterMap map;
+      if (!read_cluster_map(nodes.front(), map, error)) {
+        return false;
+      }
+      nodes = map.masters;
+      for (uint32_t r = 0; r < rooms_; ++r) {
+        node_of_[r] = map.master_of(names_[r]);
+      }
+    }
+    for (const RedisAddress &a : nodes) {
+      timeval tv{2, 0};
+      redisContext *c = redisConnectWithTimeout(a.host.c_str(), a.port, tv);
+      if (c == nullptr || c->err != 0) {
+        error = "redis connect: " + std::string(c != nullptr ? c->errstr : "no memory");
+        if (c != nullptr) {
+          redisFree(c);
+        }
+        return false;
+      }
+      nodes_.push_back(c);
     }
     return true;
   }
@@ -206,30 +225,47 @@ size_t Publisher::format(uint32_t room, uint64_t seq, char *out) {
 
 bool Publisher::send_redis(uint32_t count, PublishResult &result) {
   std::vector<char> payload(max_payload_ + 128);
+  std::vector<uint32_t> queued(nodes_.size(), 0);
+  const char *publish = target_.sharded ? "SPUBLISH" : "PUBLISH";
   for (uint32_t i = 0; i < count; ++i) {
     const auto room = static_cast<uint32_t>(next_message_++ % rooms_);
     const std::string &channel = names_[room];
     const size_t n = format(room, published_[room]++, payload.data());
+    redisContext *node = nodes_[node_of_[room]];
+    ++queued[node_of_[room]];
     if (target_.fcall) {
       const char *argv[5] = {"FCALL", "sidecar_publish", "1", channel.c_str(), payload.data()};
       const size_t lens[5] = {5, 15, 1, channel.size(), n};
-      redisAppendCommandArgv(redis_, 5, argv, lens);
+      redisAppendCommandArgv(node, 5, argv, lens);
     } else {
-      const char *argv[3] = {"PUBLISH", channel.c_str(), payload.data()};
-      const size_t lens[3] = {7, channel.size(), n};
-      redisAppendCommandArgv(redis_, 3, argv, lens);
+      const char *argv[3] = {publish, channel.c_str(), payload.data()};
+      const size_t lens[3] = {std::strlen(publish), channel.size(), n};
+      redisAppendCommandArgv(node, 3, argv, lens);
     }
   }
-  for (uint32_t i = 0; i < count; ++i) {
-    void *reply = nullptr;
-    if (redisGetReply(redis_, &reply) != REDIS_OK) {
-      result.broken = true;
-      return false;
+  // Every node gets its whole batch before any reply is read, so the masters of a cluster work
+  // on their batches at the same time. (redisGetReply would write the same bytes, one node at a
+  // time.)
+  for (redisContext *node : nodes_) {
+    for (int done = 0; done == 0;) {
+      if (redisBufferWrite(node, &done) != REDIS_OK) {
+        result.broken = true;
+        return false;
+      }
     }
-    if (static_cast<redisReply *>(reply)->type == REDIS_REPLY_ERROR) {
-      ++result.errors;
+  }
+  for (size_t k = 0; k < nodes_.size(); ++k) {
+    for (uint32_t i = 0; i < queued[k]; ++i) {
+      void *reply = nullptr;
+      if (redisGetReply(nodes_[k], &reply) != REDIS_OK) {
+        result.broken = true;
+        return false;
+      }
+      if (static_cast<redisReply *>(reply)->type == REDIS_REPLY_ERROR) {
+        ++result.errors;
+      }
+      freeReplyObject(reply);
     }
-    freeReplyObject(reply);
   }
   return true;
 }
@@ -346,45 +382,54 @@ bool Publisher::burst(uint64_t messages, PublishResult &result) {
 
 bool Publisher::all_subscribed(uint32_t &subscribed, std::string &error) {
   subscribed = 0;
-  if (redis_ == nullptr) {
+  if (nodes_.empty()) {
     error = "not a redis publisher";
     return false;
   }
-  for (uint32_t first = 0; first < rooms_; first += 200) {
-    const uint32_t last = std::min(rooms_, first + 200);
-    std::vector<std::string> args{"PUBSUB", "NUMSUB"};
-    for (uint32_t r = first; r < last; ++r) {
-      args.push_back(names_[r]);
-    }
-    std::vector<const char *> argv;
-    std::vector<size_t> lens;
-    for (const auto &a : args) {
-      argv.push_back(a.c_str());
-      lens.push_back(a.size());
-    }
-    auto *reply = static_cast<redisReply *>(
-        redisCommandArgv(redis_, static_cast<int>(argv.size()), argv.data(), lens.data()));
-    if (reply == nullptr) {
-      error = std::string("PUBSUB NUMSUB: ") + redis_->errstr;
-      return false;
-    }
-    if (reply->type == REDIS_REPLY_ARRAY) {
-      for (size_t i = 1; i < reply->elements; i += 2) {
-        if (reply->element[i]->type == REDIS_REPLY_INTEGER && reply->element[i]->integer >= 1) {
-          ++subscribed;
-        }
+  // Sharded subscriptions live on the channel's master; global ones on whichever node the
+  // subscriber chose, so each node is asked for every room and any one's count will do.
+  const char *numsub = target_.sharded ? "SHARDNUMSUB" : "NUMSUB";
+  std::vector<bool> seen(rooms_, false);
+  for (size_t k = 0; k < nodes_.size(); ++k) {
+    std::vector<uint32_t> asked;
+    for (uint32_t r = 0; r < rooms_; ++r) {
+      if (!target_.sharded || node_of_[r] == k) {
+        asked.push_back(r);
       }
     }
-    freeReplyObject(reply);
+    for (size_t first = 0; first < asked.size(); first += 200) {
+      const size_t last = std::min(asked.size(), first + 200);
+      std::vector<const char *> argv{"PUBSUB", numsub};
+      std::vector<size_t> lens{6, std::strlen(numsub)};
+      for (size_t i = first; i < last; ++i) {
+        argv.push_back(names_[asked[i]].c_str());
+        lens.push_back(names_[asked[i]].size());
+      }
+      auto *reply = static_cast<redisReply *>(
+          redisCommandArgv(nodes_[k], static_cast<int>(argv.size()), argv.data(), lens.data()));
+      if (reply == nullptr) {
+        error = std::string("PUBSUB ") + numsub + ": " + nodes_[k]->errstr;
+        return false;
+      }
+      if (reply->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 1; i < reply->elements && first + i / 2 < last; i += 2) {
+          if (reply->element[i]->type == REDIS_REPLY_INTEGER && reply->element[i]->integer >= 1) {
+            seen[asked[first + i / 2]] = true;
+          }
+        }
+      }
+      freeReplyObject(reply);
+    }
   }
+  subscribed = static_cast<uint32_t>(std::count(seen.begin(), seen.end(), true));
   return subscribed == rooms_;
 }
 
 long long Publisher::command_stat(const char *command, const char *field) {
-  if (redis_ == nullptr) {
+  if (nodes_.empty()) {
     return -1;
   }
-  auto *reply = static_cast<redisReply *>(redisCommand(redis_, "INFO commandstats"));
+  auto *reply = static_cast<redisReply *>(redisCommand(nodes_.front(), "INFO commandstats"));
   if (reply == nullptr) {
     return -1;
   }

@@ -1,6 +1,7 @@
-// The load generator's publisher: paced PUBLISH (or FCALL sidecar_publish) batches to Redis (or
-// POSTs to an nchan-style HTTP publisher location), each payload carrying its room's sequence and a
-// CLOCK_MONOTONIC timestamp. One Publisher is used by one thread at a time.
+// The load generator's publisher: paced PUBLISH (or SPUBLISH, or FCALL sidecar_publish) batches to
+// Redis, or to the master of each room's slot on a Redis Cluster (or POSTs to an nchan-style HTTP
+// publisher location), each payload carrying its room's sequence and a CLOCK_MONOTONIC timestamp.
+// One Publisher is used by one thread at a time.
 #pragma once
 
 #include <atomic>
@@ -21,6 +22,12 @@ struct PublishTarget {
   // Redis only: publish with FCALL sidecar_publish 1 <channel> <payload> (history on) instead
   // of PUBLISH. Each reply is then the new position, or an error counted in PublishResult.
   bool fcall = false;
+  // Redis only: host:port is a seed of a Redis Cluster; each room's publications go to the master
+  // that owns its channel's slot (CLUSTER SLOTS, read once by connect()).
+  bool cluster = false;
+  // Redis only: SPUBLISH instead of PUBLISH, and PUBSUB SHARDNUMSUB to see the rooms subscribed
+  // (a sidecar with redis.pubsub: sharded).
+  bool sharded = false;
 };
 
 // What follows the parsed prefix {"seq":N,"room":"rI","t":T of every payload.
@@ -59,10 +66,11 @@ public:
   bool burst(uint64_t messages, PublishResult &result);
   // Messages sent so far to each room; read it only while run() is not running.
   const std::vector<uint64_t> &published() const { return published_; }
-  // Redis only: whether every room's channel has at least one subscriber (PUBSUB NUMSUB).
+  // Redis only: whether every room's channel has at least one subscriber (PUBSUB NUMSUB, or
+  // SHARDNUMSUB at the channel's master when sharded; without it, on a cluster, at any node).
   bool all_subscribed(uint32_t &subscribed, std::string &error);
-  // Redis only: one numeric field of INFO commandstats, e.g. ("fcall", "calls"); -1 when absent
-  // or on error.
+  // Redis only: one numeric field of INFO commandstats, e.g. ("fcall", "calls"), of the first
+  // node; -1 when absent or on error.
   long long command_stat(const char *command, const char *field);
 
 private:
@@ -77,7 +85,10 @@ private:
   PayloadKind kind_;
   std::vector<std::string> tails_; // json: the events' bodies after the prefix, used in turn
   size_t max_payload_ = 0;         // the largest payload format() writes
-  redisContext *redis_ = nullptr;
+  // Redis only: one link per node (the one Redis, or each master of a cluster), and per room the
+  // index of the node its channel lives on (always 0 without a cluster).
+  std::vector<redisContext *> nodes_;
+  std::vector<uint32_t> node_of_;
   int http_fd_ = -1;
   std::string http_in_;
   std::string out_;
