@@ -25,6 +25,10 @@
 # permessage-deflate or not (wire bytes, CPU, deflates per publication), the 2 KiB deflate run
 # again at W1 (100 recipients per publication instead of 10,000), and W3 with clients that
 # offer permessage-deflate.
+# Cluster rows (sidecar only; BENCH_CLUSTER=1 adds them, =only runs nothing else): W1 with two
+# sidecars, every room's clients dealt over both, first on the one redis-server, then on a
+# 3-master Redis Cluster (no replicas; redis.pubsub: sharded, SPUBLISH to each room's master);
+# CPU is the two sidecars' sum, Redis CPU that of the Redis processes.
 # The plot: build-bench/bench-results/bench.svg (delivered rate and p99 against offered rate,
 # W1 and W2, every server measured); BENCH_SVG=PATH also copies it there (docs/bench.svg).
 set -euo pipefail
@@ -40,7 +44,7 @@ while [[ $# -gt 0 ]]; do
     --url) URL=$2; shift 2 ;;
     --publish) PUBLISH=$2; shift 2 ;;
     --server-pid) EXT_PID=$2; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -58,6 +62,7 @@ else
 fi
 HISTORY=${BENCH_HISTORY:-1}
 COMPRESSION=${BENCH_COMPRESSION:-1}
+CLUSTER=${BENCH_CLUSTER:-0}
 STORM_BEHIND=${BENCH_STORM_BEHIND:-100}
 STORM_IN_FLIGHT=${BENCH_STORM_IN_FLIGHT:-4096}
 FIXED_RATE=${BENCH_FIXED_RATE:-50000}
@@ -135,10 +140,19 @@ ensure_packages() {
 start_server() {
   local kind=$1 port=$2
   case $kind in
-    sidecar|sidecar-history)
-      cat >"$TMP/$kind.yaml" <<EOF
+    sidecar|sidecar-history|sidecar-cluster)
+      local redis="{ url: \"redis://127.0.0.1:$RPORT/0\" }"
+      PUB_URL=redis://127.0.0.1:$RPORT
+      if [[ $kind == sidecar-cluster ]]; then
+        local seeds
+        seeds=$(printf '"127.0.0.1:%s", ' "${CLUSTER_PORTS[@]}")
+        redis="{ cluster: [${seeds%, }], pubsub: sharded }"
+        PUB_URL=redis-cluster://127.0.0.1:${CLUSTER_PORTS[0]}
+      fi
+      # One file per port: the cluster rows run two sidecars of one kind side by side.
+      cat >"$TMP/$kind-$port.yaml" <<EOF
 listen: "127.0.0.1:$port"
-redis: { url: "redis://127.0.0.1:$RPORT/0" }
+redis: $redis
 routes: [ { path: "/ws/{org}", channel: "org:{org}" } ]
 limits: { max_connections: 100000, max_outbound_bytes: 4194304 }
 log: { level: warn }
@@ -146,13 +160,13 @@ EOF
       # The same server with history for the rooms' channels, so that FCALL sidecar_publish
       # works and clients may resume; max_recover covers the storm's BENCH_STORM_BEHIND.
       if [[ $kind == sidecar-history ]]; then
-        cat >>"$TMP/$kind.yaml" <<EOF
+        cat >>"$TMP/$kind-$port.yaml" <<EOF
 history:
   - { channel: "org:{org}", size: 1000, ttl_s: 3600, max_recover: $((STORM_BEHIND > 300 ? STORM_BEHIND : 300)) }
 EOF
       fi
-      $PIN_SERVER "$SIDECAR" --config "$TMP/$kind.yaml" >>"$OUT/$kind.log" 2>&1 &
-      SERVER_PID=$!; PUB_URL=redis://127.0.0.1:$RPORT ;;
+      $PIN_SERVER "$SIDECAR" --config "$TMP/$kind-$port.yaml" >>"$OUT/$kind.log" 2>&1 &
+      SERVER_PID=$! ;;
     naive)
       $PIN_SERVER "$FLOOR" --listen "127.0.0.1:$port" --redis "127.0.0.1:$RPORT" >>"$OUT/naive.log" 2>&1 &
       SERVER_PID=$!; PUB_URL=redis://127.0.0.1:$RPORT ;;
@@ -220,6 +234,87 @@ workload() {
   stop_pid "$SERVER_PID"
 }
 
+# workload_pair KIND NAME ARGS...: one workload against two fresh sidecars of KIND, both pinned
+# to core 0, every room's clients dealt over both; Redis CPU is read from REDIS_PIDS.
+workload_pair() {
+  local kind=$1 name=$2; shift 2
+  local urls=() pids=() port
+  PAIR_PIDS=() # only the pair that runs, so that cleanup never signals a pid reused since
+  for _ in 1 2; do
+    port=$(free_port)
+    if ! start_server "$kind" "$port"; then
+      for pid in "${pids[@]}"; do stop_pid "$pid"; done
+      PAIR_PIDS=()
+      echo '{}' >"$OUT/$kind-$name.json"
+      return 0
+    fi
+    urls+=("ws://127.0.0.1:$port/ws/{room}"); pids+=("$SERVER_PID"); PAIR_PIDS+=("$SERVER_PID")
+  done
+  SERVER_PID=""
+  run_load "$kind-$name" --url "$(IFS=,; echo "${urls[*]}")" --publish "$PUB_URL" \
+    --server-pid "$(IFS=,; echo "${pids[*]}")" --redis-pid "$(IFS=,; echo "${REDIS_PIDS[*]}")" "$@"
+  for pid in "${pids[@]}"; do stop_pid "$pid"; done
+  PAIR_PIDS=()
+}
+
+# A free client port of at most 55535 for a cluster node, as test/integration/cluster_util.py
+# picks them: a node's bus port defaults to its client port + 10000 (we name one anyway).
+cluster_port() {
+  local port
+  for _ in $(seq 50); do
+    port=$(free_port)
+    [[ $port -le 55535 ]] && { echo "$port"; return 0; }
+  done
+  return 1
+}
+
+# Three masters and no replicas (a replica's CPU would come out of the load's core), each on its
+# own ports and directory, pinned beside the generator like the one redis-server; returns once
+# every node reports cluster_state:ok, or fails after 30 s.
+start_cluster() {
+  local addrs=() port bus d i
+  CLUSTER_PORTS=()
+  for i in 1 2 3; do
+    port=$(cluster_port) || return 1
+    bus=$(free_port)
+    d=$TMP/cluster-$i
+    mkdir -p "$d"
+    $PIN_GEN redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$d" \
+      --cluster-enabled yes --cluster-port "$bus" --cluster-config-file "$d/nodes.conf" \
+      >"$OUT/cluster-redis-$i.log" 2>&1 &
+    CLUSTER_PIDS+=($!); CLUSTER_PORTS+=("$port"); addrs+=("127.0.0.1:$port")
+  done
+  for port in "${CLUSTER_PORTS[@]}"; do wait_port "$port" 10 || return 1; done
+  timeout 60 redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes \
+    >"$OUT/cluster-create.log" 2>&1 || return 1
+  local deadline=$((SECONDS + 30))
+  for port in "${CLUSTER_PORTS[@]}"; do
+    until timeout 5 redis-cli -h 127.0.0.1 -p "$port" cluster info 2>/dev/null |
+          grep -q '^cluster_state:ok'; do
+      [[ $SECONDS -lt $deadline ]] || return 1
+      sleep 0.1
+    done
+  done
+}
+
+# The cluster rows: the same W1 against two sidecars, on the one redis-server and then on the
+# cluster, back to back so that their ratio compares runs of one sitting.
+cluster_rows() {
+  local w1=(--connections "$CONNS" --rooms "$ROOMS" "${COMMON_SEARCH[@]}" --churn "$CHURN")
+  REDIS_PIDS=("$REDIS_PID")
+  workload_pair sidecar w1two "${w1[@]}"
+  log "starting a 3-master Redis Cluster"
+  if ! start_cluster; then
+    log "the cluster did not come up (see $OUT/cluster-*.log); its row is skipped"
+    echo '{}' >"$OUT/sidecar-cluster-w1two.json"
+  else
+    REDIS_PIDS=("${CLUSTER_PIDS[@]}")
+    workload_pair sidecar-cluster w1two "${w1[@]}" --publish-sharded
+  fi
+  for pid in "${CLUSTER_PIDS[@]}"; do stop_pid "$pid"; done
+  CLUSTER_PIDS=()
+}
+
 W2_P99_MS=${BENCH_W2_P99_MS:-500}
 COMMON_SEARCH=(--fixed-rate "$FIXED_RATE" --fixed-seconds "$FIXED_S" --rates "$RATES"
                --step-seconds "$STEP_S")
@@ -248,8 +343,11 @@ $PIN_GEN redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no
   >"$OUT/redis.log" 2>&1 &
 REDIS_PID=$!
 SERVER_PID=""
+PAIR_PIDS=()
+CLUSTER_PIDS=()
 cleanup() {
   [[ -n ${SERVER_PID:-} ]] && stop_pid "$SERVER_PID"
+  for pid in "${PAIR_PIDS[@]}" "${CLUSTER_PIDS[@]}"; do stop_pid "$pid"; done
   stop_pid "$REDIS_PID"
   rm -rf "$TMP"
 }
@@ -289,6 +387,19 @@ if [[ $COMPRESSION == only ]]; then
   } | tee "$OUT/table.txt"
   exit 0
 fi
+if [[ $CLUSTER == only ]]; then
+  [[ -n $SIDECAR ]] || { log "no sidecar binary: nothing to run"; exit 1; }
+  cluster_rows
+  log "done in $((SECONDS - START)) s"
+  {
+    echo "bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, sidecars on core 0," \
+         "loadgen+redis on core 1, BENCH_CLUSTER=only, BENCH_QUICK=${BENCH_QUICK:-0}," \
+         "$CONNS connections, rooms of $((CONNS / ROOMS)), steps ${STEP_S}s," \
+         "load average $LOAD_START at start, $(cut -d' ' -f1 /proc/loadavg) at end"
+    /usr/bin/python3 "$ROOT/test/bench/table.py" --cluster "$OUT"
+  } | tee "$OUT/table.txt"
+  exit 0
+fi
 for kind in $SERVERS; do
   [[ $kind == sidecar && -z $SIDECAR ]] && continue
   COLUMNS_RUN+=("$kind")
@@ -311,6 +422,7 @@ for kind in $SERVERS; do
   workload "$kind" w3a --connections "$CONNS" --rooms "$ROOMS"
   workload "$kind" w3b --connections "$IDLE_MAX" --rooms "$ROOMS" --idle-seconds "$IDLE_S"
 done
+[[ $CLUSTER == 1 && -n $SIDECAR ]] && cluster_rows
 log "done in $((SECONDS - START)) s"
 {
   echo "bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, server on core 0, loadgen+redis on core 1," \
@@ -324,6 +436,10 @@ log "done in $((SECONDS - START)) s"
   if [[ -f $OUT/sidecar-w2c2kd.json ]]; then
     echo
     /usr/bin/python3 "$ROOT/test/bench/table.py" --compression "$OUT"
+  fi
+  if [[ -f $OUT/sidecar-w1two.json ]]; then
+    echo
+    /usr/bin/python3 "$ROOT/test/bench/table.py" --cluster "$OUT"
   fi
 } | tee "$OUT/table.txt"
 /usr/bin/python3 "$ROOT/test/bench/plot.py" "$OUT" "$OUT/bench.svg" "${COLUMNS_RUN[@]}" \

@@ -2,7 +2,8 @@
 Usage: table.py RESULTS_DIR COLUMN... (files are COLUMN-w1.json, -w2, -w3a, -w3b), or
 table.py --history RESULTS_DIR (sidecar-w1.json beside sidecar-history-w1f, -w1v and -storm), or
 table.py --compression RESULTS_DIR (sidecar-w2c200p, -w2c200d, -w2c2kp, -w2c2kd, -w1c2kd and the
-idle runs sidecar-w3ad, -w3bd)."""
+idle runs sidecar-w3ad, -w3bd), or table.py --cluster RESULTS_DIR (two sidecars at W1 on one Redis,
+sidecar-w1two, and on a 3-master cluster, sidecar-cluster-w1two; sidecar-w1 beside them if run)."""
 import json
 import os
 import sys
@@ -258,7 +259,51 @@ def compression(directory):
                   f"{runs['w3bd'].get('deflate_agreed', 0)} agreed deflate", idle(runs["w3bd"])]])
 
 
+def cluster(directory):
+    single = load(directory, "sidecar", "w1two")
+    shard = load(directory, "sidecar-cluster", "w1two")
+    columns = [("2 sidecars, one Redis", single),
+               ("2 sidecars, 3-master cluster, sharded", shard)]
+    one = load(directory, "sidecar", "w1")
+    if one.get("phases"):
+        columns.insert(0, ("1 sidecar, one Redis", one))
+    fixed = phase(single, "fixed") or phase(shard, "fixed")
+    rate = f"{fixed['target_per_s']:,.0f} deliveries/s" if fixed else "the fixed rate"
+    n, r = single.get("connections", "?"), single.get("rooms", "?")
+    print(f"cluster rows: W1 ({n} clients in {r} rooms, each room's clients on both sidecars), "
+          f"fixed rate {rate}; CPU summed over the sidecars, Redis CPU over the Redis processes")
+
+    delivered = lambda p: p["achieved_per_s"]
+    redis_us = lambda p: (p["redis_cpu_s"] / p["published"] * 1e6
+                          if p.get("redis_cpu_s", -1) >= 0 and p["published"] else -1)
+    ladder = lambda run: run.get("max_passing_rate", 0) if run.get("phases") else -1
+    rows = [
+        ("W1 at fixed rate: delivered/s (lost)",
+         lambda run: fmt(fixed_value(run, delivered), ",.0f", "/s") +
+         (f" ({phase(run, 'fixed')['lost']})" if phase(run, "fixed") else ""),
+         lambda run: fixed_value(run, delivered)),
+        ("W1 max rate, <0.1% loss & p99<50ms", max_rate, ladder),
+        ("W1 at fixed rate: p50 / p99 / max ms", lambda run: latency(run, "fixed"),
+         lambda run: fixed_value(run, lambda p: p["p99_ms"])),
+        ("W1 at fixed rate: sidecar CPU per 1M deliveries",
+         lambda run: cpu_per_million(run, "fixed"), cpu_value),
+        ("W1 at fixed rate: Redis CPU per publication",
+         lambda run: fmt(fixed_value(run, redis_us), ".1f", " us"),
+         lambda run: fixed_value(run, redis_us)),
+        ("W4 churn during W1 fixed rate", churn, None),
+    ]
+    header = ["metric"] + [c for c, _ in columns] + ["cluster / one Redis (2 sidecars)"]
+    cells = []
+    for label, text, value in rows:
+        cells.append([label] + [text(run) for _, run in columns] +
+                     [ratio(value(shard), value(single)) if value else ""])
+    print_table(header, cells)
+
+
 def main():
+    if sys.argv[1] == "--cluster":
+        cluster(sys.argv[2])
+        return
     if sys.argv[1] == "--history":
         history(sys.argv[2])
         return
