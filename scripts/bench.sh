@@ -25,10 +25,10 @@
 # permessage-deflate or not (wire bytes, CPU, deflates per publication), the 2 KiB deflate run
 # again at W1 (100 recipients per publication instead of 10,000), and W3 with clients that
 # offer permessage-deflate.
-# Cluster rows (sidecar only; BENCH_CLUSTER=1 adds them, =only runs nothing else): W1 with two
-# sidecars, every room's clients dealt over both, first on the one redis-server, then on a
-# 3-master Redis Cluster (no replicas; redis.pubsub: sharded, SPUBLISH to each room's master);
-# CPU is the two sidecars' sum, Redis CPU that of the Redis processes.
+# Cluster rows (sidecar only; BENCH_CLUSTER=1 adds them, =only runs them and one sidecar's W1 for
+# reference): W1 with two sidecars, every room's clients dealt over both, first on the one
+# redis-server, then on a 3-master Redis Cluster (no replicas; redis.pubsub: sharded, SPUBLISH to
+# each room's master); CPU is the two sidecars' sum, Redis CPU that of the Redis processes.
 # The plot: build-bench/bench-results/bench.svg (delivered rate and p99 against offered rate,
 # W1 and W2, every server measured); BENCH_SVG=PATH also copies it there (docs/bench.svg).
 set -euo pipefail
@@ -301,6 +301,9 @@ start_cluster() {
 # cluster, back to back so that their ratio compares runs of one sitting.
 cluster_rows() {
   local w1=(--connections "$CONNS" --rooms "$ROOMS" "${COMMON_SEARCH[@]}" --churn "$CHURN")
+  # One sidecar first, unless the full run just measured it: what a second one on the same core
+  # costs is part of reading the pair's figures.
+  [[ -f $OUT/sidecar-w1.json ]] || workload sidecar w1 "${w1[@]}" --redis-pid "$REDIS_PID"
   REDIS_PIDS=("$REDIS_PID")
   workload_pair sidecar w1two "${w1[@]}"
   log "starting a 3-master Redis Cluster"
