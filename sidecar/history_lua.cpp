@@ -3,7 +3,8 @@
 // the last one to connect replaces the library for all of them.
 //
 // sidecar_publish 1 C payload: the channel's template (first match, as find_history), the
-// epoch (made with the metadata hash when it is missing), XADD at the next position, EXPIRE of
+// epoch (made with the metadata hash when it is missing, and again after a failover: epoch_of),
+// XADD at the next position, EXPIRE of
 // both keys, PUBLISH of the header and payload; returns the position. The position is written
 // only after XADD succeeded, so a refused XADD leaves no hole behind.
 //
@@ -88,18 +89,39 @@ local function keys_of(channel)
   return 'sidecar:{' .. channel .. '}:s', 'sidecar:{' .. channel .. '}:m'
 end
 
+-- This node's replication history (master_replid), and the one it carried on from when it was a
+-- replica that got promoted (master_replid2; all zeros when it was not).
+local function replication_ids()
+  local info = redis.call('INFO', 'replication')
+  return string.match(info, 'master_replid:(%x+)'), string.match(info, 'master_replid2:(%x+)')
+end
+
 -- The channel's epoch, made with the metadata hash when that is missing: seconds and
 -- microseconds of the server clock in fixed-width hex. A stream left without its metadata (evicted
 -- alone) holds positions of an epoch that is gone, so it goes too.
+--
+-- The hash also names the replication history that last wrote it (`writer`). When this node is
+-- the promoted replica of that writer (a failover), the writer may have acknowledged positions
+-- it never replicated, and this node would give them out again: the epoch starts over, so that
+-- every client resyncs once instead of taking a new message for one it has seen. Keys that moved
+-- here from another shard (resharding) or a restarted node keep their epoch.
 local function epoch_of(skey, mkey, ttl)
-  local epoch = redis.call('HGET', mkey, 'epoch')
-  if epoch then
+  local m = redis.call('HMGET', mkey, 'epoch', 'top', 'writer')
+  local epoch, top, writer = m[1], m[2], m[3]
+  local id, carried = replication_ids()
+  if epoch and writer == id then
+    return epoch
+  end
+  if epoch and (not writer or writer ~= carried or not string.find(carried, '[^0]')) then
+    redis.call('HSET', mkey, 'writer', id)
     return epoch
   end
   local now = redis.call('TIME')
   epoch = string.format('%08x%05x', tonumber(now[1]), tonumber(now[2]))
   redis.call('DEL', skey)
-  redis.call('HSET', mkey, 'epoch', epoch, 'top', 0)
+  -- After a failover the positions go on from the top (no position is ever given twice);
+  -- a new channel starts at 0.
+  redis.call('HSET', mkey, 'epoch', epoch, 'top', top or 0, 'writer', id)
   redis.call('EXPIRE', mkey, ttl)
   return epoch
 end

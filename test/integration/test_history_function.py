@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cluster_util import crc16, slot_of as key_slot
-from harness import REPO_ROOT, RespConn, RespError, wait_until
+from harness import REPO_ROOT, RedisServer, RespConn, RespError, wait_until
 
 # Templates: a user channel keeps 50, a room 5, and "trim:" 100. MAXLEN ~ trims only whole
 # stream nodes (stream-node-max-entries, 100 by default), so trimming shows from 100 up.
@@ -218,6 +218,50 @@ def test_the_two_key_form_names_the_same_history_and_refuses_keys_that_disagree(
     assert r.command("HGET", keys[1], "top") == b"3"
     assert sorted(r.command("KEYS", "sidecar:*")) == [b"sidecar:{org:acme}:m",
                                                       b"sidecar:{org:acme}:s"]
+
+
+def test_a_promoted_replica_starts_a_new_epoch_and_keys_moved_elsewhere_keep_theirs():
+    """The writer of a channel's history is its node's replication ID. A replica promoted in
+    its place (REPLICAOF NO ONE: what a failover does) carries that ID as master_replid2, and
+    may lack positions the writer acknowledged: the next call there makes a new epoch, with the
+    positions going on from the top it has (never given twice). Keys MIGRATEd to an unrelated
+    node (resharding) keep their epoch and positions."""
+    lib = library()
+    servers = [RedisServer().start() for _ in range(3)]
+    try:
+        a, b, c = (RespConn(x.port) for x in servers)
+        for conn in (a, b, c):
+            assert conn.command("FUNCTION", "LOAD", "REPLACE", lib) == b"sidecar"
+        assert b.command("REPLICAOF", "127.0.0.1", servers[0].port) == b"OK"
+        wait_until(lambda: b"master_link_status:up" in b.command("INFO", "replication"), 10,
+                   "replica in sync")
+        for i in range(1, 4):
+            assert publish(a, "org:acme", b"m%d" % i) == i
+        epoch = a.command("HGET", "sidecar:{org:acme}:m", "epoch")
+        assert a.command("WAIT", 1, 5000) == 1
+        assert b.command("HGET", "sidecar:{org:acme}:m", "epoch") == epoch
+
+        # Keys moved to an unrelated node keep the epoch and go on.
+        assert a.command("MIGRATE", "127.0.0.1", servers[2].port, "", 0, 5000, "COPY", "KEYS",
+                         "sidecar:{org:acme}:s", "sidecar:{org:acme}:m") == b"OK"
+        assert publish(c, "org:acme", b"m4") == 4
+        assert c.command("HGET", "sidecar:{org:acme}:m", "epoch") == epoch
+
+        # The replica is promoted: a new epoch, positions after its top, its old entries gone.
+        assert b.command("REPLICAOF", "NO", "ONE") == b"OK"
+        assert publish(b, "org:acme", b"after") == 4
+        new_epoch = b.command("HGET", "sidecar:{org:acme}:m", "epoch")
+        assert new_epoch != epoch
+        assert read(b, "org:acme", 3, 10) == (new_epoch, 4, [(4, b"after")])
+        assert b.command("XLEN", "sidecar:{org:acme}:s") == 1
+        # Once written by the promoted node it is its own history: no further change.
+        assert publish(b, "org:acme", b"next") == 5
+        assert b.command("HGET", "sidecar:{org:acme}:m", "epoch") == new_epoch
+        for conn in (a, b, c):
+            conn.close()
+    finally:
+        for x in servers:
+            x.stop()
 
 
 def test_keys_and_channel_share_one_cluster_slot():
