@@ -90,9 +90,13 @@ local function keys_of(channel)
 end
 
 -- This node's replication history (master_replid), and the one it carried on from when it was a
--- replica that got promoted (master_replid2; all zeros when it was not).
+-- replica that got promoted (master_replid2; all zeros when it was not). Nil when the caller's
+-- ACL does not allow INFO: then no failover is noticed, and nothing else changes.
 local function replication_ids()
-  local info = redis.call('INFO', 'replication')
+  local info = redis.pcall('INFO', 'replication')
+  if type(info) ~= 'string' then
+    return nil, nil
+  end
   return string.match(info, 'master_replid:(%x+)'), string.match(info, 'master_replid2:(%x+)')
 end
 
@@ -109,10 +113,10 @@ local function epoch_of(skey, mkey, ttl)
   local m = redis.call('HMGET', mkey, 'epoch', 'top', 'writer')
   local epoch, top, writer = m[1], m[2], m[3]
   local id, carried = replication_ids()
-  if epoch and writer == id then
+  if epoch and (not id or writer == id) then
     return epoch
   end
-  if epoch and (not writer or writer ~= carried or not string.find(carried, '[^0]')) then
+  if epoch and (not writer or writer ~= carried or not string.find(carried or '', '[^0]')) then
     redis.call('HSET', mkey, 'writer', id)
     return epoch
   end
@@ -121,7 +125,7 @@ local function epoch_of(skey, mkey, ttl)
   redis.call('DEL', skey)
   -- After a failover the positions go on from the top (no position is ever given twice);
   -- a new channel starts at 0.
-  redis.call('HSET', mkey, 'epoch', epoch, 'top', top or 0, 'writer', id)
+  redis.call('HSET', mkey, 'epoch', epoch, 'top', top or 0, 'writer', id or '')
   redis.call('EXPIRE', mkey, ttl)
   return epoch
 end

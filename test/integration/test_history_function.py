@@ -264,6 +264,26 @@ def test_a_promoted_replica_starts_a_new_epoch_and_keys_moved_elsewhere_keep_the
             x.stop()
 
 
+def test_a_publisher_whose_acl_forbids_info_still_publishes_with_one_epoch(redis, r):
+    """The failover check reads INFO replication; a backend user whose ACL does not allow INFO
+    publishes as before (the check is skipped), with the same epoch and consecutive positions."""
+    assert r.command("ACL", "SETUSER", "pub", "reset", "on", ">pw", "~*", "&*", "+@all",
+                     "-info") == b"OK"
+    conn = RespConn(redis.port)
+    try:
+        assert conn.command("AUTH", "pub", "pw") == b"OK"
+        with pytest.raises(RespError, match="NOPERM"):
+            conn.command("INFO", "replication")
+        assert publish(conn, "org:acme", b"one") == 1
+        epoch = r.command("HGET", "sidecar:{org:acme}:m", "epoch")
+        assert publish(r, "org:acme", b"two") == 2  # the default user, which may
+        assert publish(conn, "org:acme", b"three") == 3
+        assert r.command("HGET", "sidecar:{org:acme}:m", "epoch") == epoch
+    finally:
+        conn.close()
+        r.command("ACL", "DELUSER", "pub")
+
+
 def test_keys_and_channel_share_one_cluster_slot():
     assert crc16(b"123456789") == 0x31C3  # the check value in the Redis Cluster spec
     for channel in (b"org:acme", b"org:acme:user:bob", b"org:x.y_z-1"):
