@@ -241,47 +241,88 @@ class RedisCluster:
 class ClusterPublisher:
     """Publishes with ``FCALL sidecar_publish 2 sidecar:{C}:s sidecar:{C}:m payload`` (the form
     whose keys a Cluster routes while the slot migrates) over connections of its own, so that it
-    can run in a thread beside ``RedisCluster``'s. Follows MOVED, ASK (ASKING first, on the
-    target's connection) and TRYAGAIN as cluster clients do; every retry loop is bounded."""
+    can run in a thread beside ``RedisCluster``'s (whose node connections it never touches).
+    Follows MOVED, ASK (ASKING first, on the target's connection) and TRYAGAIN/CLUSTERDOWN as
+    cluster clients do; a node that is gone (killed) makes it read the slot map again from a
+    node that answers, until a replica is promoted. Every retry loop is bounded."""
 
     def __init__(self, cluster: "RedisCluster"):
         self.cluster = cluster
         self.conns: dict[int, RespConn] = {}
+        self.owner: dict[int, int] = {}  # slot -> port, from the last CLUSTER SLOTS read
         self.asks = 0
         self.tryagains = 0
+        self.reconnects = 0
 
     def _conn(self, port: int) -> RespConn:
         if port not in self.conns:
-            self.conns[port] = RespConn(port)
+            self.conns[port] = RespConn(port, timeout=2.0)
         return self.conns[port]
 
-    def fcall(self, channel: str, payload, attempts: int = 200):
+    def _drop(self, port: int):
+        c = self.conns.pop(port, None)
+        if c is not None:
+            c.close()
+
+    def _read_slots(self) -> bool:
+        for n in self.cluster.nodes:
+            try:
+                table = self._conn(n.port).command("CLUSTER", "SLOTS")
+            except (OSError, ConnectionError, RespError):
+                self._drop(n.port)
+                continue
+            self.owner = {}
+            for r in table:
+                for slot in range(int(r[0]), int(r[1]) + 1):
+                    self.owner[slot] = int(r[2][1])
+            return True
+        return False
+
+    def fcall(self, channel: str, payload, attempts: int = 600):
+        """The position the FCALL returned, and the port of the node that ran it."""
         keys = (f"sidecar:{{{channel}}}:s", f"sidecar:{{{channel}}}:m")
         args = ("FCALL", "sidecar_publish", "2", *keys, payload)
-        port, asking = self.cluster.master_port_of_slot(slot_of(channel)), False
+        slot = slot_of(channel)
+        if slot not in self.owner:
+            self._read_slots()
+        port, asking = self.owner.get(slot), False
         for _ in range(attempts):
-            conn = self._conn(port)
             try:
+                if port is None:
+                    raise ConnectionError("no owner known")
+                conn = self._conn(port)
                 if asking:
                     conn.command("ASKING")
-                return conn.command(*args)
+                return conn.command(*args), port
             except RespError as e:
                 msg = str(e)
                 asking = msg.startswith("ASK ")
                 if msg.startswith("MOVED ") or asking:
                     self.asks += asking
                     port = int(msg.split()[2].rsplit(":", 1)[1])
+                    if not asking:
+                        self.owner[slot] = port
                     continue
                 if msg.startswith("TRYAGAIN") or msg.startswith("CLUSTERDOWN"):
                     self.tryagains += 1
-                    time.sleep(0.01)  # the keys are between nodes for one MIGRATE
+                    time.sleep(0.01)  # the keys are between nodes, or a failover is under way
                     continue
                 raise
+            except (OSError, ConnectionError):
+                # The node is gone: ask the others who owns the slot now (the dead one, until a
+                # replica is promoted).
+                self.reconnects += 1
+                if port is not None:
+                    self._drop(port)
+                time.sleep(0.05)
+                self._read_slots()
+                port, asking = self.owner.get(slot), False
         raise RuntimeError(f"no node took a publication on {channel}")
 
     def close(self):
         for c in self.conns.values():
             c.close()
+        self.conns = {}
 
 
 class ClusterSidecar(Sidecar):

@@ -334,15 +334,110 @@ def test_a_failover_starts_a_new_epoch_so_no_position_is_given_twice(cluster_sid
         cluster.stop()
 
 
+def test_a_master_killed_while_a_backend_publishes_loses_nothing_silently(cluster_sidecars):
+    """kill -9 of a master while a backend publishes every ~5 ms with history (sharded). The
+    backend retries as cluster clients do until the replica is promoted. The client gets an
+    unbroken run of publications from the first, then one `resync` `epoch_changed` (the failover
+    started a new epoch; the client reloads there), then exactly the publications after the
+    resync's position, in order, to the last: nothing repeated, nothing skipped without a resync.
+    The sidecar never exits and /ready reports the outage while it lasts."""
+    cluster = RedisCluster(masters=3, replicas=1).start()
+    try:
+        seeds = [f"{HOST}:{n.port}" for n in cluster.nodes]
+        sc = cluster_sidecars(seeds, "sharded", {"history": HISTORY})
+        wait_clean_ready(sc)
+        o = "killed-publishing"
+        channel = f"org:{o}"
+        victim = cluster.master_port_of_slot(slot_of(channel))
+        publisher = ClusterPublisher(cluster)
+        published = []  # (payload, position, port of the node that took it)
+        cond = threading.Condition()
+        stop = threading.Event()
+
+        def publish_steadily():
+            try:
+                for i in range(3000):  # bounded; stopped long before
+                    if stop.is_set():
+                        break
+                    position, port = publisher.fcall(channel, f"p{i}")
+                    with cond:
+                        published.append((f"p{i}", position, port))
+                        cond.notify_all()
+                    stop.wait(0.005)
+            finally:
+                publisher.close()
+
+        def taken_by_others(n: int):
+            with cond:
+                assert cond.wait_for(
+                    lambda: sum(1 for _, _, p in published if p != victim) >= n, 40 * SLOW), \
+                    "the promoted replica never took a publication"
+
+        async def main():
+            conn = await connect_ws(sc.ws_url(f"/ws/{o}"))
+            await asyncio.to_thread(wait_until, lambda: subscribers(cluster, channel, True) == 1,
+                                    10 * SLOW, f"{channel} subscribed", 0.02)
+            got = []
+
+            def after_resync() -> int:
+                marks = [i for i, m in enumerate(got) if m.startswith('{"type":"resync"')]
+                return len(got) - marks[0] - 1 if marks else -1
+
+            thread = threading.Thread(target=publish_steadily, daemon=True)
+            thread.start()
+            try:
+                while len(got) < 20:
+                    got.append(await recv_message(conn, 10))
+                await asyncio.to_thread(cluster.node(victim).kill)
+                status, body = await asyncio.to_thread(
+                    wait_until, lambda: (lambda r: r if r[0] == 503 else None)(ready_status(sc)),
+                    10 * SLOW, "/ready 503 while the master is down", 0.02)
+                assert str(victim) in body.get("reason", ""), body
+                await asyncio.to_thread(taken_by_others, 1)
+                # Publishing goes on until the client is back on the stream for 20 messages.
+                while after_resync() < 20:
+                    got.append(await recv_message(conn, 20))
+            finally:
+                stop.set()
+                await asyncio.to_thread(thread.join, 60)
+            last = published[-1][0]
+            try:
+                while got[-1] != last:
+                    got.append(await recv_message(conn, 20))
+            except asyncio.TimeoutError:
+                pytest.fail(f"{last!r} never came; received {got!r}; published {published!r}",
+                            pytrace=False)
+            await conn.close()
+            return got
+
+        got = run(main(), 240)
+        assert sc.running()
+        resyncs = [i for i, m in enumerate(got) if m.startswith('{"type":"resync"')]
+        assert len(resyncs) == 1, got
+        resync = json.loads(got[resyncs[0]])
+        assert resync["reason"] == "epoch_changed", resync
+        before, after = got[:resyncs[0]], got[resyncs[0] + 1:]
+        order = [p for p, _, _ in published]
+        assert before == order[:len(before)], "before the resync: an unbroken run from the first"
+        # After it: every publication of the new epoch past the resync's position, nothing else.
+        assert after == [p for p, pos, port in published
+                         if port != victim and pos > resync["offset"]], (resync, after)
+        assert after[-1] == order[-1]
+    finally:
+        cluster.stop()
+
+
 @pytest.mark.parametrize("history", [True, False], ids=["history", "no_history"])
 def test_a_slot_moved_under_a_live_room_is_followed(cluster, cluster_sidecars, history):
     """Resharding: the slot of a live room moves to another master. Redis ends the sidecar's
     SSUBSCRIBE with a sunsubscribe push; the sidecar subscribes at the new owner. A message
     published right after the move (before or after the sidecar is back, whichever comes first)
-    reaches the client: live, or through the history room's gap read. Without history the
-    client receives what is published once the sidecar is subscribed at the new owner."""
+    reaches the client: live, or through the history room's gap read. A room without history
+    (history kept for other channels) is told `resync` `redis_reconnected` once the sidecar is
+    subscribed at the new owner, then receives what is published after."""
     seeds = [f"{HOST}:{cluster.nodes[0].port}"]
-    extra = {"history": HISTORY} if history else {}
+    others = [{"channel": "other:{org}", "size": 10, "ttl_s": 60, "max_recover": 10}]
+    extra = {"history": HISTORY if history else others}
     sc = cluster_sidecars(seeds, "sharded", extra)
     wait_clean_ready(sc)
     o = "moving-history" if history else "moving-plain"
@@ -372,9 +467,11 @@ def test_a_slot_moved_under_a_live_room_is_followed(cluster, cluster_sidecars, h
             await expect_message(conn, "right after the move", sc, channel)
             await expect_message(conn, "later", sc, channel)
         else:
-            # At most once, as on one Redis: nothing to replay and (history off) no resync; what
-            # is published once the sidecar is subscribed at the new owner arrives.
+            # At most once, as on one Redis: nothing to replay, so the client is told to reload;
+            # what is published once the sidecar is subscribed at the new owner arrives.
             cluster.spublish(channel, "later")
+            resync = json.loads(await recv_message(conn, 5))
+            assert (resync["type"], resync["reason"]) == ("resync", "redis_reconnected"), resync
             await expect_message(conn, "later", sc, channel)
         await conn.close()
 
@@ -408,7 +505,7 @@ def test_a_slot_moved_under_a_steady_publisher_loses_and_repeats_nothing(cluster
             for i in range(600):
                 if stop.is_set():
                     break
-                publisher.fcall(channel, f"p{i}")
+                publisher.fcall(channel, f"p{i}")  # (position, port)
                 with cond:
                     published.append(f"p{i}")
                     cond.notify_all()
