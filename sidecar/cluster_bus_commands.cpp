@@ -204,12 +204,29 @@ void ClusterBus::read_done(HistoryReadToken token, const HistoryReadResult &resu
   Read &r = it->second;
   if (redirect_error(result.error) && r.redirects < kMaxRedirects &&
       uv_now(loop_) - r.asked_ms < cfg_.reply_timeout_ms) {
-    // The slot moved (or is moving): ask again once a fresh topology names its master.
     ++r.redirects;
     r.node.clear();
     r.inner = 0;
+    log_debug("cluster_command_redirected",
+              {{"command", "FCALL sidecar_read"}, {"key", r.channel}, {"reply", result.error}});
+    // ASK: the history has moved to the node named while its slot migrates; read it there,
+    // after ASKING. MOVED: the slot is there now. Either is sent at once; the node bus answers
+    // later, never from inside the call. TRYAGAIN, CLUSTERDOWN, or a node without an address
+    // wait a moment for the tick and a fresh topology.
+    std::string_view e = result.error;
+    bool ask = e.starts_with("ASK ");
+    if (!ask)
+      request_refresh("history read redirected");
+    HostPort to;
+    if ((ask || e.starts_with("MOVED ")) && redirect_target(e, to)) {
+      Node &target = node_for(ClusterNode{to.host, to.port, {}, true}.addr(), to.host, to.port);
+      r.node = target.addr;
+      auto done = [this, token](const HistoryReadResult &answer) { read_done(token, answer); };
+      r.inner = ask ? target.bus->read_history_asking(r.channel, r.from, r.count, done)
+                    : target.bus->read_history(r.channel, r.from, r.count, done);
+      return;
+    }
     r.retry_at_ms = uv_now(loop_) + 20 * r.redirects;
-    request_refresh("history read redirected");
     return;
   }
   HistoryReadCallback cb = std::move(r.cb);

@@ -126,6 +126,9 @@ public:
                                 HistoryReadCallback cb) override;
   HistoryReadToken read_history_shared(std::string channel, uint64_t from, uint32_t count,
                                        HistoryReadCallback cb) override;
+  // The same read sent after ASKING: the cluster bus following an ASK redirect to this node.
+  HistoryReadToken read_history_asking(std::string channel, uint64_t from, uint32_t count,
+                                       HistoryReadCallback cb);
   void cancel_history_read(HistoryReadToken token) override;
 
   bool history_enabled() const override { return !library_.empty(); }
@@ -190,6 +193,7 @@ private:
     std::string channel;
     uint64_t from = 0;
     uint32_t count = 0;
+    bool asking = false; // sent after ASKING (read_history_asking), never shared with others
     auto operator<=>(const ReadKey &) const = default;
   };
   struct Waiter {
@@ -226,6 +230,7 @@ private:
   void answer(uint64_t id, const HistoryReadResult &result);
   void fail_read(uint64_t id, const std::string &why);
   HistoryReadToken refuse_read(ReadKey key, HistoryReadCallback cb, std::string why);
+  HistoryReadToken ask_read(ReadKey key, HistoryReadCallback cb);
   bool send_read(uint64_t id, PendingRead &read);
   void reconcile(const std::string &channel);
   void reconcile_pattern();

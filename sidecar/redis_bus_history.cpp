@@ -64,7 +64,15 @@ void RedisBus::function_load_answered(const redisReply &reply) {
 
 HistoryReadToken RedisBus::read_history(std::string channel, uint64_t from, uint32_t count,
                                         HistoryReadCallback cb) {
-  ReadKey key{std::move(channel), from, count};
+  return ask_read(ReadKey{std::move(channel), from, count, false}, std::move(cb));
+}
+
+HistoryReadToken RedisBus::read_history_asking(std::string channel, uint64_t from, uint32_t count,
+                                               HistoryReadCallback cb) {
+  return ask_read(ReadKey{std::move(channel), from, count, true}, std::move(cb));
+}
+
+HistoryReadToken RedisBus::ask_read(ReadKey key, HistoryReadCallback cb) {
   if (!history_enabled())
     return refuse_read(std::move(key), std::move(cb), "history is not configured");
   if (lib_refusing())
@@ -192,8 +200,21 @@ void RedisBus::flush_reads() {
 bool RedisBus::send_read(uint64_t id, PendingRead &read) {
   std::string from = std::to_string(read.key.from);
   std::string count = std::to_string(read.key.count);
-  if (!cmd_.send(RedisCmd::fcall, {}, {"FCALL", "sidecar_read", "1", read.key.channel, from, count},
-                 id))
+  bool sent = false;
+  if (cfg_.is_cluster()) {
+    // The history's own keys, so that a Cluster routes the read by where they are while the
+    // slot migrates (the channel is never a key): the source while it has them, else ASK.
+    std::string skey = "sidecar:{" + read.key.channel + "}:s";
+    std::string mkey = "sidecar:{" + read.key.channel + "}:m";
+    // ASKING holds for the next command on this connection, which the pipeline makes the FCALL.
+    sent =
+        (!read.key.asking || cmd_.send(RedisCmd::asking, {}, {"ASKING"})) &&
+        cmd_.send(RedisCmd::fcall, {}, {"FCALL", "sidecar_read", "2", skey, mkey, from, count}, id);
+  } else {
+    sent = cmd_.send(RedisCmd::fcall, {},
+                     {"FCALL", "sidecar_read", "1", read.key.channel, from, count}, id);
+  }
+  if (!sent)
     return false;
   read.sent = true;
   ++reads_sent_;

@@ -26,7 +26,7 @@ import urllib.parse
 import pytest
 
 from cluster_util import ClusterNode, ClusterPublisher, ClusterSidecar, RedisCluster, slot_of
-from harness import HOST, SLOW, connect_ws, free_port, recv_message, run, wait_until
+from harness import HOST, SLOW, RespConn, connect_ws, free_port, recv_message, run, wait_until
 from resilience_util import ready_status
 
 HISTORY = [{"channel": "org:{org}", "size": 100, "ttl_s": 600, "max_recover": 100}]
@@ -553,6 +553,60 @@ def test_a_slot_moved_under_a_steady_publisher_loses_and_repeats_nothing(cluster
         assert entries == len(published) + 1  # one stream, with "end"
 
     run(main(), 90)
+
+
+def test_a_gap_read_while_the_slot_migrates_follows_ask_to_the_history(cluster, cluster_sidecars):
+    """Mid-resharding (the slot MIGRATING, its keys already on the target, not handed over): the
+    sidecar's subscriber link to the source drops, and a publication lands on the target (the
+    publisher follows ASK). The room subscribes again at the source, which still owns the slot,
+    and reads its gap there: the source answers ASK, and the sidecar reads the history at the
+    target after ASKING. The client gets the publication, not a resync."""
+    sc = cluster_sidecars([f"{HOST}:{cluster.nodes[0].port}"], "sharded", {"history": HISTORY})
+    wait_clean_ready(sc)
+    o = "moving-gap"
+    channel = f"org:{o}"
+    slot = slot_of(channel)
+    src = cluster.master_port_of_slot(slot)
+    dst = next(m.port for m in cluster.masters() if m.port != src)
+    publisher = ClusterPublisher(cluster)
+    arrived = threading.Event()
+    got = []
+
+    async def main():
+        conn = await connect_ws(sc.ws_url(f"/ws/{o}"))
+        await asyncio.to_thread(wait_until, lambda: subscribers(cluster, channel, True) == 1,
+                                10 * SLOW, f"{channel} subscribed", 0.02)
+        publisher.fcall(channel, "one")
+        await expect_message(conn, "one", sc, channel)
+
+        async def collect():
+            while "two" not in got:
+                got.append(await recv_message(conn, 20))
+            arrived.set()
+
+        collector = asyncio.ensure_future(collect())
+
+        def while_keys_moved():
+            _, port = publisher.fcall(channel, "two")
+            assert port == dst and publisher.asks > 0, "the publication did not go to the target"
+            own = RespConn(src)
+            try:
+                assert own.command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+            finally:
+                own.close()
+            assert arrived.wait(15 * SLOW), f"the gap read never delivered 'two': {got!r}"
+
+        try:
+            await asyncio.to_thread(cluster.migrate_slot, slot, dst, None, while_keys_moved)
+        finally:
+            publisher.close()
+        await asyncio.wait_for(collector, 5 * SLOW)
+        await conn.close()
+
+    run(main(), 90)
+    assert got == ["two"], got
+    assert re.search(r"cluster_command_redirected command=\"FCALL sidecar_read\" .*reply=\"ASK ",
+                     sc.log()), "the read was not redirected with ASK"
 
 
 def test_inbound_messages_follow_their_stream_across_a_slot_move(cluster, cluster_sidecars):
