@@ -85,6 +85,10 @@ std::unique_ptr<ClusterBus::Node> ClusterBus::make_node(const std::string &host,
   n->sink = std::make_unique<NodeSink>(*this, *n);
   n->bus = std::make_unique<RedisBus>(loop_, n->cfg, *n->sink,
                                       global ? std::vector<HistoryConfig>{} : history_);
+  // A master subscribes only the sharded channels placed on it: in global mode, or while it
+  // serves no room, its command link is all it needs.
+  if (!global)
+    n->bus->subscribe_on_demand();
   if (global) {
     if (!control_.empty())
       n->bus->set_control_channel(control_);
@@ -149,7 +153,7 @@ void ClusterBus::tick() {
 
   bool degraded = !have_topo_ || !global_->bus->connected();
   for (const auto &[addr, n] : nodes_)
-    degraded = degraded || !n->bus->connected() || !n->bus->command_connected();
+    degraded = degraded || !reachable(*n);
   uint64_t every = degraded ? kRefreshDegradedMs : kRefreshIdleMs;
   if (now - last_refresh_ms_ >= every)
     refresh_wanted_ = true;

@@ -162,6 +162,10 @@ private:
   void send_refresh();
   void apply(ClusterTopology topology);
   Node *master_of(std::string_view key);
+  // Every link the node has started is up (a master's subscriber link starts on demand).
+  static bool reachable(const Node &n) {
+    return n.bus->command_connected() && (!n.bus->subscriber_started() || n.bus->connected());
+  }
   Node &node_for(const std::string &addr, const std::string &host, uint16_t port);
   std::unique_ptr<Node> make_node(const std::string &host, uint16_t port, bool global);
   void retire(std::unique_ptr<Node> node);

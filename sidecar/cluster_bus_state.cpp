@@ -106,7 +106,7 @@ std::string ClusterBus::last_error() const {
     out = "subscriber " + global_->addr + ": " + global_->bus->last_error();
   for (const ClusterShard &s : topology_.shards) {
     auto it = nodes_.find(s.master.addr());
-    if (it == nodes_.end() || it->second->bus->connected())
+    if (it == nodes_.end() || reachable(*it->second))
       continue;
     out += (out.empty() ? "" : "; ") + std::string("shard ") + s.master.addr() + " (slots " +
            slot_ranges(s) + ") unreachable: " + it->second->bus->last_error();
@@ -161,8 +161,8 @@ std::vector<RedisNodeStats> ClusterBus::node_stats() const {
   out.push_back({global_->addr, "subscriber", global_->bus->connected(), global_->bus->reconnects(),
                  global_->bus->subscribed_channels()});
   for (const auto &[addr, n] : nodes_) {
-    out.push_back({addr, "master", n->bus->connected() && n->bus->command_connected(),
-                   n->bus->reconnects(), n->bus->subscribed_channels()});
+    out.push_back(
+        {addr, "master", reachable(*n), n->bus->reconnects(), n->bus->subscribed_channels()});
   }
   return out;
 }
@@ -174,7 +174,7 @@ ClusterStats ClusterBus::cluster_stats() const {
 std::map<std::string, bool> ClusterBus::masters() const {
   std::map<std::string, bool> out;
   for (const auto &[addr, n] : nodes_)
-    out[addr] = n->bus->connected() && n->bus->command_connected();
+    out[addr] = reachable(*n);
   return out;
 }
 

@@ -78,7 +78,9 @@ int RedisBus::start() {
   idle_.data = this;
   if (!reads_.empty())
     wake_flush();
-  sub_.start();
+  started_ = true;
+  if (!sub_on_demand_ || !chans_.empty() || !pattern_.empty())
+    start_subscriber();
   cmd_.start();
   return 0;
 }
@@ -379,7 +381,16 @@ void RedisBus::refuse(Chan &chan, const std::string &channel, std::string reply)
 
 void RedisBus::subscribe(const std::string &channel) {
   chans_[channel].wanted = true;
+  if (started_ && !stopping_)
+    start_subscriber();
   reconcile(channel);
+}
+
+void RedisBus::start_subscriber() {
+  if (sub_started_)
+    return;
+  sub_started_ = true;
+  sub_.start();
 }
 
 void RedisBus::unsubscribe(const std::string &channel) {

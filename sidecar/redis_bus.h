@@ -91,6 +91,10 @@ public:
   void set_connection_pattern(std::string pattern) override;
 
   int start() override; // initialises the timer and connects; returns a uv error or 0
+  // Connects the subscriber link only once something is to be subscribed: a cluster's master that
+  // serves no room needs its command link alone. Call before start().
+  void subscribe_on_demand() { sub_on_demand_ = true; }
+  bool subscriber_started() const { return sub_started_; }
   // Closes both links and the handles; no reconnects after this. Reads still pending are
   // forgotten without calling their waiters.
   void stop() override;
@@ -233,6 +237,7 @@ private:
   HistoryReadToken ask_read(ReadKey key, HistoryReadCallback cb);
   bool send_read(uint64_t id, PendingRead &read);
   void reconcile(const std::string &channel);
+  void start_subscriber();
   void reconcile_pattern();
   void subscribe_answered(const std::string &channel, const redisReply &reply, bool batched);
   void psubscribe_answered(const redisReply &reply);
@@ -244,6 +249,9 @@ private:
   PresenceLink *presence_ = nullptr;
   uv_timer_t timer_{};
   bool timer_init_ = false;
+  bool started_ = false;
+  bool sub_on_demand_ = false; // subscribe_on_demand()
+  bool sub_started_ = false;   // the subscriber link was started
   // Reads are written once per loop turn from this idle handle, so that every waiter that asks
   // in one turn shares the FCALL, and the answers to refused reads are never given from inside
   // read_history. Active only while something waits for it.

@@ -177,6 +177,50 @@ def test_every_message_reaches_exactly_its_rooms_members_on_both_sidecars(cluste
             assert count == (0 if n.port != owner else count)
 
 
+def sidecar_links(node) -> int:
+    """Client connections on ``node`` other than the test's own (replicas excluded)."""
+    mine = node.command("CLIENT", "ID")
+    lines = [l for t in ("normal", "pubsub")
+             for l in node.command("CLIENT", "LIST", "TYPE", t).decode().splitlines()]
+    return sum(1 for l in lines if not l.startswith(f"id={mine} "))
+
+
+@pytest.mark.parametrize("mode", ["global", "sharded"])
+def test_a_master_gets_a_subscriber_link_only_when_it_serves_a_room(cluster, cluster_sidecars,
+                                                                      mode):
+    """One subscriber link per master in use: each master has the sidecar's command link (the
+    library, reads, XADD); a subscriber link only where rooms' channels are subscribed (sharded)
+    or, in global mode, only the global subscriber's node."""
+    seed = cluster.nodes[0]
+    sc = cluster_sidecars([f"{HOST}:{seed.port}"], mode)
+    wait_clean_ready(sc)
+    masters = cluster.masters()
+    before = {m.port: sidecar_links(m) for m in masters}
+    # Every master's command link; on the seed also the global subscriber's two links and the
+    # topology link.
+    assert before == {m.port: 1 + (3 if m.port == seed.port else 0) for m in masters}, before
+    if mode == "global":
+        return
+    o = "links"
+    owner = cluster.master_port_of_slot(slot_of(f"org:{o}"))
+    bcast = cluster.master_port_of_slot(slot_of("sidecar:broadcast"))
+
+    async def main():
+        conn = await connect_ws(sc.ws_url(f"/ws/{o}"))
+        await asyncio.to_thread(wait_until, lambda: subscribers(cluster, f"org:{o}", True) == 1,
+                                10 * SLOW, "the room subscribed at its master", 0.02)
+        after = {m.port: sidecar_links(m) for m in masters}
+        # A subscriber link at the room's master and at the broadcast channel's (every session
+        # joins it), one each however many channels it holds; none anywhere else.
+        want = {p: n + (1 if p in (owner, bcast) else 0) for p, n in before.items()}
+        assert after == want, (after, want)
+        cluster.spublish(f"org:{o}", "hello")
+        assert await recv_message(conn, 5) == "hello"
+        await conn.close()
+
+    run(main(), 60)
+
+
 def test_metrics_name_every_node_with_its_links_and_subscriptions(cluster, cluster_sidecars):
     """/metrics on a cluster: one series per node (every master, and the global subscriber) with
     whether it is up, its reconnects and the channels subscribed there; in sharded mode each
