@@ -298,13 +298,21 @@ void ClusterBus::apply(ClusterTopology topology) {
     log_info("cluster_topology",
              {{"masters", masters.size()}, {"slots", topology_.covered_slots()}});
 
-  // Sharded channels whose slot is now served elsewhere (or was unknown) move.
+  // Sharded channels whose slot is now served elsewhere (or was unknown) move, each master's
+  // in batches (one SSUBSCRIBE per slot and 100 channels): after a failover, thousands at once.
   std::vector<std::string> names;
   names.reserve(places_.size());
   for (const auto &[name, p] : places_)
     names.push_back(name);
+  std::vector<RedisBus *> held;
+  for (const auto &[addr, n] : nodes_) {
+    n->bus->hold_subscribes();
+    held.push_back(n->bus.get());
+  }
   for (const std::string &name : names)
     place(name);
+  for (RedisBus *bus : held)
+    bus->release_subscribes();
 
   // Masters that are masters no more (failed over, removed) are let go once nothing is on them.
   std::vector<std::string> gone;

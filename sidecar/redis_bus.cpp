@@ -173,8 +173,10 @@ void RedisBus::on_link_up(RedisLink &link) {
     chan.state = ChanState::none;
     names.push_back(name);
   }
+  hold_subscribes();
   for (const auto &n : names)
     reconcile(n);
+  release_subscribes();
   pattern_chan_.state = ChanState::none;
   reconcile_pattern();
   sink_.on_redis_state(true);
@@ -419,11 +421,19 @@ void RedisBus::reconcile(const std::string &channel) {
   if (!sub_.up())
     return;
   if (c.want() && c.state == ChanState::none) {
-    // Sent at the end of this loop turn with every other channel queued in it: a reconnect
-    // subscribes thousands of rooms in a few commands rather than one each.
-    c.state = ChanState::queued;
-    queued_.push_back(channel);
-    wake_flush();
+    if (hold_ > 0) {
+      // Sent with the others when the hold ends (a reconnect, a new topology): thousands of
+      // rooms in a few commands rather than one each.
+      c.state = ChanState::queued;
+      queued_.push_back(channel);
+    } else {
+      // One room at a time (a client joins) goes at once: its SUBSCRIBE is on the wire before
+      // the welcome, so a PUBLISH the client's backend makes after the welcome reaches it.
+      // A refused send means the link is going down; on_link_up subscribes it again.
+      bool shard = cfg_.sharded() && !c.pinned;
+      if (sub_.send(RedisCmd::subscribe, channel, {shard ? "SSUBSCRIBE" : "SUBSCRIBE", channel}))
+        c.state = ChanState::subscribing;
+    }
   } else if (!c.want() && c.state == ChanState::subscribed) {
     bool shard = cfg_.sharded() && !c.pinned;
     if (sub_.send(RedisCmd::unsubscribe, channel,
@@ -432,7 +442,12 @@ void RedisBus::reconcile(const std::string &channel) {
   }
 }
 
-// The channels queued in this loop turn, in commands of at most kSubscribeBatch channels. Rooms'
+void RedisBus::release_subscribes() {
+  if (hold_ > 0 && --hold_ == 0)
+    flush_subscribes();
+}
+
+// The channels queued during a hold, in commands of at most kSubscribeBatch channels. Rooms'
 // channels are sharded when configured, and one SSUBSCRIBE may only name channels of one slot;
 // the bus's own control channel stays global, where backends PUBLISH their commands. A channel
 // whose batch was refused whole goes alone, so that one forbidden channel cannot keep the others

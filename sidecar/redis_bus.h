@@ -94,6 +94,10 @@ public:
   // Connects the subscriber link only once something is to be subscribed: a cluster's master that
   // serves no room needs its command link alone. Call before start().
   void subscribe_on_demand() { sub_on_demand_ = true; }
+  // Between these, channels to subscribe are gathered and then sent in batches (one SUBSCRIBE
+  // per 100 channels; one SSUBSCRIBE per slot and 100); outside, each is sent at once. Nests.
+  void hold_subscribes() { ++hold_; }
+  void release_subscribes();
   bool subscriber_started() const { return sub_started_; }
   // Closes both links and the handles; no reconnects after this. Reads still pending are
   // forgotten without calling their waiters.
@@ -170,8 +174,7 @@ public:
   }
 
 private:
-  // queued: to be SUBSCRIBEd at the end of this loop turn, with the others queued
-  // (flush_subscribes).
+  // queued: to be SUBSCRIBEd with the others queued when the hold ends (hold_subscribes).
   enum class ChanState { none, queued, subscribing, subscribed, unsubscribing, refused };
   struct Chan {
     bool wanted = false; // by a room
@@ -262,6 +265,7 @@ private:
   RedisLink cmd_;
   std::unordered_map<std::string, Chan> chans_;
   std::vector<std::string> queued_; // channels whose state is queued, in the order they were
+  int hold_ = 0;                    // hold_subscribes() without its release_subscribes()
   std::string control_;             // the control channel; "" when off
   std::string pattern_;             // the connection-channel pattern; "" when off
   Chan pattern_chan_;               // its state; `pinned` while pattern_ is set

@@ -151,12 +151,10 @@ void RedisBus::wake_flush() {
 
 void RedisBus::on_idle(uv_idle_t *h) {
   auto *self = static_cast<RedisBus *>(h->data);
-  guarded("redis.flush", 0,
-          "subscriptions wait for the next reconnect; reads fail at their deadline", [&] {
-            uv_idle_stop(h);
-            self->flush_subscribes();
-            self->flush_reads();
-          });
+  guarded("redis.flush_reads", 0, "reads left waiting fail at their deadline", [&] {
+    uv_idle_stop(h);
+    self->flush_reads();
+  });
 }
 
 // Once per loop turn: refusals are answered, and reads that have gathered their waiters are
