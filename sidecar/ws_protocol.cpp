@@ -3,6 +3,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <new>
 #include <string>
 
 namespace sidecar {
@@ -14,16 +15,16 @@ bool is_data_opcode(uint8_t op) { return op <= 2; }
 
 ssize_t WsProtocol::recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int,
                             void *user) {
-  auto *self = static_cast<WsProtocol *>(user);
-  if (self->in_len_ == 0) {
+  WsProtocol::Reading &r = *static_cast<WsProtocol *>(user)->reading_;
+  if (r.in_len == 0) {
     wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
     return -1;
   }
-  size_t n = len < self->in_len_ ? len : self->in_len_;
-  std::memcpy(buf, self->in_, n);
-  self->in_ += n;
-  self->in_len_ -= n;
-  self->taken_ += n;
+  size_t n = len < r.in_len ? len : r.in_len;
+  std::memcpy(buf, r.in, n);
+  r.in += n;
+  r.in_len -= n;
+  r.taken += n;
   return static_cast<ssize_t>(n);
 }
 
@@ -36,35 +37,36 @@ ssize_t WsProtocol::send_cb(wslay_event_context_ptr, const uint8_t *data, size_t
 void WsProtocol::frame_start_cb(wslay_event_context_ptr,
                                 const wslay_event_on_frame_recv_start_arg *arg, void *user) {
   auto *self = static_cast<WsProtocol *>(user);
-  self->frame_size_ = frame_header_size(arg->payload_length, true) + arg->payload_length;
-  self->frame_is_data_ = is_data_opcode(arg->opcode);
-  self->frame_is_close_ = arg->opcode == WSLAY_CONNECTION_CLOSE;
-  if (self->frame_is_close_)
-    self->close_payload_.clear();
+  Reading &r = *self->reading_;
+  r.frame_size = frame_header_size(arg->payload_length, true) + arg->payload_length;
+  r.frame_is_data = is_data_opcode(arg->opcode);
+  r.frame_is_close = arg->opcode == WSLAY_CONNECTION_CLOSE;
+  if (r.frame_is_close)
+    r.close_payload.clear();
   if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1) {
     // A close payload is empty or at least a 2-byte code (RFC 6455 5.5.1); wslay would echo it.
     self->fail_code_ = CloseCode::protocol_error;
   }
-  if (self->frame_is_data_) {
+  if (r.frame_is_data) {
     if (arg->opcode != WSLAY_CONTINUATION_FRAME) {
-      self->frame_is_text_ = arg->opcode == WSLAY_TEXT_FRAME;
-      self->utf8_.reset();
+      r.frame_is_text = arg->opcode == WSLAY_TEXT_FRAME;
+      r.utf8.reset();
       // wslay has refused RSV1 already where it does not belong: without an agreement (the
       // context allows no RSV bit), on a continuation and on a control frame (1002).
-      self->compressed_ = (arg->rsv & WSLAY_RSV1_BIT) != 0;
-      if (self->compressed_ && self->fail_code_ == CloseCode{}) {
-        Inflater::Status st = self->inflater_.begin(self->inflate_bits_, self->max_message_bytes_);
+      r.compressed = (arg->rsv & WSLAY_RSV1_BIT) != 0;
+      if (r.compressed && self->fail_code_ == CloseCode{}) {
+        Inflater::Status st = r.inflater.begin(self->inflate_bits_, self->max_message_bytes_);
         if (st != Inflater::Status::ok)
           self->inflate_failed(st);
       }
     }
-    self->fragmented_ = !arg->fin;
+    r.fragmented = !arg->fin;
   }
 }
 
 void WsProtocol::end_compressed() noexcept {
-  inflater_.discard();
-  compressed_ = false;
+  reading_->inflater.discard();
+  reading_->compressed = false;
 }
 
 void WsProtocol::inflate_failed(Inflater::Status st) noexcept {
@@ -79,56 +81,56 @@ void WsProtocol::inflate_failed(Inflater::Status st) noexcept {
     fail_code_ = CloseCode::internal_error;
     break;
   }
-  inflater_.discard();
+  reading_->inflater.discard();
   handler_.on_ws_inflate_error(st);
 }
 
 void WsProtocol::frame_chunk_cb(wslay_event_context_ptr,
                                 const wslay_event_on_frame_recv_chunk_arg *arg, void *user) {
   auto *self = static_cast<WsProtocol *>(user);
-  if (self->frame_is_close_) {
-    self->close_payload_.append(reinterpret_cast<const char *>(arg->data), arg->data_length);
+  Reading &r = *self->reading_;
+  if (r.frame_is_close) {
+    r.close_payload.append(reinterpret_cast<const char *>(arg->data), arg->data_length);
   }
-  if (self->frame_is_data_ && self->compressed_) {
+  if (r.frame_is_data && r.compressed) {
     // A bomb is caught here, at the first piece that would inflate past the limit.
     if (self->fail_code_ == CloseCode{}) {
-      Inflater::Status st = self->inflater_.feed(arg->data, arg->data_length);
+      Inflater::Status st = r.inflater.feed(arg->data, arg->data_length);
       if (st != Inflater::Status::ok)
         self->inflate_failed(st);
     }
     return;
   }
   // Text is checked as it arrives, so a code point split across fragments is still judged whole.
-  if (self->frame_is_data_ && self->frame_is_text_ &&
-      !self->utf8_.feed(arg->data, arg->data_length)) {
+  if (r.frame_is_data && r.frame_is_text && !r.utf8.feed(arg->data, arg->data_length)) {
     self->fail_code_ = CloseCode::invalid_payload;
   }
 }
 
 void WsProtocol::frame_end_cb(wslay_event_context_ptr, void *user) {
   auto *self = static_cast<WsProtocol *>(user);
-  self->framed_ += self->frame_size_;
-  self->frame_size_ = 0;
-  if (self->frame_is_close_) {
+  Reading &r = *self->reading_;
+  r.framed += r.frame_size;
+  r.frame_size = 0;
+  if (r.frame_is_close) {
     self->judge_close();
     return;
   }
-  if (self->frame_is_data_ && !self->fragmented_ && self->compressed_) {
+  if (r.frame_is_data && !r.fragmented && r.compressed) {
     if (self->fail_code_ != CloseCode{})
       return;
     // The last frame: the stream must end on a block boundary, and text is judged inflated.
-    Inflater::Status st = self->inflater_.finish();
+    Inflater::Status st = r.inflater.finish();
     if (st != Inflater::Status::ok) {
       self->inflate_failed(st);
-    } else if (self->frame_is_text_) {
-      std::string_view m = self->inflater_.message();
+    } else if (r.frame_is_text) {
+      std::string_view m = r.inflater.message();
       if (!is_valid_utf8(reinterpret_cast<const uint8_t *>(m.data()), m.size()))
         self->fail_code_ = CloseCode::invalid_payload;
     }
     return;
   }
-  if (self->frame_is_data_ && !self->fragmented_ && self->frame_is_text_ &&
-      !self->utf8_.complete()) {
+  if (r.frame_is_data && !r.fragmented && r.frame_is_text && !r.utf8.complete()) {
     self->fail_code_ = CloseCode::invalid_payload;
   }
 }
@@ -143,8 +145,8 @@ void WsProtocol::msg_cb(wslay_event_context_ptr, const wslay_event_on_msg_recv_a
   case WSLAY_BINARY_FRAME: {
     const uint8_t *data = arg->msg;
     size_t len = arg->msg_length;
-    if (self->compressed_) {
-      std::string_view m = self->inflater_.message();
+    if (self->reading_->compressed) {
+      std::string_view m = self->reading_->inflater.message();
       data = reinterpret_cast<const uint8_t *>(m.data());
       len = m.size();
     }
@@ -161,7 +163,7 @@ void WsProtocol::msg_cb(wslay_event_context_ptr, const wslay_event_on_msg_recv_a
 
 // RFC 6455 5.5.1 and 7.4: a close payload is empty or a valid 2-byte code plus UTF-8 text.
 void WsProtocol::judge_close() noexcept {
-  const std::string &p = close_payload_;
+  const std::string &p = reading_->close_payload;
   if (p.size() == 1) {
     fail_code_ = CloseCode::protocol_error;
     return;
@@ -183,23 +185,26 @@ void WsProtocol::judge_close() noexcept {
 }
 
 bool WsProtocol::ensure_context() noexcept {
-  if (ctx_)
+  if (reading_)
     return true;
   static const wslay_event_callbacks callbacks = {
       &WsProtocol::recv_cb,        &WsProtocol::send_cb,        nullptr,
       &WsProtocol::frame_start_cb, &WsProtocol::frame_chunk_cb, &WsProtocol::frame_end_cb,
       &WsProtocol::msg_cb,
   };
+  auto reading = std::unique_ptr<Reading>(new (std::nothrow) Reading);
+  if (!reading)
+    return false;
   wslay_event_context_ptr raw = nullptr;
   if (wslay_event_context_server_init(&raw, &callbacks, this) != 0)
     return false;
-  ctx_.reset(raw);
+  reading->ctx.reset(raw);
+  reading_ = std::move(reading);
   // With compression the limit applies here to the compressed bytes as well as, in the
   // Inflater, to the inflated ones.
   wslay_event_config_set_max_recv_msg_length(raw, max_message_bytes_);
   if (inflate_bits_ != 0)
     wslay_event_config_set_allowed_rsv_bits(raw, WSLAY_RSV1_BIT);
-  taken_ = framed_ = frame_size_ = 0;
   return true;
 }
 
@@ -215,8 +220,7 @@ void WsProtocol::fail(uint16_t code) noexcept {
     close_sent_ = code;
   }
   state_ = State::done;
-  ctx_.reset();
-  end_compressed();
+  reading_.reset(); // the context and any inflate state with it
 }
 
 void WsProtocol::feed(const uint8_t *data, size_t len) noexcept {
@@ -226,11 +230,11 @@ void WsProtocol::feed(const uint8_t *data, size_t len) noexcept {
     fail(CloseCode::internal_error);
     return;
   }
-  in_ = data;
-  in_len_ = len;
-  int rv = wslay_event_recv(ctx_.get());
-  in_ = nullptr;
-  in_len_ = 0;
+  reading_->in = data;
+  reading_->in_len = len;
+  int rv = wslay_event_recv(reading_->ctx.get());
+  reading_->in = nullptr;
+  reading_->in_len = 0;
   if (rv == WSLAY_ERR_NOMEM) {
     fail(CloseCode::internal_error);
     return;
@@ -251,26 +255,26 @@ void WsProtocol::after_wslay() noexcept {
     return;
   }
   // Flush what wslay queued (pong, the echo of a close, its own 1002/1007/1009 close).
-  if (wslay_event_send(ctx_.get()) != 0) {
+  if (wslay_event_send(reading_->ctx.get()) != 0) {
     fail(CloseCode::internal_error);
     return;
   }
-  wslay_event_context *c = ctx_.get();
+  wslay_event_context *c = reading_->ctx.get();
   if (wslay_event_get_close_sent(c)) {
     close_sent_ = wslay_event_get_status_code_sent(c);
     if (wslay_event_get_close_received(c) || !wslay_event_get_read_enabled(c)) {
       // Either the handshake is complete, or wslay refused the peer's input (1002, 1007, 1009)
       // and will read no more: in both cases nothing remains but to drop TCP once flushed.
       state_ = State::done;
-      ctx_.reset();
-      end_compressed(); // a compressed message cut short by the close
+      reading_.reset(); // with it, a compressed message cut short by the close
     } else {
       state_ = State::closing;
     }
     return;
   }
-  if (state_ == State::open && taken_ == framed_ && !fragmented_ && in_len_ == 0) {
-    ctx_.reset(); // idle on a frame boundary: give the ~9 KiB back
+  const Reading &r = *reading_;
+  if (state_ == State::open && r.taken == r.framed && !r.fragmented && r.in_len == 0) {
+    reading_.reset(); // idle on a frame boundary: give the ~9 KiB back
   }
 }
 
@@ -283,7 +287,7 @@ void WsProtocol::close(uint16_t code, std::string_view reason) noexcept {
   }
   if (reason.size() > 123)
     reason = reason.substr(0, 123);
-  int rv = wslay_event_queue_close(ctx_.get(), code,
+  int rv = wslay_event_queue_close(reading_->ctx.get(), code,
                                    reinterpret_cast<const uint8_t *>(reason.data()), reason.size());
   if (rv != 0) {
     fail(code);

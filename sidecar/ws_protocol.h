@@ -14,6 +14,7 @@
 
 #include <wslay/wslay.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -42,7 +43,7 @@ protected:
 
 class WsProtocol {
 public:
-  enum class State {
+  enum class State : uint8_t {
     open,    // messages flow both ways
     closing, // we sent a close frame and wait for the peer's
     done,    // the closing handshake is over or the connection failed: drop TCP once flushed
@@ -51,7 +52,9 @@ public:
   // inflate_bits: the client's window of an agreed permessage-deflate (9..15), 0 when none was
   // agreed and RSV1 is a protocol error.
   WsProtocol(WsHandler &handler, uint64_t max_message_bytes, uint8_t inflate_bits = 0)
-      : handler_(handler), max_message_bytes_(max_message_bytes), inflate_bits_(inflate_bits) {}
+      : handler_(handler), max_message_bytes_(static_cast<uint32_t>(
+                               std::min<uint64_t>(max_message_bytes, UINT32_MAX))),
+        inflate_bits_(inflate_bits) {}
   WsProtocol(const WsProtocol &) = delete;
   WsProtocol &operator=(const WsProtocol &) = delete;
 
@@ -66,8 +69,8 @@ public:
   uint16_t close_code_sent() const noexcept { return close_sent_; }
   // The code the peer sent in its close frame, 1005 for a close without code, 0 if none arrived.
   uint16_t close_code_received() const noexcept { return close_received_; }
-  bool has_context() const noexcept { return ctx_ != nullptr; }
-  bool inflating() const noexcept { return inflater_.active(); }
+  bool has_context() const noexcept { return reading_ != nullptr; }
+  bool inflating() const noexcept { return reading_ && reading_->inflater.active(); }
 
 private:
   struct CtxDeleter {
@@ -94,37 +97,41 @@ private:
   // The compressed message (if any) is over, delivered or not: its zlib state goes.
   void end_compressed() noexcept;
 
+  // What exists only while bytes are being read (the wslay context and the frame being parsed):
+  // created when bytes arrive, freed on a frame boundary with no fragmented message open, so an
+  // idle session keeps the few fields after it (every idle session pays for each byte here).
+  struct Reading {
+    std::unique_ptr<wslay_event_context, CtxDeleter> ctx;
+    // Input being fed, handed to wslay through recv_cb.
+    const uint8_t *in = nullptr;
+    size_t in_len = 0;
+    // Bytes wslay has taken from us, and the bytes of frames it has finished; equal at a frame
+    // boundary, which is when the context may be freed.
+    uint64_t taken = 0;
+    uint64_t framed = 0;
+    uint64_t frame_size = 0;
+    bool fragmented = false;    // a data message is open across frames
+    bool frame_is_text = false; // the current data frame belongs to a text message
+    bool frame_is_data = false;
+    bool frame_is_close = false;
+    bool compressed = false; // the open data message had RSV1: its frames go through inflater
+    Utf8Validator utf8;
+    // A close frame's payload (at most 125 bytes): we judge and answer close frames ourselves,
+    // because wslay refuses codes that IANA has since assigned (1012-1014).
+    std::string close_payload;
+    // The zlib state only while a compressed message is open.
+    Inflater inflater;
+  };
+
   WsHandler &handler_;
-  uint64_t max_message_bytes_;
-  std::unique_ptr<wslay_event_context, CtxDeleter> ctx_;
+  std::unique_ptr<Reading> reading_;
+  uint32_t max_message_bytes_; // limits.max_message_bytes is at most 16 MiB
   State state_ = State::open;
   uint16_t close_sent_ = wire_code(CloseCode::abnormal);
   uint16_t close_received_ = 0;
   CloseCode fail_code_{};  // set from a callback (0 while none); acted on once wslay returns
   uint16_t echo_code_ = 0; // the peer's valid close, to echo once wslay returns
-
-  // Input being fed, handed to wslay through recv_cb.
-  const uint8_t *in_ = nullptr;
-  size_t in_len_ = 0;
-
-  // Bytes wslay has taken from us, and the bytes of frames it has finished; equal at a frame
-  // boundary, which is when the context may be freed.
-  uint64_t taken_ = 0;
-  uint64_t framed_ = 0;
-  uint64_t frame_size_ = 0;
-  bool fragmented_ = false;    // a data message is open across frames
-  bool frame_is_text_ = false; // the current data frame belongs to a text message
-  bool frame_is_data_ = false;
-  bool frame_is_close_ = false;
-  bool compressed_ = false; // the open data message had RSV1: its frames go through inflater_
-  uint8_t inflate_bits_;    // see the constructor
-  Utf8Validator utf8_;
-  // A close frame's payload (at most 125 bytes): we judge and answer close frames ourselves,
-  // because wslay refuses codes that IANA has since assigned (1012-1014).
-  std::string close_payload_;
-  // One pointer; the zlib state only while a compressed message is open. The fields are ordered
-  // so that compression adds no padding: every idle session pays for each byte here.
-  Inflater inflater_;
+  uint8_t inflate_bits_;   // see the constructor
 };
 
 } // namespace sidecar
