@@ -23,6 +23,7 @@ struct HttpRequest {
   uint8_t http_major = 0;
   uint8_t http_minor = 0;
   std::vector<std::pair<std::string, std::string>> headers; // names lower-cased, values trimmed
+  uint64_t accepted_ns = 0; // when its connection was accepted (monotonic), for the latency
 
   // First header with this lower-case name, or nullptr.
   const std::string *header(std::string_view lower_name) const;
@@ -70,6 +71,7 @@ public:
   // the rest are the client's first WebSocket frames. On error, error_answer() says what to send.
   State feed(const char *data, size_t len, size_t &consumed);
   const HttpRequest &request() const { return req_; }
+  void set_accepted_ns(uint64_t ns) { req_.accepted_ns = ns; }
   const HttpAnswer &error_answer() const { return error_; }
 
 private:

@@ -79,10 +79,9 @@ void Listener::accept_one() {
   }
   ++env_.metrics.connections_accepted;
   s->admin_listener_ = admin_only_;
-  s->accepted_ns_ = mono_ns();
   Session &raw = *s;
   owner_.adopt(std::move(s));
-  raw.start(env_.now_ms());
+  raw.start(env_.now_ms(), mono_ns());
 }
 
 } // namespace sidecar

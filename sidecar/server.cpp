@@ -51,6 +51,7 @@ Server::Server(uv_loop_t *loop, Config cfg)
                                                                  .timers = timers_,
                                                                  .writes = writes_,
                                                                  .owner = *this,
+                                                                 .names = names_,
                                                                  .ping_frame = ping_frame_.get(),
                                                                  .read_buf = read_buf_.get(),
                                                                  .read_buf_size = kReadBufferSize,
@@ -160,10 +161,10 @@ void Server::on_request(Session &s, const HttpRequest &req) {
   }
   std::string conn = connection_id(s); // outlives `ar`, which only views it
   AdmissionRequest ar{req, *route, org, s.ip(), conn, shutting_down_, now_ms(), unix_now()};
-  apply(s, org, admit(ar, *cfg_, jwt_.get(), {counts_, handshake_rates_}));
+  apply(s, org, req.accepted_ns, admit(ar, *cfg_, jwt_.get(), {counts_, handshake_rates_}));
 }
 
-void Server::apply(Session &s, const std::string &org, Admission a) {
+void Server::apply(Session &s, const std::string &org, uint64_t accepted_ns, Admission a) {
   if (!a.upgrade) {
     metrics_.count_refusal(a.answer.status);
     if (!a.auth_event.empty()) {
@@ -179,7 +180,7 @@ void Server::apply(Session &s, const std::string &org, Admission a) {
   counts_.add(a.grant.org, a.grant.user, s.ip());
   s.counted_ = true;
   ++metrics_.connections_upgraded;
-  metrics_.handshake_seconds.observe(static_cast<double>(mono_ns() - s.accepted_ns_) / 1e9);
+  metrics_.handshake_seconds.observe(static_cast<double>(mono_ns() - accepted_ns) / 1e9);
   log_debug("connect",
             {{"conn", s.id()}, {"org", a.grant.org}, {"user", a.grant.user}, {"ip", s.ip()}});
   s.in_presence_ = presence_.join(a.grant);

@@ -72,7 +72,8 @@ private:
   void reload();
 
   // Applies admission's decision (admission.h) to a session: answers it, or counts and upgrades it.
-  void apply(Session &s, const std::string &org, Admission a);
+  // `accepted_ns`: when the connection was accepted (HttpRequest), for the handshake latency.
+  void apply(Session &s, const std::string &org, uint64_t accepted_ns, Admission a);
   // Endpoints (endpoints.cpp).
   bool is_endpoint(std::string_view path) const;
   bool is_public_endpoint(std::string_view path) const;
@@ -108,6 +109,7 @@ private:
   FlushList flush_;
   TimerWheel timers_;    // every session's next deadline, advanced by deadlines_
   WriteRequests writes_; // uv_write_t requests lent to sessions while a write is pending
+  NameTable names_;      // orgs and User-Agents, shared by sessions (declared before sessions_)
   ReplayFrames replay_;  // cleared every loop turn (flush_pending)
   SessionEnv env_;       // what every session is handed: the members above, and this Server
   Listener main_;

@@ -85,11 +85,12 @@ int Session::init(uv_loop_t *loop) {
   return rc;
 }
 
-void Session::start(uint64_t now_ms) {
+void Session::start(uint64_t now_ms, uint64_t accepted_ns) {
   phase_since_ms_ = last_recv_ms_ = now_ms;
   ip_ = peer_ip(&tcp_);
   uv_tcp_nodelay(&tcp_, 1);
   http_ = std::make_unique<RequestParser>(env_.cfg.limits.max_header_bytes);
+  http_->set_accepted_ns(accepted_ns);
   int rc = uv_read_start(stream(), &Session::on_alloc, &Session::on_read);
   if (rc != 0) {
     abort(uv_err_name(rc));
@@ -159,7 +160,7 @@ void Session::handle_http(const char *data, size_t len) {
   std::unique_ptr<RequestParser> parser = std::move(http_);
   const HttpRequest &req = parser->request();
   if (const std::string *ua = req.header("user-agent"))
-    user_agent_ = sanitize_utf8(*ua, kMaxUserAgentBytes);
+    user_agent_ = env_.names.intern(sanitize_utf8(*ua, kMaxUserAgentBytes));
   env_.owner.on_request(*this, req);
   if (phase_ == Phase::open && used < len) {
     // The client's first frames came in the same read as its request.
@@ -184,7 +185,13 @@ void Session::answer(const HttpAnswer &a) noexcept {
 void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json, ResumeRequest resume,
                       const DeflateAgreement *deflate, std::vector<std::string> grants) noexcept {
   http_.reset(); // normally gone already: an upgraded session keeps no HTTP state
-  org_ = std::move(grant.org);
+  try {
+    org_ = env_.names.intern(grant.org);
+  } catch (const std::bad_alloc &) {
+    log_error("out_of_memory", {{"conn", id_}, {"org", grant.org}});
+    abort("out of memory");
+    return;
+  }
   user_ = std::move(grant.user);
   token_exp_ = grant.token_exp;
   v1_ = resume.v1;
@@ -208,9 +215,8 @@ void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json, ResumeR
   if (h)
     out_.push(h.get());
   phase_ = Phase::open;
-  connected_at_ms_ = wall_ms();
-  last_message_ms_ = ping_sent_ms_ = env_.now_ms();
-  tokens_ = cfg.limits.inbound_burst;
+  phase_since_ms_ = last_message_ms_ = ping_sent_ms_ = env_.now_ms(); // connected_at_ms()
+  tokens_ = static_cast<float>(cfg.limits.inbound_burst);
   if (!join_rooms({&grant.room_channel, &grant.user_channel, &cfg.channels.broadcast}))
     return;
   // Joined first, so that what the rooms deliver while the reads are out is held, not missed.
@@ -400,7 +406,7 @@ void Session::flush() noexcept {
     ++env_.metrics.slow_consumer_closes;
     last_error_ = "slow consumer";
     log_info("slow_consumer", {{"conn", id_},
-                               {"org", org_},
+                               {"org", org_.str()},
                                {"queued_bytes", out_.bytes()},
                                {"action", "closing; raise limits.max_outbound_bytes if expected"}});
     // Keep only what a write in flight still references; the close frame goes right after.
@@ -514,7 +520,7 @@ void Session::abort(std::string_view reason) noexcept {
   if (phase_ == Phase::open || phase_ == Phase::closing)
     enter_closing(env_.now_ms());
   log_debug("disconnect", {{"conn", id_},
-                           {"org", org_},
+                           {"org", org_.str()},
                            {"reason", reason},
                            {"messages_out", messages_out_},
                            {"close_sent", ws_ ? ws_->close_code_sent() : 0},

@@ -28,12 +28,14 @@
 #include <vector>
 
 #include "admission.h"
+#include "clock.h"
 #include "close_code.h"
 #include "handshake.h"
 #include "out_queue.h"
 #include "room.h"
-#include "timer_wheel.h"
+#include "shared_name.h"
 #include "subscriptions.h"
+#include "timer_wheel.h"
 #include "ws_protocol.h"
 
 namespace sidecar {
@@ -121,6 +123,8 @@ struct SessionEnv {
   TimerWheel &timers;
   WriteRequests &writes;
   SessionOwner &owner;
+  // The org and User-Agent strings that sessions share (one copy per distinct value).
+  NameTable &names;
   SharedFrame *ping_frame; // one server ping, queued to every session that is due one
   // One read buffer for the whole loop: every read is consumed before the next one starts.
   char *read_buf;
@@ -149,8 +153,9 @@ public:
 
   int init(uv_loop_t *loop); // uv_tcp_init; the session is unusable if this fails
   uv_stream_t *stream() { return reinterpret_cast<uv_stream_t *>(&tcp_); }
-  // Called once accepted: records the peer address and starts reading.
-  void start(uint64_t now_ms);
+  // Called once accepted (`accepted_ns`: monotonic, for the handshake latency, which the request
+  // carries): records the peer address and starts reading.
+  void start(uint64_t now_ms, uint64_t accepted_ns);
 
   // RoomMember, the fan-out entry point: queue a shared frame. Never closes, leaves a room or
   // frees anything on the spot; a session over its byte budget is marked and handled in flush().
@@ -188,7 +193,7 @@ public:
   uint64_t id() const { return id_; }
   Phase phase() const { return phase_; }
   bool is_open() const { return phase_ == Phase::open; }
-  const std::string &org() const { return org_; }
+  const std::string &org() const { return org_.str(); }
   const std::string &user() const { return user_; }
   int64_t token_exp() const { return token_exp_; } // unix seconds; 0: none
   bool v1() const { return v1_; }                  // takes sidecar.v1 envelopes
@@ -199,10 +204,13 @@ public:
   const std::string &ip() const { return ip_; }
   // Only before admission: the connection counts are keyed by it.
   void set_ip(std::string ip) { ip_ = std::move(ip); }
-  const std::string &user_agent() const { return user_agent_; }
+  const std::string &user_agent() const { return user_agent_.str(); }
   // Why the session failed ("eof", "pong timeout", a libuv error name), empty while it has not.
   std::string_view last_error() const { return last_error_ != nullptr ? last_error_ : ""; }
-  int64_t connected_at_ms() const { return connected_at_ms_; }
+  // Wall clock of the upgrade, for the status endpoint; only while open.
+  int64_t connected_at_ms() const {
+    return wall_ms() - static_cast<int64_t>(env_.now_ms() - phase_since_ms_);
+  }
   uint64_t messages_out() const { return messages_out_; }
   uint64_t bytes_out() const { return bytes_out_; }
   uint64_t messages_in() const { return messages_in_; }
@@ -289,19 +297,20 @@ private:
   OutQueue out_;
   Memberships rooms_;
   // What the session keeps of its grant: the channels are the rooms' (rooms_), and the key and
-  // subprotocol are spent on the 101 answer.
-  std::string org_;
+  // subprotocol are spent on the 101 answer. The org and the User-Agent repeat across sessions,
+  // so they are the table's (env_.names); a user or an address rarely does.
+  SharedName org_;
+  SharedName user_agent_;
   std::string user_;
   std::string ip_;
-  std::string user_agent_;
   // Static text only (string literals, uv_err_name), so that it costs a pointer.
   const char *last_error_ = nullptr;
   int64_t token_exp_ = 0; // unix seconds; 0: none
 
-  // When the current phase's deadline started: the accept while in http (handshake timeout),
-  // the close once closing (close timeout). The phases never overlap, so one field serves both.
+  // When the current phase began, on the loop clock: the accept while in http (handshake
+  // timeout), the upgrade while open (connected_at_ms), the close once closing (close timeout).
+  // The phases never overlap, so one field serves all three.
   uint64_t phase_since_ms_ = 0;
-  int64_t connected_at_ms_ = 0; // wall clock, for the status endpoint
   uint64_t last_recv_ms_ = 0;
   // The last client message: for the idle timeout, and where the rate limiter's bucket was
   // last filled up to.
@@ -310,11 +319,9 @@ private:
   uint64_t messages_out_ = 0;
   uint64_t bytes_out_ = 0;
   uint64_t messages_in_ = 0;
-  double tokens_ = 0; // inbound rate limiter (token bucket)
 
 public:
   // Set by the listener and the Server; among the small fields, so that no padding follows them.
-  uint64_t accepted_ns_ = 0;    // monotonic, for the handshake latency histogram
   bool counted_ = false;        // admitted into the server's connection counts
   bool admin_listener_ = false; // accepted on admin.listen: endpoints only
   bool pending_ = false;        // on the flush list
@@ -324,7 +331,10 @@ private:
   // Bytes of the wslay frame being handed over still to come: wslay only writes control frames
   // (pong, close), at most 131 bytes.
   uint32_t ws_out_left_ = 0;
-  uint32_t violations_ = 0; // inbound rate limit, with tokens_ above
+  // Inbound rate limiter: a token bucket (a float holds a burst of up to a million to well under
+  // one token) and the messages refused meanwhile.
+  float tokens_ = 0;
+  uint32_t violations_ = 0;
   Phase phase_ = Phase::http;
   bool handle_open_ : 1 = false;
   bool over_budget_ : 1 = false;

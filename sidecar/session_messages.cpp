@@ -55,7 +55,7 @@ void Session::handle_ws_message(Opcode op, const uint8_t *data, size_t len) {
   const LimitsConfig &lim = env_.cfg.limits;
   double elapsed = static_cast<double>(now - last_message_ms_) / 1000.0;
   last_message_ms_ = now;
-  tokens_ = std::min(lim.inbound_burst, tokens_ + elapsed * lim.inbound_rate);
+  tokens_ = static_cast<float>(std::min(lim.inbound_burst, tokens_ + elapsed * lim.inbound_rate));
   if (tokens_ < 1.0) {
     ++env_.metrics.inbound_rate_limited;
     if (++violations_ > lim.inbound_violations_before_close) {
@@ -66,7 +66,7 @@ void Session::handle_ws_message(Opcode op, const uint8_t *data, size_t len) {
     send_error("RATE_LIMITED", "too many messages; slow down", true);
     return;
   }
-  tokens_ -= 1.0;
+  tokens_ -= 1.0f;
   if (op == Opcode::binary) {
     send_error("UNSUPPORTED", "binary messages are not accepted; send JSON text", true);
     return;
@@ -90,8 +90,7 @@ void Session::handle_client_text(std::string_view text) {
     send_json(pong_message(wall_ms()));
     return;
   }
-  if (type != msg.end() && type->is_string() &&
-      (*type == "subscribe" || *type == "unsubscribe")) {
+  if (type != msg.end() && type->is_string() && (*type == "subscribe" || *type == "unsubscribe")) {
     auto req = parse_subscription(msg, *type == "subscribe");
     if (auto *refused = std::get_if<SubscriptionRefusal>(&req)) {
       env_.metrics.count_subscription(refused->code);
@@ -116,14 +115,14 @@ void Session::handle_client_text(std::string_view text) {
 }
 
 void Session::refresh_token(const std::string *token) {
-  TokenCheck c = check_refresh(token ? std::optional<std::string_view>(*token) : std::nullopt, org_,
-                               user_, env_.cfg.auth, env_.jwt.get(), unix_now(),
-                               &env_.cfg.subscriptions);
+  TokenCheck c =
+      check_refresh(token ? std::optional<std::string_view>(*token) : std::nullopt, org_.str(),
+                    user_, env_.cfg.auth, env_.jwt.get(), unix_now(), &env_.cfg.subscriptions);
   env_.metrics.count_refresh(c.code);
   if (!c.ok()) {
     // The reason is the verifier's fixed text; nothing of the token reaches the log.
     log_info("refresh_refused",
-             {{"conn", id_}, {"org", org_}, {"code", c.code}, {"reason", c.reason}});
+             {{"conn", id_}, {"org", org_.str()}, {"code", c.code}, {"reason", c.reason}});
     send_error(c.code, c.message, true);
     return;
   }
@@ -131,7 +130,7 @@ void Session::refresh_token(const std::string *token) {
   expiry_warned_ = false; // the warning is due again, for the new deadline
   schedule_deadline(env_.now_ms());
   regrant(std::move(c.grants));
-  log_debug("token_refreshed", {{"conn", id_}, {"org", org_}, {"exp", c.exp}});
+  log_debug("token_refreshed", {{"conn", id_}, {"org", org_.str()}, {"exp", c.exp}});
   send_json(refreshed_message(c.exp));
 }
 

@@ -5,6 +5,7 @@ admin.listen, and log lines in logfmt and JSON."""
 
 from __future__ import annotations
 
+import calendar
 import json
 import time
 
@@ -179,6 +180,54 @@ def test_status_lists_each_connection_in_seed_002_shape(redis, sidecar_factory):
 
     run(main())
     wait_until(lambda: status_doc(sc)["connections"] == [], 10, "the closed connection to go")
+
+
+def test_status_keeps_each_connections_org_and_user_agent_as_others_come_and_go(sidecar):
+    """Sessions share one copy of an org and of a User-Agent (issue 14's idle memory): a
+    connection that leaves must not take its neighbours' strings with it, and a new one with a
+    name that was dropped gets it back whole."""
+    ua_a = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0"
+    ua_b = "ops-agent/2.0"
+
+    def by_id():
+        return {c["id"]: c for c in status_doc(sidecar, "?limit=1000")["connections"]}
+
+    async def main():
+        a1 = await connect_ws(sidecar.ws_url("/ws/acme"), user_agent_header=ua_a)
+        a2 = await connect_ws(sidecar.ws_url("/ws/acme"), user_agent_header=ua_a)
+        b1 = await connect_ws(sidecar.ws_url("/ws/globex"), user_agent_header=ua_b)
+        ids = {k: c.welcome["connection_id"] for k, c in (("a1", a1), ("a2", a2), ("b1", b1))}
+        seen = wait_until(lambda: (lambda d: d if len(d) == 3 else None)(by_id()), 10,
+                          "three connections in the status")
+        assert seen[ids["a1"]]["clientInfo"]["userAgent"] == ua_a
+        assert seen[ids["b1"]]["clientInfo"]["userAgent"] == ua_b
+        assert seen[ids["b1"]]["org"] == "globex"
+
+        await a1.close()
+        wait_until(lambda: ids["a1"] not in by_id(), 10, "the closed connection to go")
+        await b1.close()
+        wait_until(lambda: ids["b1"] not in by_id(), 10, "the second closed connection to go")
+        left = by_id()[ids["a2"]]
+        assert left["org"] == "acme"
+        assert left["clientInfo"]["userAgent"] == ua_a
+        # Its connection time is where it was: it is derived from the loop clock, not stored.
+        assert abs(_iso_ms(left["connectedAt"]) - _iso_ms(seen[ids["a2"]]["connectedAt"])) <= 50
+
+        # globex and ops-agent were dropped with b1; a newcomer brings them back whole.
+        b2 = await connect_ws(sidecar.ws_url("/ws/globex"), user_agent_header=ua_b)
+        back = wait_until(lambda: by_id().get(b2.welcome["connection_id"]), 10, "the newcomer")
+        assert back["org"] == "globex"
+        assert back["clientInfo"]["userAgent"] == ua_b
+        await a2.close()
+        await b2.close()
+
+    run(main())
+
+
+def _iso_ms(text: str) -> int:
+    """Milliseconds since the epoch of the status endpoint's "2026-11-30T00:10:19.123Z"."""
+    head, _, frac = text.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(head, "%Y-%m-%dT%H:%M:%S")) * 1000 + int(frac or 0)
 
 
 def test_status_pages_with_limit_and_offset_and_filters_by_org(sidecar):
