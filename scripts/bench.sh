@@ -72,31 +72,8 @@ NCHAN_SO=/usr/lib/nginx/modules/ngx_nchan_module.so
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# Pinning needs two cores; with fewer, everything shares.
-if [[ $(nproc) -ge 2 ]]; then PIN_SERVER="taskset -c 0"; PIN_GEN="taskset -c 1"
-else PIN_SERVER=""; PIN_GEN=""; fi
-
-free_port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# Polls until a TCP port accepts, for at most $2 seconds.
-wait_port() {
-  local deadline=$((SECONDS + $2))
-  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
-    [[ $SECONDS -lt $deadline ]] || return 1
-    sleep 0.05
-  done
-}
-
-# Stops one process we started, by pid, and waits (bounded) for it to go.
-stop_pid() {
-  local pid=$1
-  kill "$pid" 2>/dev/null || return 0
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }; sleep 0.05; done
-  kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=../test/bench/lib.sh
+. "$ROOT/test/bench/lib.sh"
 
 build() {
   # GCC 12 reports a false -Wrestrict in std::string at -O3 (GCC bug 105329); it is not ours.

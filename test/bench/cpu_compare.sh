@@ -25,26 +25,8 @@ CONNS=${CPU_CONNECTIONS:-10000}
 ROOMS=${CPU_ROOMS:-100}
 OUT=${CPU_OUT:-/tmp/cpu_compare.jsonl}
 : >"$OUT"
-if [[ $(nproc) -ge 2 ]]; then PIN_SERVER="taskset -c 0"; PIN_GEN="taskset -c 1"
-else PIN_SERVER=""; PIN_GEN=""; fi
-
-free_port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() {
-  local deadline=$((SECONDS + $2))
-  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
-    [[ $SECONDS -lt $deadline ]] || return 1
-    sleep 0.05
-  done
-}
-stop_pid() {
-  local pid=$1
-  kill "$pid" 2>/dev/null || return 0
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }; sleep 0.05; done
-  kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 TMP=$(mktemp -d /tmp/sidecar-cpu.XXXXXX)
 RPORT=$(free_port)
