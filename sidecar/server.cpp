@@ -177,6 +177,9 @@ void Server::apply(Session &s, const std::string &org, uint64_t accepted_ns, Adm
     s.answer(a.answer);
     return;
   }
+  // Interning may throw (out of memory): before the session is counted, so that the guard around
+  // this request closes a session that nothing counts yet.
+  SharedName org_name = names_.intern(a.grant.org);
   counts_.add(a.grant.org, a.grant.user, s.ip());
   s.counted_ = true;
   ++metrics_.connections_upgraded;
@@ -184,8 +187,8 @@ void Server::apply(Session &s, const std::string &org, uint64_t accepted_ns, Adm
   log_debug("connect",
             {{"conn", s.id()}, {"org", a.grant.org}, {"user", a.grant.user}, {"ip", s.ip()}});
   s.in_presence_ = presence_.join(a.grant);
-  s.upgrade(std::move(a.grant), a.welcome, std::move(a.resume), a.deflate ? &*a.deflate : nullptr,
-            std::move(a.grants));
+  s.upgrade(std::move(org_name), std::move(a.grant), a.welcome, std::move(a.resume),
+            a.deflate ? &*a.deflate : nullptr, std::move(a.grants));
 }
 
 void Server::session_leaving(Session &s) noexcept {

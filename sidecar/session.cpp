@@ -182,16 +182,11 @@ void Session::answer(const HttpAnswer &a) noexcept {
   request_flush();
 }
 
-void Session::upgrade(UpgradeGrant grant, std::string_view welcome_json, ResumeRequest resume,
-                      const DeflateAgreement *deflate, std::vector<std::string> grants) noexcept {
+void Session::upgrade(SharedName org, UpgradeGrant grant, std::string_view welcome_json,
+                      ResumeRequest resume, const DeflateAgreement *deflate,
+                      std::vector<std::string> grants) noexcept {
   http_.reset(); // normally gone already: an upgraded session keeps no HTTP state
-  try {
-    org_ = env_.names.intern(grant.org);
-  } catch (const std::bad_alloc &) {
-    log_error("out_of_memory", {{"conn", id_}, {"org", grant.org}});
-    abort("out of memory");
-    return;
-  }
+  org_ = std::move(org);
   user_ = std::move(grant.user);
   token_exp_ = grant.token_exp;
   v1_ = resume.v1;

@@ -183,9 +183,11 @@ public:
   // channels to read (`resume`), the welcome waits for the reads. `deflate`: the agreed
   // permessage-deflate, answered in the 101; only its window sizes are kept.
   void answer(const HttpAnswer &a) noexcept;
-  // `grants`: the channel patterns the client may subscribe to (subscriptions configured).
-  void upgrade(UpgradeGrant grant, std::string_view welcome_json, ResumeRequest resume = {},
-               const DeflateAgreement *deflate = nullptr,
+  // `org`: the grant's org from env.names, interned by the owner before it counted the session
+  // (interning may throw; upgrading may not). `grants`: the channel patterns the client may
+  // subscribe to (subscriptions configured).
+  void upgrade(SharedName org, UpgradeGrant grant, std::string_view welcome_json,
+               ResumeRequest resume = {}, const DeflateAgreement *deflate = nullptr,
                std::vector<std::string> grants = {}) noexcept;
 
   void send_json(std::string_view json) noexcept;

@@ -78,7 +78,8 @@ struct World {
     g.key = "dGhlIHNhbXBsZSBub25jZQ==";
     g.room_channel = "org:acme";
     g.token_exp = token_exp;
-    s.upgrade(std::move(g), welcome_message("t-1", "acme", "", 25000));
+    SharedName org = names.intern(g.org); // before g is moved from
+    s.upgrade(std::move(org), std::move(g), welcome_message("t-1", "acme", "", 25000));
     REQUIRE(s.is_open());
     return s;
   }
@@ -396,7 +397,8 @@ struct HistoryWorld {
     g.org = "acme";
     g.key = "dGhlIHNhbXBsZSBub25jZQ==";
     g.room_channel = "org:acme";
-    s.upgrade(std::move(g), welcome(), ResumeRequest{v1, std::move(recover)});
+    SharedName org = names.intern(g.org); // before g is moved from
+    s.upgrade(std::move(org), std::move(g), welcome(), ResumeRequest{v1, std::move(recover)});
     REQUIRE(s.is_open());
   }
   static std::string welcome() { return welcome_message("t-1", "acme", "", 25000); }
@@ -553,8 +555,9 @@ TEST_CASE("a sidecar.v1 welcome has channels {} when no channel of the connectio
     UpgradeGrant g;
     g.org = "acme";
     g.key = "dGhlIHNhbXBsZSBub25jZQ==";
-    g.room_channel = "team:acme"; // not under org:{org}
-    s.upgrade(std::move(g), HistoryWorld::welcome(), ResumeRequest{v1, {}});
+    g.room_channel = "team:acme";           // not under org:{org}
+    SharedName org = w.names.intern(g.org); // before g is moved from
+    s.upgrade(std::move(org), std::move(g), HistoryWorld::welcome(), ResumeRequest{v1, {}});
     REQUIRE(s.is_open());
   };
   Session v1(w.env, 1), verbatim(w.env, 2);
