@@ -28,19 +28,7 @@ OUT=${CPU_OUT:-/tmp/cpu_compare.jsonl}
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-TMP=$(mktemp -d /tmp/sidecar-cpu.XXXXXX)
-RPORT=$(free_port)
-$PIN_GEN redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" \
-  >"$TMP/redis.log" 2>&1 &
-REDIS_PID=$!
-SERVER_PID=""
-cleanup() {
-  [[ -n $SERVER_PID ]] && stop_pid "$SERVER_PID"
-  stop_pid "$REDIS_PID"
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-wait_port "$RPORT" 10 || { echo "redis-server did not start" >&2; exit 1; }
+start_redis cpu
 
 # run KIND BIN RATE: one fresh server, one fixed-rate phase; prints the phase's JSON line.
 run() {

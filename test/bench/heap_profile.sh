@@ -22,19 +22,8 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed (scripts/val
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-TMP=$(mktemp -d /tmp/sidecar-heap.XXXXXX)
-RPORT=$(free_port); PORT=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" \
-  >"$TMP/redis.log" 2>&1 &
-REDIS_PID=$!
-SERVER_PID=""
-cleanup() {
-  [[ -n $SERVER_PID ]] && stop_pid "$SERVER_PID"
-  stop_pid "$REDIS_PID"
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-wait_port "$RPORT" 10 || { echo "redis-server did not start" >&2; exit 1; }
+start_redis heap
+PORT=$(free_port)
 # The handshake timeout is long because every handshake is ~20x slower under valgrind.
 cat >"$TMP/sidecar.yaml" <<EOF
 listen: "127.0.0.1:$PORT"

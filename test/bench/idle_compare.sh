@@ -29,19 +29,7 @@ OFFERS=${IDLE_OFFERS:-plain}
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-TMP=$(mktemp -d /tmp/sidecar-idle.XXXXXX)
-RPORT=$(free_port)
-$PIN_GEN redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" \
-  >"$TMP/redis.log" 2>&1 &
-REDIS_PID=$!
-SERVER_PID=""
-cleanup() {
-  [[ -n $SERVER_PID ]] && stop_pid "$SERVER_PID"
-  stop_pid "$REDIS_PID"
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-wait_port "$RPORT" 10 || { echo "redis-server did not start" >&2; exit 1; }
+start_redis idle
 
 # run BIN COUNT IDLE_SECONDS OFFER: one fresh sidecar, one generator run; prints its JSON line.
 run() {

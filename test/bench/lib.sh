@@ -28,3 +28,17 @@ stop_pid() {
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
+
+# start_redis NAME: a scratch directory (TMP), a redis-server beside the generator on a free port
+# (RPORT, REDIS_PID), and an EXIT trap that stops it and the server in SERVER_PID (if any) and
+# removes TMP. Exits the script if redis-server does not come up within 10 s.
+start_redis() {
+  TMP=$(mktemp -d "/tmp/sidecar-$1.XXXXXX")
+  RPORT=$(free_port)
+  $PIN_GEN redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" \
+    >"$TMP/redis.log" 2>&1 &
+  REDIS_PID=$!
+  SERVER_PID=""
+  trap '[[ -n $SERVER_PID ]] && stop_pid "$SERVER_PID"; stop_pid "$REDIS_PID"; rm -rf "$TMP"' EXIT
+  wait_port "$RPORT" 10 || { echo "redis-server did not start" >&2; exit 1; }
+}
