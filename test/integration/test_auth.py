@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import tempfile
 import time
 
 import jwt
@@ -166,10 +165,9 @@ def test_sidecar_jwt_secret_env_overrides_config_secret(sidecar_factory, redis, 
     tokens.assert_absent(sc.log())
 
 
-def test_jwks_file_selects_key_by_kid(sidecar_factory, redis, keys, tokens):
+def test_jwks_file_selects_key_by_kid(sidecar_factory, redis, keys, tokens, tmp_path):
     jwks = keys.jwks({"rsa-1": "rsa", "rsa-2": "rsa2", "ec-1": "ec256"})
-    d = tempfile.mkdtemp(prefix="sidecar-jwks-")
-    path = os.path.join(d, "jwks.json")
+    path = str(tmp_path / "jwks.json")
     with open(path, "w") as f:
         json.dump(jwks, f)
     sc = jwt_sidecar(sidecar_factory, {"algorithms": ["RS256", "ES256"], "secret": "",
@@ -194,8 +192,8 @@ def test_jwks_file_selects_key_by_kid(sidecar_factory, redis, keys, tokens):
     tokens.assert_absent(sc.log())
 
 
-def test_jwks_rotation_applies_on_sighup(sidecar_factory, redis, keys, tokens):
-    path = os.path.join(tempfile.mkdtemp(prefix="sidecar-jwks-"), "jwks.json")
+def test_jwks_rotation_applies_on_sighup(sidecar_factory, redis, keys, tokens, tmp_path):
+    path = str(tmp_path / "jwks.json")
     with open(path, "w") as f:
         json.dump(keys.jwks({"old": "rsa"}), f)
     sc = jwt_sidecar(sidecar_factory, {"algorithms": ["RS256"], "secret": "", "jwks_file": path})
@@ -233,12 +231,12 @@ def _write_atomically(path: str, text: str):
 @pytest.mark.parametrize("source", ["public_key_file", "jwks_file"])
 @pytest.mark.parametrize("damage", ["truncated", "missing", "empty", "unusable"])
 def test_sighup_with_an_unusable_key_file_keeps_the_old_keys(sidecar_factory, redis, keys,
-                                                             tokens, source, damage):
+                                                             tokens, source, damage, tmp_path):
     """A key rotation that goes wrong (a half-copied file, a deleted one, an empty one, or one that
     parses but holds no usable key: a JWKS with no keys, a 1024-bit RSA PEM) is rejected on SIGHUP: the log says
     reload_rejected, the old key keeps admitting its tokens and nothing else is admitted. A good
     file and another SIGHUP then switch to the new key."""
-    path = os.path.join(tempfile.mkdtemp(prefix="sidecar-keys-"), "key")
+    path = str(tmp_path / "key")
     _write_atomically(path, _key_file_text(keys, source, "rsa"))
     sc = jwt_sidecar(sidecar_factory, {"algorithms": ["RS256"], "secret": "", source: path})
 
